@@ -1,0 +1,87 @@
+"""Incomplete, sound bound propagation: one entry point over a table of methods.
+
+Each method is a function ``(problem, config) -> Bounds`` registered by dotted path, so a
+method's module is imported only when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..result import Counterexample, Result, Verdict
+from ..specs.problem import VerificationProblem
+from .core import Bounds, Interval
+
+METHODS: dict[str, str] = {
+    "interval": "nncert.bounds.interval:interval_bounds",
+    "ibp": "nncert.bounds.interval:interval_bounds",
+    "zonotope": "nncert.bounds.zonotope:zonotope_bounds",
+    "deeppoly": "nncert.bounds.crown:deeppoly_bounds",
+    "crown": "nncert.bounds.crown:crown_bounds",
+    "alpha-crown": "nncert.bounds.alpha_crown:alpha_crown_bounds",
+}
+
+
+def _resolve(method: str):
+    if method not in METHODS:
+        raise ConfigError(f"unknown bound method {method!r}; choose from {', '.join(METHODS)}")
+    module, fn = METHODS[method].split(":")
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"bound method {method!r} is not available: {e}") from e
+
+
+def compute_bounds(problem: VerificationProblem, method: str = "interval",
+                   config: Any = None) -> Bounds:
+    """Sound lower/upper bounds of the spec rows ``C·y + d`` over the input set, (B, R) each.
+
+    The problem is moved to the graph's device and dtype first. Raises UnsupportedOpError
+    before any work when the method cannot handle an op, NumericalError on NaN/inf bounds.
+    """
+    g = problem.graph
+    problem = VerificationProblem(g, problem.input_set.to(g.device, g.dtype),
+                                  problem.output_spec.to(g.device, g.dtype), problem.name)
+    fn = _resolve(method)
+    t0 = time.perf_counter()
+    with torch.no_grad() if method != "alpha-crown" else torch.enable_grad():
+        bounds = fn(problem, config)
+    bounds = Bounds(bounds.lower.detach(), bounds.upper.detach(), method, bounds.intermediate,
+                    time.perf_counter() - t0, bounds.stats)
+    return bounds.check_finite()
+
+
+def certify(problem: VerificationProblem, method: str = "interval",
+            config: Any = None) -> list[Result]:
+    """One Result per batch element: VERIFIED when the bounds prove the spec, FALSIFIED when
+    the set's center already violates it on the concrete graph, else UNKNOWN."""
+    t0 = time.perf_counter()
+    bounds = compute_bounds(problem, method, config)
+    g = problem.graph
+    x0 = problem.input_set.center.to(g.device, g.dtype)
+    with torch.no_grad():
+        y0 = g.forward(x0)
+    holds = problem.output_spec.to(g.device, g.dtype).holds(y0.flatten(1))
+    proved = problem.output_spec.proved(bounds.lower)
+    per_item = (time.perf_counter() - t0) / max(problem.batch_size, 1)
+    results = []
+    for b in range(problem.batch_size):
+        if bool(proved[b]) and bool(holds[b]):
+            results.append(Result(Verdict.VERIFIED, method, per_item, bounds.lower[b],
+                                  bounds.upper[b]))
+        elif not bool(holds[b]):
+            cex = Counterexample(x0[b].detach().cpu(), y0[b].detach().cpu())
+            results.append(Result(Verdict.FALSIFIED, method, per_item, bounds.lower[b],
+                                  bounds.upper[b], cex, {"source": "center"}))
+        else:
+            results.append(Result(Verdict.UNKNOWN, method, per_item, bounds.lower[b],
+                                  bounds.upper[b]))
+    return results
+
+
+__all__ = ["METHODS", "Bounds", "Interval", "certify", "compute_bounds"]

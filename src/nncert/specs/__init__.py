@@ -1,0 +1,8 @@
+"""What is to be proved: input sets, output specs, and the canonical problem."""
+
+from .input_sets import Box as Box
+from .input_sets import InputSet as InputSet
+from .input_sets import LpBall as LpBall
+from .output import OutputSpec as OutputSpec
+from .problem import VerificationProblem as VerificationProblem
+from .problem import robustness_problem as robustness_problem

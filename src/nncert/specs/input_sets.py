@@ -1,0 +1,252 @@
+"""Input sets. Every set is batched (first dim B: one set per batch element) and owns its
+concretisation, so bound methods never ask which set they have.
+
+``concretize(A)`` returns the sound minimum and maximum of ``A·x`` over the set, for linear
+functionals ``A`` of shape (B, R, *shape); results are (B, R).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError, NumericalError, ShapeError
+from ..models.ops import Shape
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise NumericalError(f"{name} contains NaN or infinite values")
+
+
+def _flat_dot(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B, R, *s) · (B, *s) → (B, R)."""
+    B, R = A.shape[:2]
+    return torch.einsum("brn,bn->br", A.reshape(B, R, -1), x.reshape(x.shape[0], -1).expand(B, -1))
+
+
+class InputSet:
+    """Common interface of input sets (see module docstring)."""
+
+    @property
+    def lower(self) -> torch.Tensor:
+        """Elementwise lower bound of the set (its box hull), (B, *shape)."""
+        raise NotImplementedError
+
+    @property
+    def upper(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def batch_size(self) -> int:
+        return self.lower.shape[0]
+
+    @property
+    def shape(self) -> Shape:
+        return tuple(self.lower.shape[1:])
+
+    @property
+    def center(self) -> torch.Tensor:
+        """A point inside the set, (B, *shape)."""
+        return (self.lower + self.upper) / 2
+
+    def concretize(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` points of each set, (n, B, *shape), all inside the set."""
+        raise NotImplementedError
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """A point of the set near ``x`` (exact projection for boxes and unclipped balls)."""
+        raise NotImplementedError
+
+    def contains(self, x: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
+        """Whether each x (…, B, *shape) lies in its set; bool of shape x.shape[:-len(shape)]."""
+        raise NotImplementedError
+
+    def __getitem__(self, idx) -> InputSet:
+        raise NotImplementedError
+
+    def to(self, device=None, dtype=None) -> InputSet:
+        raise NotImplementedError
+
+    def check_shape(self, shape: Shape) -> None:
+        if self.shape != tuple(shape):
+            raise ShapeError("input set vs model input", tuple(shape), self.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Box(InputSet):
+    """The axis-aligned box ``lower ≤ x ≤ upper`` (per batch element)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.lo.shape != self.hi.shape:
+            raise ShapeError("box upper bound vs lower bound", tuple(self.lo.shape),
+                             tuple(self.hi.shape))
+        _check_finite("box lower bound", self.lo)
+        _check_finite("box upper bound", self.hi)
+        if bool((self.lo > self.hi).any()):
+            raise ConfigError("box has a lower bound above its upper bound")
+
+    @property
+    def lower(self) -> torch.Tensor:
+        return self.lo
+
+    @property
+    def upper(self) -> torch.Tensor:
+        return self.hi
+
+    def concretize(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c, r = (self.hi + self.lo) / 2, (self.hi - self.lo) / 2
+        mid = _flat_dot(A, c)
+        rad = _flat_dot(A.abs(), r)
+        return mid - rad, mid + rad
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = torch.rand((n, *self.lo.shape), generator=generator, dtype=self.lo.dtype,
+                       device="cpu").to(self.lo.device)
+        return self.lo + u * (self.hi - self.lo)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(x, self.hi), self.lo)
+
+    def contains(self, x: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
+        inside = (x >= self.lo - atol) & (x <= self.hi + atol)
+        return inside.flatten(start_dim=x.dim() - len(self.shape)).all(dim=-1)
+
+    def __getitem__(self, idx) -> Box:
+        lo, hi = self.lo[idx], self.hi[idx]
+        if lo.dim() == len(self.shape):
+            lo, hi = lo.unsqueeze(0), hi.unsqueeze(0)
+        return Box(lo, hi)
+
+    def to(self, device=None, dtype=None) -> Box:
+        return Box(self.lo.to(device=device, dtype=dtype), self.hi.to(device=device, dtype=dtype))
+
+    def split(self, dim: torch.Tensor) -> Box:
+        """Bisect each box along its flat coordinate ``dim[b]``: returns 2B boxes
+        (all left halves, then all right halves). Their union is this box."""
+        B = self.batch_size
+        lo, hi = self.lo.reshape(B, -1), self.hi.reshape(B, -1)
+        rows = torch.arange(B, device=lo.device)
+        mid = (lo[rows, dim] + hi[rows, dim]) / 2
+        hi_left, lo_right = hi.clone(), lo.clone()
+        hi_left[rows, dim], lo_right[rows, dim] = mid, mid
+        new_lo = torch.cat([lo, lo_right]).reshape(2 * B, *self.shape)
+        new_hi = torch.cat([hi_left, hi]).reshape(2 * B, *self.shape)
+        return Box(new_lo, new_hi)
+
+
+@dataclass(frozen=True, eq=False)
+class LpBall(InputSet):
+    """``{x : ||x − center||_p ≤ eps} ∩ [clip_lower, clip_upper]`` for p ∈ {inf, 2}.
+
+    ``eps`` is a float or a (B,) tensor. ``clip_*`` are floats, tensors broadcastable to the
+    center, or None (no clipping). For p = inf the set is a box; for p = 2 with clipping the
+    concretisation takes the tighter of the ball's and the box hull's bounds (both are sound).
+    """
+
+    center_: torch.Tensor
+    eps: float | torch.Tensor
+    p: float = math.inf
+    clip_lower: float | torch.Tensor | None = None
+    clip_upper: float | torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.p not in (math.inf, 2):
+            raise ConfigError(f"LpBall supports p = inf and p = 2, got p = {self.p}")
+        eps = torch.as_tensor(self.eps, dtype=self.center_.dtype)
+        _check_finite("ball center", self.center_)
+        _check_finite("epsilon", eps)
+        if bool((eps < 0).any()):
+            raise ConfigError(f"epsilon must be ≥ 0, got {self.eps}")
+
+    def _eps(self) -> torch.Tensor:
+        """eps as a (B, 1, ..., 1) tensor that broadcasts against the center."""
+        e = torch.as_tensor(self.eps, dtype=self.center_.dtype, device=self.center_.device)
+        if e.dim() == 0:
+            e = e.expand(self.center_.shape[0])
+        return e.reshape(-1, *([1] * (self.center_.dim() - 1)))
+
+    def _clip(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clip_lower is not None:
+            x = torch.maximum(x, torch.as_tensor(self.clip_lower, dtype=x.dtype, device=x.device))
+        if self.clip_upper is not None:
+            x = torch.minimum(x, torch.as_tensor(self.clip_upper, dtype=x.dtype, device=x.device))
+        return x
+
+    @property
+    def center(self) -> torch.Tensor:
+        return self._clip(self.center_)
+
+    @property
+    def lower(self) -> torch.Tensor:
+        return self._clip(self.center_ - self._eps())
+
+    @property
+    def upper(self) -> torch.Tensor:
+        return self._clip(self.center_ + self._eps())
+
+    def box_hull(self) -> Box:
+        return Box(self.lower, self.upper)
+
+    def concretize(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        box_lo, box_hi = self.box_hull().concretize(A)
+        if self.p == math.inf:
+            return box_lo, box_hi
+        B, R = A.shape[:2]
+        mid = _flat_dot(A, self.center_)
+        rad = A.reshape(B, R, -1).norm(dim=-1) * self._eps().reshape(-1, 1)
+        return torch.maximum(mid - rad, box_lo), torch.minimum(mid + rad, box_hi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        shape = (n, *self.center_.shape)
+        if self.p == math.inf:
+            return self.box_hull().sample(n, generator)
+        d = math.prod(self.shape)
+        g = torch.randn(shape, generator=generator, dtype=self.center_.dtype).to(self.center_.device)
+        g = g / g.flatten(2).norm(dim=-1).clamp_min(1e-30).reshape(n, -1, *([1] * len(self.shape)))
+        r = torch.rand((n, self.batch_size), generator=generator, dtype=self.center_.dtype)
+        r = r.to(self.center_.device) ** (1.0 / d)
+        pts = self.center_ + g * r.reshape(n, -1, *([1] * len(self.shape))) * self._eps()
+        return self._clip(pts)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == math.inf:
+            return self.box_hull().project(x)
+        delta = x - self.center_
+        norm = delta.flatten(start_dim=x.dim() - len(self.shape)).norm(dim=-1)
+        factor = torch.clamp(self._eps().flatten() / norm.clamp_min(1e-30), max=1.0)
+        delta = delta * factor.reshape(*factor.shape, *([1] * len(self.shape)))
+        return self._clip(self.center_ + delta)
+
+    def contains(self, x: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
+        in_box = self.box_hull().contains(x, atol)
+        if self.p == math.inf:
+            return in_box
+        norm = (x - self.center_).flatten(start_dim=x.dim() - len(self.shape)).norm(dim=-1)
+        return in_box & (norm <= self._eps().flatten() + atol)
+
+    def __getitem__(self, idx) -> LpBall:
+        c = self.center_[idx]
+        eps = self.eps
+        if isinstance(eps, torch.Tensor) and eps.dim() > 0:
+            eps = eps[idx]
+        if c.dim() == len(self.shape):
+            c = c.unsqueeze(0)
+            if isinstance(eps, torch.Tensor) and eps.dim() == 0:
+                eps = eps.reshape(1)
+        return LpBall(c, eps, self.p, self.clip_lower, self.clip_upper)
+
+    def to(self, device=None, dtype=None) -> LpBall:
+        def mv(v):
+            return v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor) else v
+
+        return LpBall(mv(self.center_), mv(self.eps), self.p, mv(self.clip_lower),
+                      mv(self.clip_upper))
