@@ -1,0 +1,64 @@
+"""``nncert``: the command line. Thin: each subcommand lives in its own module with
+``register(subparsers)``, builds configs and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from ..errors import NncertError
+
+#: subcommand modules, in the order ``--help`` lists them
+SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp")
+
+DESCRIPTION = """\
+nncert proves things about neural networks read from PyTorch or ONNX:
+sound bounds (interval, zonotope, deeppoly, crown, alpha-crown), complete verification
+(branch-and-bound, MILP, VNN-COMP), and probabilistic certification (randomized smoothing,
+PixelDP). Start with `nncert demo`; every subcommand has its own --help."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nncert", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line errors")
+    parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        module = f"nncert.cli.{name}"
+        if importlib.util.find_spec(module) is None:
+            continue
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except NncertError as e:
+        if args.debug:
+            raise
+        print(f"nncert: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"nncert: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nncert: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
