@@ -177,3 +177,22 @@ def sequential(ops: Iterable[Op], input_shape: Shape, prefix: str = "n") -> Grap
         nodes.append(Node(name, op, (prev,)))
         prev = name
     return Graph(nodes, input_shape)
+
+
+def prepend(graph: Graph, op: Op, name: str = "prep") -> Graph:
+    """A graph computing ``graph(op(x))``: ``op`` (e.g. input normalisation) becomes the first
+    node and reads the new input. ``op`` must preserve or define the graph's input shape."""
+    while name in graph._by_name or name == graph.input_name:
+        name += "_"
+    x = torch.zeros((1, *graph.input_shape), dtype=graph.dtype, device=graph.device)
+    try:
+        same = tuple(op.forward(x).shape[1:]) == graph.input_shape
+    except RuntimeError:
+        same = False
+    if not same:
+        raise ShapeError(f"prepended {op.kind} must keep the input shape", graph.input_shape,
+                         graph.input_shape)
+    nodes = [Node(name, op, (graph.input_name,))]
+    for n in graph.nodes:
+        nodes.append(Node(n.name, n.op, tuple(name if s == graph.input_name else s for s in n.inputs)))
+    return Graph(nodes, graph.input_shape, graph.input_name, graph.output_name)

@@ -37,6 +37,8 @@ class Op:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Op:
         """A copy with every floating tensor field moved to ``device``/``dtype``."""
+        if not dataclasses.is_dataclass(self):
+            return self
         changes = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
@@ -45,6 +47,8 @@ class Op:
         return dataclasses.replace(self, **changes) if changes else self  # type: ignore[type-var]
 
     def tensors(self) -> list[torch.Tensor]:
+        if not dataclasses.is_dataclass(self):
+            return []
         return [
             getattr(self, f.name)
             for f in dataclasses.fields(self)  # type: ignore[arg-type]

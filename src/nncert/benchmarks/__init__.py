@@ -1,0 +1,1 @@
+"""Side-by-side evaluation: certified accuracy of a model on a dataset, per method."""
