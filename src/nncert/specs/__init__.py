@@ -6,3 +6,6 @@ from .input_sets import LpBall as LpBall
 from .output import OutputSpec as OutputSpec
 from .problem import VerificationProblem as VerificationProblem
 from .problem import robustness_problem as robustness_problem
+from .vnnlib import load_vnnlib as load_vnnlib
+from .vnnlib import parse_vnnlib as parse_vnnlib
+from .vnnlib import write_vnnlib as write_vnnlib
