@@ -13,7 +13,11 @@ from ..models.graph import Graph
 def method_support(graph: Graph) -> dict[str, str]:
     """For each bound method: 'yes', or the reason it cannot run on this graph."""
     out: dict[str, str] = {}
+    seen: set[str] = set()
     for name, target in METHODS.items():
+        if target in seen:  # an alias (ibp = interval)
+            continue
+        seen.add(target)
         module_name = target.split(":")[0]
         try:
             module = importlib.import_module(module_name)
