@@ -1,0 +1,297 @@
+"""Randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019).
+
+The smoothed classifier ``g(x) = argmax_c P(f(x + ε) = c)``, ``ε ~ N(0, σ² I)``, is robust in L2
+around ``x`` with radius ``σ · Φ⁻¹(pA)``. :class:`Smooth` estimates it by Monte Carlo:
+
+* :meth:`Smooth.predict` — PREDICT: returns the top class unless a two-sided binomial test
+  cannot separate the top two counts at level alpha (then abstains). The returned class differs
+  from ``g(x)`` with probability ≤ alpha.
+* :meth:`Smooth.certify` — CERTIFY: guesses the class from ``n0`` samples, estimates its
+  probability from ``n`` fresh samples, takes the one-sided Clopper–Pearson lower bound
+  ``pA_lower`` and returns radius ``σ · Φ⁻¹(pA_lower)``, abstaining when ``pA_lower ≤ 1/2``. With
+  probability ≥ 1 - alpha a non-abstaining answer is ``g(x)`` and ``g`` is constant on the
+  L2 ball of that radius.
+
+Noise is added in the model's *input* space. When a Graph starts with a normalisation node its
+input is in pixel units ([0, 1]) and the noise goes before normalisation, as in Cohen et al.
+Noise is drawn on the model's device from a seedable ``torch.Generator``, one tensor per batch;
+counts accumulate on the device with ``torch.bincount``; memory is bounded by ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, ShapeError
+from ..models.graph import Graph
+from . import stats
+
+
+@dataclass(frozen=True)
+class SmoothPrediction:
+    """The outcome of :meth:`Smooth.predict`. ``prediction`` is None when it abstained."""
+
+    prediction: int | None
+    counts: tuple[int, ...]
+    pvalue: float
+    alpha: float
+    n: int
+    sigma: float
+    time_s: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prediction": self.prediction, "abstained": self.abstained,
+            "counts": list(self.counts), "pvalue": self.pvalue, "alpha": self.alpha,
+            "n": self.n, "sigma": self.sigma, "time_s": round(self.time_s, 6),
+        }
+
+
+@dataclass(frozen=True)
+class SmoothCertificate:
+    """The outcome of :meth:`Smooth.certify`.
+
+    ``prediction`` is None when it abstained (then ``radius`` is 0). ``counts0`` are the
+    selection counts (``n0`` samples), ``counts`` the estimation counts (``n`` samples);
+    ``pa_lower`` is the one-sided Clopper–Pearson lower bound of the selected class's probability.
+    """
+
+    prediction: int | None
+    radius: float
+    pa_lower: float
+    counts: tuple[int, ...]
+    counts0: tuple[int, ...]
+    alpha: float
+    n0: int
+    n: int
+    sigma: float
+    time_s: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prediction": self.prediction, "abstained": self.abstained, "radius": self.radius,
+            "pa_lower": self.pa_lower, "counts": list(self.counts), "counts0": list(self.counts0),
+            "alpha": self.alpha, "n0": self.n0, "n": self.n, "sigma": self.sigma,
+            "time_s": round(self.time_s, 6),
+        }
+
+
+def _model_device_dtype(model: Graph | torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    if isinstance(model, Graph):
+        return model.device, model.dtype
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+class Smooth:
+    """A Gaussian-smoothed classifier around a base classifier.
+
+    ``model`` is an :class:`nncert.Graph` or a ``torch.nn.Module`` mapping a batch (N, *shape) to
+    class scores (N, num_classes); a module is put in eval mode. ``num_classes`` may be None to
+    take it from the model's output. ``seed`` seeds the noise generator (None: a random seed);
+    ``predict``/``certify`` also take a ``seed`` to make one point's answer reproducible on its own.
+    ``pipeline`` overlaps noise drawing with the forward pass (default: on for CPU models; the
+    results are identical either way).
+    """
+
+    def __init__(self, model: Graph | torch.nn.Module, num_classes: int | None, sigma: float,
+                 *, seed: int | None = None, device: torch.device | str | None = None,
+                 pipeline: bool | None = None):
+        self.sigma = stats.check_positive(sigma, "sigma")
+        if not isinstance(model, (Graph, torch.nn.Module)):
+            raise ConfigError(
+                f"the base classifier must be an nncert.Graph or a torch.nn.Module, "
+                f"got {type(model).__name__}")
+        if device is not None:
+            model = model.to(torch.device(device))
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+        self.model = model
+        self.device, self.dtype = _model_device_dtype(model)
+        #: draw the next batch's noise in a helper thread while the model runs (default: on CPU)
+        self.pipeline = self.device.type == "cpu" if pipeline is None else bool(pipeline)
+        self.input_shape: tuple[int, ...] | None = None
+        if isinstance(model, Graph):
+            self.input_shape = model.input_shape
+            out = model.output_shape
+            if len(out) != 1 or out[0] < 2:
+                raise ShapeError("base classifier output (class scores, batch dim excluded)",
+                                 (num_classes or 2,), out)
+            if num_classes is not None and out[0] != num_classes:
+                raise ShapeError("base classifier output (class scores, batch dim excluded)",
+                                 (num_classes,), out)
+            num_classes = out[0]
+        if num_classes is not None:
+            num_classes = stats.check_count(num_classes, "num_classes", 2)
+        self.num_classes: int | None = num_classes
+        self._checked_shapes: set[tuple[int, ...]] = set()
+        self.generator = torch.Generator(device=self.device)
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+
+    # -- checks ------------------------------------------------------------------------------
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the model's device and dtype, its shape checked, the output checked to be
+        a class-score vector: all before any noise is drawn."""
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        x = x.detach().to(device=self.device, dtype=self.dtype)
+        if self.input_shape is not None and tuple(x.shape) != self.input_shape:
+            raise ShapeError("smoothing input (one point, no batch dim)", self.input_shape,
+                             tuple(x.shape))
+        shape = tuple(x.shape)
+        if shape not in self._checked_shapes:
+            with torch.inference_mode():
+                try:
+                    out = self.model(x.unsqueeze(0))
+                except (RuntimeError, ValueError) as e:
+                    raise ShapeError(f"base classifier does not run on this input ({e})",
+                                     shape, shape) from e
+            got = tuple(out.shape)
+            if len(got) != 2 or got[0] != 1 or got[1] < 2:
+                raise ShapeError("base classifier output on one point (1, num_classes)",
+                                 (1, self.num_classes or 2), got)
+            if self.num_classes is None:
+                self.num_classes = got[1]
+            elif got[1] != self.num_classes:
+                raise ShapeError("base classifier output on one point (1, num_classes)",
+                                 (1, self.num_classes), got)
+            self._checked_shapes.add(shape)
+        return x
+
+    @staticmethod
+    def _check_sampling(n: int, batch_size: int, name: str = "n") -> tuple[int, int]:
+        return stats.check_count(n, name), stats.check_count(batch_size, "batch_size")
+
+    # -- sampling ----------------------------------------------------------------------------
+    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
+                      on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Class counts (num_classes,) of the base classifier on ``num`` noisy copies of ``x``
+        (already prepared). Batches of at most ``batch_size``; counts stay on the device.
+
+        On the CPU the next batch's noise is drawn in a helper thread while the model runs on
+        the current one (two buffers; the generator is used by that thread only, in batch
+        order, so the draws, and the counts, are exactly those of the sequential loop)."""
+        assert self.num_classes is not None
+        sizes = [batch_size] * (num // batch_size) + ([num % batch_size] if num % batch_size else [])
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        shape = (sizes[0], *x.shape)
+        nbuf = 2 if self.pipeline and len(sizes) > 1 else 1
+        bufs = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(nbuf)]
+
+        def draw(i: int) -> torch.Tensor:
+            with torch.inference_mode():
+                batch = bufs[i % nbuf][:sizes[i]]
+                batch.normal_(0.0, self.sigma, generator=self.generator)
+                return batch.add_(x)
+
+        def count(batch: torch.Tensor) -> None:
+            nonlocal counts
+            scores = self.model(batch)
+            counts += torch.bincount(scores.argmax(dim=1), minlength=self.num_classes)
+            if on_batch is not None:
+                on_batch(batch.shape[0])
+
+        if nbuf == 1:
+            for i in range(len(sizes)):
+                count(draw(i))
+            return counts
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nncert-noise") as pool:
+            pending = pool.submit(draw, 0)
+            for i in range(len(sizes)):
+                batch = pending.result()
+                if i + 1 < len(sizes):  # buffer (i+1) % 2 is free: batch i-1 is counted
+                    pending = pool.submit(draw, i + 1)
+                count(batch)
+        return counts
+
+    def _reseed(self, seed: int | None) -> None:
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+
+    # -- the two procedures ------------------------------------------------------------------
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000,
+                *, seed: int | None = None) -> SmoothPrediction:
+        """Cohen et al.'s PREDICT: top class among ``n`` noisy samples, or abstain (None) when
+        the two-sided binomial test of the top two counts has p-value > alpha."""
+        alpha = stats.check_alpha(alpha)
+        n, batch_size = self._check_sampling(n, batch_size)
+        x = self._prepare(x)
+        self._reseed(seed)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            counts_t = self.sample_counts(x, n, batch_size)
+        counts = tuple(int(c) for c in counts_t.cpu().tolist())
+        top2 = sorted(range(len(counts)), key=lambda c: (-counts[c], c))[:2]
+        n_a, n_b = counts[top2[0]], counts[top2[1]]
+        pvalue = stats.binomial_pvalue(n_a, n_a + n_b, 0.5) if n_a + n_b > 0 else 1.0
+        prediction = top2[0] if pvalue <= alpha else None
+        return SmoothPrediction(prediction, counts, pvalue, alpha, n, self.sigma,
+                                time.perf_counter() - t0)
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000,
+                *, seed: int | None = None) -> SmoothCertificate:
+        """Cohen et al.'s CERTIFY: select with ``n0`` samples, estimate with ``n``, return the
+        prediction and the L2 radius ``sigma · Φ⁻¹(pA_lower)`` (abstain when pA_lower ≤ 1/2)."""
+        alpha = stats.check_alpha(alpha)
+        n0, batch_size = self._check_sampling(n0, batch_size, "n0")
+        n = stats.check_count(n, "n")
+        x = self._prepare(x)
+        self._reseed(seed)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            counts0_t = self.sample_counts(x, n0, batch_size)
+            c_hat = int(torch.argmax(counts0_t))
+            counts_t = self.sample_counts(x, n, batch_size)
+        counts0 = tuple(int(c) for c in counts0_t.cpu().tolist())
+        counts = tuple(int(c) for c in counts_t.cpu().tolist())
+        pa_lower = stats.clopper_pearson_lower(counts[c_hat], n, alpha)
+        if pa_lower <= 0.5:
+            prediction, radius = None, 0.0
+        else:
+            prediction, radius = c_hat, stats.smoothing_radius(pa_lower, self.sigma)
+        return SmoothCertificate(prediction, radius, pa_lower, counts, counts0, alpha, n0, n,
+                                 self.sigma, time.perf_counter() - t0)
+
+    def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float,
+                      batch_size: int = 1000, *, seed: int | None = None) -> list[SmoothCertificate]:
+        """:meth:`certify` for each point of a batch ``xs`` (N, *shape); point ``i`` uses seed
+        ``seed + i`` when a seed is given, so its answer does not depend on the others."""
+        return [self.certify(x, n0, n, alpha, batch_size,
+                             seed=None if seed is None else seed + i) for i, x in enumerate(xs)]
+
+    def predict_batch(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int = 1000,
+                      *, seed: int | None = None) -> list[SmoothPrediction]:
+        """:meth:`predict` for each point of a batch ``xs`` (N, *shape)."""
+        return [self.predict(x, n, alpha, batch_size, seed=None if seed is None else seed + i)
+                for i, x in enumerate(xs)]
+
+    def __repr__(self) -> str:
+        return f"Smooth(sigma={self.sigma}, num_classes={self.num_classes}, device={self.device})"
+
+
+def true_linear_radius(w: torch.Tensor, b: float, x: torch.Tensor) -> float:
+    """The exact L2 robust radius ``|w·x + b| / ||w||`` of the two-class linear classifier
+    ``sign(w·x + b)`` (also its smoothed classifier's radius; used by tests and docs)."""
+    return abs(float(w.flatten() @ x.flatten()) + b) / float(torch.linalg.vector_norm(w))
+
+
+__all__ = ["Smooth", "SmoothCertificate", "SmoothPrediction", "true_linear_radius"]
