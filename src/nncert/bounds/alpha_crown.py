@@ -1,0 +1,229 @@
+"""alpha-CROWN (Xu et al. 2021) and the beta-CROWN split hook (Wang et al. 2021).
+
+Every choice of the free relaxation parameters — ReLU/LeakyReLU lower slopes in [s, 1],
+Sigmoid/Tanh tangent points θ ∈ [0, 1] — gives a sound CROWN bound, so they are optimised by
+projected Adam to maximise the spec rows' lower bounds, one parameter per row and neuron. The
+best bound seen per row is kept and the start point is CROWN's, so the result is never looser
+than CROWN.
+
+With ReLU splits (``z ≥ 0`` / ``z ≤ 0`` on pre-activation neurons z) the split neurons'
+bounds are clipped, and multipliers ``β ≥ 0`` of the split constraints ``s·z ≥ 0`` enter the
+backward pass as the offset ``−β∘s`` at z (Lagrangian relaxation): the bound stays sound on the
+input set ∩ the split constraints for every β ≥ 0 and is optimised jointly with the slopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ConfigError
+from ..models.graph import Graph
+from ..specs.input_sets import InputSet
+from ..specs.problem import VerificationProblem
+from . import relaxations
+from .core import Bounds, Interval
+from .crown import (
+    BACKWARD,
+    CrownConfig,
+    _ancestors,
+    _bounds,
+    _relaxed_inputs,
+    backward_bounds,
+    intermediate_bounds,
+    upper_key,
+)
+from .traversal import check_supported
+
+Proved = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AlphaCrownConfig:
+    """iterations of Adam (lr for slopes, lr_beta for split multipliers, both decayed by
+    lr_decay per step); optimize_intermediate: also optimise every intermediate node's bounds
+    (its own parameters, layer by layer: slower, tighter); optimize_upper: also minimise the
+    upper bounds (else CROWN's are returned); early_stop: once the property is proved for
+    every batch element. ``crown`` configures the start point (relaxation "adaptive")."""
+
+    iterations: int = 20
+    lr: float = 0.1
+    lr_beta: float = 0.05
+    lr_decay: float = 0.98
+    optimize_intermediate: bool = False
+    optimize_upper: bool = False
+    early_stop: bool = True
+    crown: CrownConfig = field(default_factory=CrownConfig)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.lr <= 0 or self.lr_beta <= 0:
+            raise ConfigError("iterations must be ≥ 0 and learning rates > 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+
+
+def _init_slopes(graph: Graph, intermediate: Mapping[str, Interval], B: int, R: int, mode: str,
+                 init: Mapping[str, torch.Tensor] | None, start: str):
+    """Trainable parameters (B, R, *shape) per activation that ``start`` depends on (and per
+    upper line), with their ranges; from ``init`` where given, else the relaxation's own
+    choice (CROWN's)."""
+    params, ranges = {}, {}
+    keep = _ancestors(graph, start)
+    for node in graph:
+        fam = relaxations.RELAXATIONS.get(type(node.op))
+        if fam is None or node.name not in keep:
+            continue
+        iv = intermediate[node.inputs[0]]
+        lo, up = fam.init(node.op, iv.lower.unsqueeze(1), iv.upper.unsqueeze(1), mode)
+        shape = (B, R, *iv.shape)
+        for key, t in ((node.name, lo), (upper_key(node.name), up)):
+            if t is None:
+                continue
+            if init is not None and key in init:
+                t = init[key].to(iv.lower)
+            params[key] = t.detach().expand(shape).clone().requires_grad_(True)
+            ranges[key] = fam.param_range(node.op)
+    return params, ranges
+
+
+def _clip_splits(intermediate: Mapping[str, Interval], splits: Mapping[str, torch.Tensor]):
+    """Bounds clipped by the splits, and which batch elements' subdomains are empty."""
+    out = dict(intermediate)
+    B = next(iter(intermediate.values())).lower.shape[0]
+    empty = torch.zeros(B, dtype=torch.bool, device=next(iter(intermediate.values())).lower.device)
+    for name, s in splits.items():
+        iv = intermediate[name]
+        s = s.to(iv.lower.device)
+        lo = torch.where(s > 0, iv.lower.clamp(min=0), iv.lower)
+        hi = torch.where(s < 0, iv.upper.clamp(max=0), iv.upper)
+        bad = lo > hi
+        empty |= bad.reshape(B, -1).any(1)
+        out[name] = Interval(lo, torch.where(bad, lo, hi))
+    return out, empty
+
+
+def _complete(graph, input_set, intermediate, cfg: AlphaCrownConfig):
+    """``intermediate`` with any missing bounds a backward pass needs filled in by CROWN."""
+    needed = set(_relaxed_inputs(graph)) | {graph.input_name}
+    if needed <= set(intermediate):
+        return intermediate
+    return intermediate_bounds(graph, input_set, cfg.crown, given=intermediate)
+
+
+def _project(params, ranges, betas) -> None:
+    with torch.no_grad():
+        for key, t in params.items():
+            t.clamp_(*ranges[key])
+        for b in betas.values():
+            b.clamp_(min=0)
+
+
+def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
+                   signs=None, init_slopes=None, proved: Proved | None = None, start=None):
+    """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters and
+    the number of Adam steps taken."""
+    B, R = input_set.batch_size, C.shape[1]
+    params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
+                                  start or graph.output_name)
+    signs = signs or {}
+    betas = {n: torch.zeros((B, R, *s.shape[1:]), dtype=C.dtype, device=C.device,
+                            requires_grad=True) for n, s in signs.items()}
+    groups = [{"params": list(ts.values()), "lr": lr}
+              for ts, lr in ((params, cfg.lr), (betas, cfg.lr_beta)) if ts]
+    opt = torch.optim.Adam(groups) if groups else None
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if groups else None
+    best, steps = None, 0
+    while True:
+        offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in betas}
+        lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
+                                   need_upper=False, start=start,
+                                   relaxation=cfg.crown.relaxation)
+        best = lower.detach() if best is None else torch.maximum(best, lower.detach())
+        done = cfg.early_stop and proved is not None and bool(proved(best).all())
+        if done or steps == cfg.iterations or opt is None or not lower.requires_grad:
+            return best, {k: v.detach() for k, v in params.items()}, steps
+        opt.zero_grad()
+        (-lower.sum()).backward()
+        opt.step()
+        sched.step()
+        _project(params, ranges, betas)
+        steps += 1
+
+
+def optimize_bounds(
+    graph: Graph,
+    input_set: InputSet,
+    C: torch.Tensor,
+    d: torch.Tensor | None,
+    intermediate: Mapping[str, Interval],
+    config: AlphaCrownConfig | None = None,
+    splits: Mapping[str, torch.Tensor] | None = None,
+    init_slopes: Mapping[str, torch.Tensor] | None = None,
+    *,
+    proved: Proved | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """alpha/beta-CROWN lower bounds (B, R) of the rows ``C·y + d`` over each subdomain, and
+    the optimised parameters (``slopes`` of ``backward_bounds``, (B, R, *shape) each; pass
+    them back as ``init_slopes`` to warm-start a child subdomain).
+
+    ``intermediate``: per-subdomain bounds (batch B) of at least every relaxed node's input
+    (missing ones are computed by CROWN). ``splits``: ReLU input node → int8 (B, *shape) with
+    +1 (z ≥ 0), −1 (z ≤ 0) or 0 (free). Sound for input set ∩ split constraints. A subdomain
+    whose clipped bounds are infeasible (l > u: it is empty) gets lower bound +inf.
+    Early stop once ``proved(lower)`` holds for every element (default: every row > 0).
+    """
+    cfg = config or AlphaCrownConfig()
+    check_supported(graph, BACKWARD, "alpha-crown")
+    empty = None
+    signs = {}
+    if splits:
+        intermediate, empty = _clip_splits(intermediate, splits)
+        signs = {n: s.to(C.dtype) for n, s in splits.items() if bool((s != 0).any())}
+    intermediate = _complete(graph, input_set, intermediate, cfg)
+    with torch.enable_grad():
+        lower, slopes, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
+                                       init_slopes=init_slopes,
+                                       proved=proved or (lambda lb: (lb > 0).all(1)))
+    if empty is not None:
+        lower = torch.where(empty.unsqueeze(1), torch.full_like(lower, torch.inf), lower)
+    return lower, slopes
+
+
+def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig):
+    """Intermediate bounds each optimised with their own parameters, layer by layer."""
+    def rows(name, C, idx, values):
+        sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
+        lower, _, _ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
+                                     cfg, start=name)
+        return lower[:, :1], -lower[:, 1:]
+
+    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows)
+
+
+def alpha_crown_bounds(problem: VerificationProblem,
+                       config: AlphaCrownConfig | None = None) -> Bounds:
+    """alpha-CROWN bounds of the spec rows: never looser than CROWN's (row by row). With
+    early_stop, only the batch elements CROWN leaves unproved are optimised."""
+    cfg = config or AlphaCrownConfig()
+    g, spec, xs = problem.graph, problem.output_spec, problem.input_set
+    crown = _bounds(problem, cfg.crown, "alpha-crown")
+    values = crown.intermediate
+    lower, steps = crown.lower.clone(), 0
+    with torch.enable_grad():
+        if cfg.optimize_intermediate:
+            values = _optimized_intermediate(g, xs, cfg)
+        todo = torch.arange(xs.batch_size, device=lower.device)
+        if cfg.early_stop:
+            todo = todo[~spec.proved(lower)]
+        if todo.numel():
+            sub = {k: v[todo] for k, v in values.items()}
+            best, _, steps = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
+                                            proved=spec.proved)
+            lower[todo] = torch.maximum(lower[todo], best)
+        upper = crown.upper
+        if cfg.optimize_upper:
+            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg)
+            upper = torch.minimum(upper, -neg)
+    return Bounds(lower, upper, "alpha-crown", values, stats={"steps": steps})
