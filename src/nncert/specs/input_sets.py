@@ -21,6 +21,15 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
         raise NumericalError(f"{name} contains NaN or infinite values")
 
 
+def _derived(cls, **fields):
+    """An instance built from fields of an already validated set (indexing, moving, splitting,
+    hulls): skips re-validation, which dominated the cost of per-row indexing in bound methods."""
+    obj = object.__new__(cls)
+    for k, v in fields.items():
+        object.__setattr__(obj, k, v)
+    return obj
+
+
 def _flat_dot(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B, R, *s) · (B, *s) → (B, R)."""
     B, R = A.shape[:2]
@@ -124,10 +133,11 @@ class Box(InputSet):
         lo, hi = self.lo[idx], self.hi[idx]
         if lo.dim() == len(self.shape):
             lo, hi = lo.unsqueeze(0), hi.unsqueeze(0)
-        return Box(lo, hi)
+        return _derived(Box, lo=lo, hi=hi)
 
     def to(self, device=None, dtype=None) -> Box:
-        return Box(self.lo.to(device=device, dtype=dtype), self.hi.to(device=device, dtype=dtype))
+        return _derived(Box, lo=self.lo.to(device=device, dtype=dtype),
+                        hi=self.hi.to(device=device, dtype=dtype))
 
     def split(self, dim: torch.Tensor) -> Box:
         """Bisect each box along its flat coordinate ``dim[b]``: returns 2B boxes
@@ -140,7 +150,7 @@ class Box(InputSet):
         hi_left[rows, dim], lo_right[rows, dim] = mid, mid
         new_lo = torch.cat([lo, lo_right]).reshape(2 * B, *self.shape)
         new_hi = torch.cat([hi_left, hi]).reshape(2 * B, *self.shape)
-        return Box(new_lo, new_hi)
+        return _derived(Box, lo=new_lo, hi=new_hi)
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,7 +204,7 @@ class LpBall(InputSet):
         return self._clip(self.center_ + self._eps())
 
     def box_hull(self) -> Box:
-        return Box(self.lower, self.upper)
+        return _derived(Box, lo=self.lower, hi=self.upper)
 
     def concretize(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         box_lo, box_hi = self.box_hull().concretize(A)
@@ -242,11 +252,12 @@ class LpBall(InputSet):
             c = c.unsqueeze(0)
             if isinstance(eps, torch.Tensor) and eps.dim() == 0:
                 eps = eps.reshape(1)
-        return LpBall(c, eps, self.p, self.clip_lower, self.clip_upper)
+        return _derived(LpBall, center_=c, eps=eps, p=self.p, clip_lower=self.clip_lower,
+                        clip_upper=self.clip_upper)
 
     def to(self, device=None, dtype=None) -> LpBall:
         def mv(v):
             return v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor) else v
 
-        return LpBall(mv(self.center_), mv(self.eps), self.p, mv(self.clip_lower),
-                      mv(self.clip_upper))
+        return _derived(LpBall, center_=mv(self.center_), eps=mv(self.eps), p=self.p,
+                        clip_lower=mv(self.clip_lower), clip_upper=mv(self.clip_upper))
