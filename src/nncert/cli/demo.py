@@ -30,15 +30,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained in {train_s:.1f} s; test accuracy {acc:.1%}\n")
     print(f"certified accuracy on the first {config.count} test digits (L-inf ball, pixels in [0,1]):")
     print()
-    header = f"| {'eps':>6} | " + " | ".join(f"{m:>11}" for m in methods) + " |"
-    print(header)
-    print("|" + "-" * 8 + "|" + "|".join("-" * 13 for _ in methods) + "|")
+    print(f"| {'eps':>6} | " + " | ".join(f"{m:>12}" for m in methods) + " |")
+    print("|" + "-" * 8 + "|" + "|".join("-" * 14 for _ in methods) + "|")
     for eps in config.eps:
         cells = []
         for m in methods:
             r = next(r for r in rows if r["eps"] == eps and r["method"] == m)
-            cells.append(f"{r['certified_accuracy']:>6.0%} {r['mean_time_s'] * 1e3:>3.0f}ms")
-        print(f"| {eps:>6} | " + " | ".join(f"{c:>11}" for c in cells) + " |")
+            cells.append(f"{r['certified_accuracy']:>4.0%} {r['mean_time_s'] * 1e3:>5.1f}ms")
+        print(f"| {eps:>6} | " + " | ".join(f"{c:>12}" for c in cells) + " |")
     print("\n(time: mean per image; every 'certified' is a sound proof for the whole ball)")
     if args.out:
         write_json(args.out, {"train_s": train_s, "test_accuracy": acc, "rows": rows})
