@@ -1,0 +1,420 @@
+"""Branch-and-bound over input boxes (input splitting) or ReLU phases (ReLU splitting).
+
+Both loops are batched and best-first: each step pops the ``batch_size`` open subdomains with
+the worst lower bound of the property margin, splits each in two, bounds all children in one
+call, drops the proved ones, and tries the children's most promising points (the box center
+and, per spec row, the input vertex minimising that row's linear bound) on the network —
+any violation found goes through the concrete re-check before it counts. The queue is capped at
+``max_domains`` (UNKNOWN beyond), and the deadline is checked between steps and inside the
+alpha/beta optimisation, so a timeout is honoured within one bounding call.
+
+Soundness: a subdomain is dropped only when ``spec.proved(lower)`` holds for sound lower
+bounds (or its split constraints are contradictory); VERIFIED means every subdomain was
+dropped. Bounds are computed in the dense network's dtype (float64 by default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..result import Counterexample
+from ..specs.output import OutputSpec
+from . import branching as br
+from . import relu_net as rn
+
+Checker = Callable[[torch.Tensor], Counterexample | None]  # flat (1, n) → confirmed cex
+
+
+@dataclass(frozen=True)
+class BaBConfig:
+    """``branching``: 'auto' (input splits when the input has ≤ ``input_split_max_dim``
+    dimensions, else ReLU splits), 'input' or 'relu'. ``heuristic`` picks the ReLU to split:
+    'babsr' or 'fsb'."""
+
+    timeout_s: float = 60.0
+    branching: str = "auto"
+    heuristic: str = "fsb"
+    fsb_topk: int = 4
+    input_split_max_dim: int = 16
+    max_domains: int = 500_000
+    batch_size: int = 1024  # input splitting: boxes per bounding call
+    relu_batch_size: int = 64  # ReLU splitting: domains per step
+    alpha_iters: int = 8  # alpha/beta steps per ReLU-split step
+    root_alpha_iters: int = 50
+    beta: bool = True
+    attack_every: int = 5  # PGD on the worst open subdomains every this many steps ...
+    attack_share: float = 0.1  # ... while it has used less than this share of the time
+    milp_leaf_unstable: int = 16  # ReLU splitting: domains with at most this many unstable
+    # ReLUs left are decided exactly by the MILP (0: never)
+    intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
+
+
+@dataclass
+class BaBOutcome:
+    status: str  # "verified" | "falsified" | "timeout" | "unknown"
+    counterexample: Counterexample | None = None
+    lower: float = -math.inf  # global lower bound of the margin when known
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _margin_lb(spec: OutputSpec, lb: torch.Tensor) -> torch.Tensor:
+    return spec.clause_max(lb).amin(-1)
+
+
+def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
+    """Evaluate box centers and per-row minimising vertices; confirm the violations."""
+    B, n = lo.shape
+    pts = [(lo + hi) / 2]
+    if A_x is not None:
+        for r in range(A_x.shape[1]):
+            pts.append(torch.where(A_x[:, r] > 0, lo, hi))
+    x = torch.stack(pts)  # (P, B, n)
+    with torch.no_grad():
+        y = net.forward(x.reshape(-1, n)).reshape(x.shape[0], B, -1)
+        m = spec.expand(B).margin(y) if spec.batch_size == 1 else spec.margin(y)
+    bad = (m <= 0).nonzero()
+    order = m[bad[:, 0], bad[:, 1]].argsort() if bad.numel() else None
+    tried = 0
+    if order is not None:
+        for j in order.tolist()[:16]:
+            p, b = bad[j].tolist()
+            cex = check(x[p, b].reshape(1, n))
+            tried += 1
+            if cex is not None:
+                return cex
+    return None
+
+
+def _pgd_on(net: rn.ReluNet, spec: OutputSpec, lo, hi, check: Checker, deadline: float,
+            restarts: int = 8, steps: int = 20):
+    from ..attacks import pgd
+
+    B = lo.shape[0]
+    x, m = pgd(net.forward, lo, hi, spec.expand(B), restarts, steps, 0.25, deadline=deadline)
+    for b in m.argsort().tolist()[:8]:
+        if float(m[b]) > 0:
+            break
+        cex = check(x[b].reshape(1, -1))
+        if cex is not None:
+            return cex
+    return None
+
+
+class _Queue:
+    """Open subdomains as parallel tensors; pops the lowest scores first."""
+
+    def __init__(self):
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.n = 0
+
+    def push(self, **tensors):
+        b = next(iter(tensors.values())).shape[0]
+        if b == 0:
+            return
+        for k, v in tensors.items():
+            self.parts.setdefault(k, []).append(v)
+        self.n += b
+
+    def _merge(self):
+        for k, v in self.parts.items():
+            if len(v) > 1:
+                self.parts[k] = [torch.cat(v)]
+
+    def pop(self, count: int) -> dict[str, torch.Tensor]:
+        self._merge()
+        score = self.parts["score"][0]
+        count = min(count, self.n)
+        if count == self.n:
+            out = {k: v[0] for k, v in self.parts.items()}
+            self.parts, self.n = {}, 0
+            return out
+        idx = score.topk(count, largest=False).indices
+        keep = torch.ones(self.n, dtype=torch.bool)
+        keep[idx] = False
+        out = {k: v[0][idx] for k, v in self.parts.items()}
+        self.parts = {k: [v[0][keep]] for k, v in self.parts.items()}
+        self.n -= count
+        return out
+
+    def min_score(self) -> float:
+        if self.n == 0:
+            return math.inf
+        return min(float(v.min()) for v in self.parts["score"])
+
+    def peek_worst(self, count: int) -> dict[str, torch.Tensor]:
+        self._merge()
+        score = self.parts["score"][0]
+        idx = score.topk(min(count, self.n), largest=False).indices
+        return {k: v[0][idx] for k, v in self.parts.items()}
+
+
+# -- input splitting ---------------------------------------------------------------------------
+def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
+              config: BaBConfig, deadline: float, check: Checker) -> BaBOutcome:
+    """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype)."""
+    t0 = time.perf_counter()
+    C0, d0 = spec.C[:1], spec.d[:1]
+
+    def bound(lo, hi, prior=None):
+        B = lo.shape[0]
+        inter = rn.forward_bounds(net, lo, hi, prior=prior)
+        if config.intermediate == "crown":
+            inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
+        lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
+        return lb, A_x, torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
+
+    widths = net.widths
+
+    def unpack(flat):
+        out, i = [], 0
+        for w in widths:
+            out.append((flat[:, i:i + w], flat[:, i + w:i + 2 * w]))
+            i += 2 * w
+        return out
+
+    lb, A_x, inter = bound(lo, hi)
+    stats = {"branching": "input", "domains": 1, "steps": 0, "max_queue": 1}
+    if bool(spec.proved(lb).all()):
+        return BaBOutcome("verified", lower=float(_margin_lb(spec, lb).min()), stats=stats)
+    cex = _candidates(net, spec, lo, hi, A_x, check)
+    if cex is not None:
+        return BaBOutcome("falsified", cex, stats=stats)
+    q = _Queue()
+    q.push(lo=lo, hi=hi, score=_margin_lb(spec, lb),
+           dim=br.input_split_dims(spec, lb, A_x, lo, hi), inter=inter)
+    step = 0
+    attack_time = 0.0
+    batch = config.batch_size
+    while q.n:
+        if time.perf_counter() > deadline:
+            return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
+        if q.n > config.max_domains:
+            stats["reason"] = "max_domains"
+            return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
+        d = q.pop(max(1, batch // 2))
+        t_step = time.perf_counter()
+        from ..specs.input_sets import Box
+
+        kids = Box(d["lo"], d["hi"]).split(d["dim"])
+        clo, chi = kids.lo, kids.hi
+        lb, A_x, inter = bound(clo, chi, unpack(d["inter"].repeat(2, 1)))
+        # keep one bounding call well under a second so that the deadline is honoured
+        dt = time.perf_counter() - t_step
+        if dt > 0.5 and batch > 16:
+            batch //= 2
+        elif dt < 0.1 and batch < config.batch_size:
+            batch *= 2
+        step += 1
+        stats["steps"] = step
+        stats["domains"] += clo.shape[0]
+        open_ = ~spec.expand(clo.shape[0]).proved(lb) if spec.batch_size == 1 else ~spec.proved(lb)
+        if not bool(open_.any()):
+            continue
+        clo, chi, lb, A_x, inter = clo[open_], chi[open_], lb[open_], A_x[open_], inter[open_]
+        cex = _candidates(net, spec, clo, chi, A_x, check)
+        if cex is not None:
+            stats["time_s"] = time.perf_counter() - t0
+            return BaBOutcome("falsified", cex, stats=stats)
+        q.push(lo=clo, hi=chi, score=_margin_lb(spec, lb),
+               dim=br.input_split_dims(spec, lb, A_x, clo, chi), inter=inter)
+        stats["max_queue"] = max(stats["max_queue"], q.n)
+        elapsed = time.perf_counter() - t0
+        if (config.attack_every and step % config.attack_every == 0 and q.n
+                and attack_time < config.attack_share * elapsed):
+            ta = time.perf_counter()
+            w = q.peek_worst(64)
+            cex = _pgd_on(net, spec, w["lo"], w["hi"], check, deadline)
+            attack_time += time.perf_counter() - ta
+            if cex is not None:
+                return BaBOutcome("falsified", cex, stats=stats)
+    return BaBOutcome("verified", lower=0.0, stats=stats)
+
+
+# -- ReLU splitting ------------------------------------------------------------------------------
+def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
+             config: BaBConfig, deadline: float, check: Checker,
+             root_inter: list[rn.Layer] | None = None) -> BaBOutcome:
+    """ReLU-split BaB with beta-CROWN bounds (split constraints optimised into the bound)."""
+    R = spec.num_rows
+    C0, d0 = spec.C[:1], spec.d[:1]
+    if root_inter is None:
+        root_inter = rn.crown_intermediate(net, lo, hi)
+    stats: dict[str, Any] = {"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1}
+    lb, A_x, alphas = rn.optimize_spec_bound(net, C0, d0, root_inter, lo, hi,
+                                             iters=config.root_alpha_iters, deadline=deadline)
+    stats["root_lower"] = float(_margin_lb(spec, lb).min())
+    if bool(spec.proved(lb).all()):
+        return BaBOutcome("verified", lower=stats["root_lower"], stats=stats)
+    cex = _candidates(net, spec, lo, hi, A_x, check)
+    if cex is not None:
+        return BaBOutcome("falsified", cex, stats=stats)
+    unstable = sum(int(((zl < 0) & (u > 0)).sum()) for zl, u in root_inter)
+    stats["unstable"] = unstable
+    root_alpha = alphas
+    splits0 = [torch.zeros(1, zl.shape[-1], dtype=torch.int8) for zl, _ in root_inter]
+    q = _Queue()
+    q.push(score=_margin_lb(spec, lb), **{f"s{k}": s for k, s in enumerate(splits0)})
+    nL = len(root_inter)
+    step = 0
+    stuck = False
+    while q.n:
+        if time.perf_counter() > deadline:
+            return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
+        if q.n > config.max_domains:
+            stats["reason"] = "max_domains"
+            return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
+        d = q.pop(config.relu_batch_size)
+        splits = [d[f"s{k}"] for k in range(nL)]
+        B = splits[0].shape[0]
+        inter = rn.clip_by_splits([(zl.expand(B, -1), u.expand(B, -1)) for zl, u in root_inter],
+                                  splits)
+        lob, hib = lo.expand(B, -1), hi.expand(B, -1)
+        al = [a.expand(B, R, -1) for a in root_alpha]
+        # branching decision
+        with torch.no_grad():
+            lbp, _, layer_As = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter,
+                                             lob, hib, al, keep_A=True)
+        worst = lbp.argmin(-1)
+        scores = br.babsr_scores(inter, layer_As, worst)
+        if config.heuristic == "fsb":
+            layer, idx = br.fsb_choose(net, spec, root_inter, splits, al, lob, hib, scores,
+                                       config.fsb_topk)
+        else:
+            layer, idx = br.flat_argmax(scores)
+        none = layer < 0
+        if bool(none.any()):
+            # no unstable neuron left: the bound is exact for the linear region; a violation
+            # would have been found by the vertex check unless it is a rounding artefact
+            stuck = True
+            keep = ~none
+            splits = [s[keep] for s in splits]
+            layer, idx = layer[keep], idx[keep]
+            B = int(keep.sum())
+            if B == 0:
+                continue
+        kids = br.apply_split(splits, layer, idx)
+        nb = 2 * B
+        kinter = rn.clip_by_splits([(zl.expand(nb, -1), u.expand(nb, -1)) for zl, u in root_inter],
+                                   kids)
+        empty = rn.empty_domains(kinter)
+        klo, khi = lo.expand(nb, -1), hi.expand(nb, -1)
+        lbk, A_xk, _ = rn.optimize_spec_bound(
+            net, C0.expand(nb, -1, -1), d0.expand(nb, -1), kinter, klo, khi, kids,
+            iters=config.alpha_iters, alphas=[a.expand(nb, R, -1) for a in root_alpha],
+            use_beta=config.beta, deadline=deadline)
+        lbk = torch.where(empty.unsqueeze(-1), torch.full_like(lbk, math.inf), lbk)
+        step += 1
+        stats["steps"] = step
+        stats["domains"] += nb
+        open_ = ~spec.expand(nb).proved(lbk)
+        if not bool(open_.any()):
+            continue
+        kids = [s[open_] for s in kids]
+        lbk, A_xk = lbk[open_], A_xk[open_]
+        no = int(open_.sum())
+        cex = _candidates(net, spec, lo.expand(no, -1), hi.expand(no, -1), A_xk, check)
+        if cex is not None:
+            return BaBOutcome("falsified", cex, stats=stats)
+        lbk, kids, cex = _milp_leaves(net, lo, hi, spec, root_inter, kids, lbk, config,
+                                      deadline, check, stats)
+        if cex is not None:
+            return BaBOutcome("falsified", cex, stats=stats)
+        if kids[0].shape[0] == 0:
+            continue
+        q.push(score=_margin_lb(spec, lbk), **{f"s{k}": s for k, s in enumerate(kids)})
+        stats["max_queue"] = max(stats["max_queue"], q.n)
+    if stuck:
+        stats["reason"] = "unsplittable domain left open"
+        return BaBOutcome("unknown", stats=stats)
+    return BaBOutcome("verified", lower=0.0, stats=stats)
+
+
+def _milp_leaves(net, lo, hi, spec, root_inter, kids, lbk, config: BaBConfig, deadline, check,
+                 stats):
+    """Decide the open children with few unstable ReLUs left by MILP; returns the rest."""
+    if config.milp_leaf_unstable <= 0:
+        return lbk, kids, None
+    from .milp import MilpConfig, milp_verify
+
+    nb = kids[0].shape[0]
+    inter = rn.clip_by_splits([(zl.expand(nb, -1), u.expand(nb, -1)) for zl, u in root_inter],
+                              kids)
+    count = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
+    small = (count <= config.milp_leaf_unstable).nonzero().flatten().tolist()
+    keep = torch.ones(nb, dtype=torch.bool)
+    for b in small:
+        if time.perf_counter() > deadline:
+            break
+        dom = [(zl[b:b + 1], u[b:b + 1]) for zl, u in inter]
+        proved = {k for k, cl in enumerate(spec.clauses) if float(lbk[b, list(cl)].max()) > 0}
+        out = milp_verify(net, lo, hi, spec, dom, MilpConfig(), deadline, proved)
+        stats["milp_leaves"] = stats.get("milp_leaves", 0) + 1
+        if out.status == "verified":
+            keep[b] = False
+        elif out.status == "candidate":
+            cex = check(out.x)
+            if cex is not None:
+                return lbk, kids, cex
+    return lbk[keep], [s[keep] for s in kids], None
+
+
+def choose_branching(net: rn.ReluNet | None, config: BaBConfig) -> str:
+    if config.branching != "auto":
+        return config.branching
+    if net is None:
+        return "input"
+    return "input" if net.num_inputs <= config.input_split_max_dim else "relu"
+
+
+def generic_input_bab(problem, box, method: str, config: BaBConfig, deadline: float,
+                      check: Checker) -> BaBOutcome:
+    """Input-split BaB with any registry bound method (for graphs outside the dense ReLU form):
+    bisects the widest side (relative to the original box) of each open box."""
+    from ..bounds import compute_bounds
+    from ..specs.input_sets import Box
+    from ..specs.problem import VerificationProblem
+
+    g, spec = problem.graph, problem.output_spec
+    shape = problem.input_set.shape
+    lo0, hi0 = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
+    scale = (hi0 - lo0).clamp_min(1e-12)
+    q = _Queue()
+    q.push(lo=lo0, hi=hi0, score=torch.full((1,), -math.inf, dtype=lo0.dtype))
+    stats = {"branching": "input", "method": method, "domains": 1, "steps": 0}
+    batch = max(2, min(config.batch_size, 1024))
+    while q.n:
+        if time.perf_counter() > deadline:
+            return BaBOutcome("timeout", stats=stats)
+        if q.n > config.max_domains:
+            return BaBOutcome("unknown", stats=stats)
+        d = q.pop(batch // 2)
+        dims = ((d["hi"] - d["lo"]) / scale).argmax(-1)
+        kids = Box(d["lo"], d["hi"]).split(dims)
+        B = kids.lo.shape[0]
+        sub = VerificationProblem(g, Box(kids.lo.reshape(B, *shape), kids.hi.reshape(B, *shape)),
+                                  spec.expand(B))
+        lb = compute_bounds(sub, method).lower
+        stats["steps"] += 1
+        stats["domains"] += B
+        open_ = ~spec.expand(B).proved(lb)
+        if not bool(open_.any()):
+            continue
+        clo, chi = kids.lo[open_], kids.hi[open_]
+        centers = (clo + chi) / 2
+        with torch.no_grad():
+            y = g.forward(centers.reshape(-1, *shape)).reshape(centers.shape[0], -1)
+        m = spec.expand(centers.shape[0]).margin(y)
+        for b in m.argsort().tolist()[:4]:
+            if float(m[b]) > 0:
+                break
+            cex = check(centers[b].reshape(1, -1))
+            if cex is not None:
+                return BaBOutcome("falsified", cex, stats=stats)
+        q.push(lo=clo, hi=chi, score=_margin_lb(spec.expand(int(open_.sum())), lb[open_]))
+    return BaBOutcome("verified", stats=stats)

@@ -1,0 +1,132 @@
+"""Branching heuristics: which input dimension or which ReLU to split.
+
+* ``input_split_dims``: per box, the dimension with the largest estimated effect on the bound,
+  ``|A_i|·width_i`` summed over the best row of every clause not yet proved (A: the CROWN
+  coefficients of the rows on the input).
+* ``babsr_scores``: a BaBSR-style score per unstable ReLU: the looseness its triangle
+  relaxation contributes to the bound of the worst row, ``|A_j|·(−l·u)/(u−l)`` (full weight on
+  the upper-line side, half on the lower-line side).
+* ``fsb_choose``: filtered smart branching: the top-k BaBSR candidates of each domain are tried
+  — both children bounded with one cheap CROWN pass — and the one whose worse child has the
+  best bound wins.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..specs.output import OutputSpec
+from . import relu_net as rn
+
+
+def clause_best_rows(spec: OutputSpec, lb: torch.Tensor):
+    """Per clause: (best row index (B, K), clause lower bound (B, K))."""
+    idx, vals = [], []
+    for cl in spec.clauses:
+        sub = lb[:, list(cl)]
+        v, i = sub.max(-1)
+        idx.append(torch.as_tensor(cl, device=lb.device)[i])
+        vals.append(v)
+    return torch.stack(idx, -1), torch.stack(vals, -1)
+
+
+def input_split_dims(spec: OutputSpec, lb: torch.Tensor, A_x: torch.Tensor | None,
+                     lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """(B,) flat input dimension to bisect in each box."""
+    width = hi - lo
+    if A_x is None:
+        return width.argmax(-1)
+    rows, vals = clause_best_rows(spec, lb)  # (B, K)
+    B = lb.shape[0]
+    A_rows = A_x[torch.arange(B).unsqueeze(-1), rows]  # (B, K, n)
+    weight = (vals <= 0).to(A_x.dtype).unsqueeze(-1)
+    score = (A_rows.abs() * weight).sum(1) * width
+    score = torch.where(width > 0, score, torch.full_like(score, -1.0))
+    # boxes with no informative gradient: widest side
+    flat = score.amax(-1) <= 0
+    return torch.where(flat, width.argmax(-1), score.argmax(-1))
+
+
+def babsr_scores(inter: list[rn.Layer], layer_As: list[torch.Tensor], worst_row: torch.Tensor
+                 ) -> list[torch.Tensor]:
+    """Per ReLU layer, (B, n_k) scores; 0 for stable or split neurons."""
+    B = worst_row.shape[0]
+    out = []
+    for (zl, u), A in zip(inter, layer_As):
+        a = A[torch.arange(B), worst_row]  # (B, n)
+        unstable = (zl < 0) & (u > 0)
+        denom = torch.where(unstable, u - zl, torch.ones_like(u))
+        gap = torch.where(unstable, -zl * u / denom, torch.zeros_like(u))
+        s = (a.clamp_max(0).abs() + 0.5 * a.clamp_min(0)) * gap
+        # tie-break towards wide unstable neurons so that a split always happens
+        s = s + 1e-9 * torch.where(unstable, u - zl, torch.zeros_like(u))
+        out.append(torch.where(unstable, s, torch.zeros_like(s)))
+    return out
+
+
+def flat_argmax(scores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layer, index) of the best score per domain; layer −1 when no candidate."""
+    cat = torch.cat(scores, -1)
+    best, flat = cat.max(-1)
+    offsets = torch.tensor([0] + [s.shape[-1] for s in scores]).cumsum(0)
+    layer = torch.searchsorted(offsets[1:], flat, right=True)
+    idx = flat - offsets[layer]
+    layer = torch.where(best > 0, layer, torch.full_like(layer, -1))
+    return layer, idx
+
+
+def topk_candidates(scores: list[torch.Tensor], k: int):
+    cat = torch.cat(scores, -1)
+    k = min(k, cat.shape[-1])
+    vals, flat = cat.topk(k, -1)
+    offsets = torch.tensor([0] + [s.shape[-1] for s in scores]).cumsum(0)
+    layer = torch.searchsorted(offsets[1:], flat, right=True)
+    idx = flat - offsets[layer]
+    return vals, layer, idx
+
+
+def apply_split(splits: list[torch.Tensor], layer: torch.Tensor, idx: torch.Tensor
+                ) -> list[torch.Tensor]:
+    """Children of each domain (all +1 children, then all −1 children): 2B split sets."""
+    B = layer.shape[0]
+    out = []
+    rows = torch.arange(B)
+    for k, s in enumerate(splits):
+        pos, neg = s.clone(), s.clone()
+        sel = layer == k
+        if bool(sel.any()):
+            pos[rows[sel], idx[sel]] = 1
+            neg[rows[sel], idx[sel]] = -1
+        out.append(torch.cat([pos, neg]))
+    return out
+
+
+def fsb_choose(net: rn.ReluNet, spec: OutputSpec, root_inter: list[rn.Layer], splits,
+               alphas, lo, hi, scores: list[torch.Tensor], k: int = 4):
+    """Filtered smart branching: (layer, idx) per domain."""
+    B = splits[0].shape[0]
+    vals, layer, idx = topk_candidates(scores, k)  # (B, k)
+    k = layer.shape[1]
+    # candidate c of domain b → children (b, c, ±)
+    rep = [s.repeat_interleave(k, 0) for s in splits]  # (B*k, n)
+    kids = apply_split(rep, layer.reshape(-1), idx.reshape(-1))  # (2Bk, n)
+    inter = rn.clip_by_splits([(zl.expand(2 * B * k, -1), u.expand(2 * B * k, -1))
+                               for zl, u in root_inter], kids)
+    R = spec.num_rows
+    C = spec.C[:1].expand(2 * B * k, -1, -1)
+    d = spec.d[:1].expand(2 * B * k, -1)
+    al = None
+    if alphas is not None:
+        al = [a.repeat_interleave(k, 0).repeat(2, 1, 1) if a.shape[0] == B
+              else a.expand(2 * B * k, R, -1) for a in alphas]
+    lbo, _, _ = rn.spec_bound(net, C, d, inter, lo.repeat_interleave(k, 0).repeat(2, 1),
+                              hi.repeat_interleave(k, 0).repeat(2, 1), al)
+    empty = rn.empty_domains(inter)
+    m = spec.clause_max(lbo).amin(-1)
+    m = torch.where(empty, torch.full_like(m, float("inf")), m)
+    m = m.reshape(2, B, k).amin(0)  # worse child
+    m = torch.where(vals > 0, m, torch.full_like(m, -float("inf")))
+    best = m.argmax(-1)
+    rows = torch.arange(B)
+    chosen_layer = torch.where(vals[rows, best] > 0, layer[rows, best], torch.full_like(best, -1))
+    return chosen_layer, idx[rows, best]

@@ -1,0 +1,352 @@
+"""A dense view of feed-forward ReLU networks, with fast batched bounds for branch-and-bound.
+
+``extract_relu_net(graph)`` turns a chain ``affine* (ReLU affine*)*`` into dense layers
+``z_0 = W_0 x + b_0, a_k = relu(z_k), z_{k+1} = W_{k+1} a_k + b_{k+1}`` (every run of affine
+ops — Linear, Flatten, normalisation, ... — is folded into one matrix by evaluating it on a
+basis). Graphs of any other form return None and BaB falls back to the generic bound methods.
+
+Bounds here are CROWN-style linear relaxations, batched over many subdomains at once:
+
+* ``forward_bounds``: forward-mode symbolic bounds of every pre-activation in terms of the
+  input (cheap when the input is low-dimensional: ACAS Xu has 5 inputs);
+* ``crown_intermediate``: backward CROWN for every layer (tighter, costlier);
+* ``spec_bound``: backward CROWN of the spec rows ``C·y + d`` with optional per-row ReLU lower
+  slopes (alpha) and split multipliers (beta, as in beta-CROWN) — differentiable, so both can
+  be optimised by gradient ascent (``optimize_spec_bound``).
+
+Split constraints are int8 tensors per ReLU layer (B, n_k): +1 active (z ≥ 0), −1 inactive
+(z ≤ 0), 0 free. ``clip_by_splits`` applies them to intermediate bounds; a subdomain whose
+clipped bounds cross (l > u) is empty and gets lower bound +inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..models import ops
+from ..models.graph import Graph
+
+Layer = tuple[torch.Tensor, torch.Tensor]  # (l, u), each (B, n)
+
+
+@dataclass(frozen=True, eq=False)
+class ReluNet:
+    """Dense layers: ``Ws[k]`` (n_k, n_{k-1}), ``bs[k]`` (n_k,); ReLU after every layer but the
+    last. ``pre_names[k]`` is the graph node feeding the k-th ReLU (the split-contract name)."""
+
+    Ws: tuple[torch.Tensor, ...]
+    bs: tuple[torch.Tensor, ...]
+    pre_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+    @property
+    def num_relu_layers(self) -> int:
+        return len(self.Ws) - 1
+
+    @property
+    def widths(self) -> list[int]:
+        return [W.shape[0] for W in self.Ws[:-1]]
+
+    @property
+    def num_inputs(self) -> int:
+        return self.Ws[0].shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.Ws[0].dtype
+
+    def to(self, dtype: torch.dtype) -> ReluNet:
+        return ReluNet(tuple(W.to(dtype) for W in self.Ws), tuple(b.to(dtype) for b in self.bs),
+                       self.pre_names, self.input_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, n0) flat → (N, n_out)."""
+        h = x
+        for k, (W, b) in enumerate(zip(self.Ws, self.bs)):
+            h = h @ W.T + b
+            if k < len(self.Ws) - 1:
+                h = torch.relu(h)
+        return h
+
+    def pre_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out, h = [], x
+        for W, b in zip(self.Ws[:-1], self.bs[:-1]):
+            z = h @ W.T + b
+            out.append(z)
+            h = torch.relu(z)
+        return out
+
+
+def _dense(graph: Graph, seg: list, in_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The affine map of a run of one-input affine ops as (W, b) on flat vectors."""
+    shape = graph.shapes[in_name] if in_name != graph.input_name else graph.input_shape
+    n = 1
+    for s in shape:
+        n *= s
+    dt = torch.float64
+    basis = torch.cat([torch.zeros(1, n, dtype=dt), torch.eye(n, dtype=dt)]).reshape(n + 1, *shape)
+    h = basis
+    for op in seg:
+        h = op.to(dtype=dt).forward(h)
+    h = h.reshape(n + 1, -1)
+    b = h[0]
+    W = (h[1:] - b).T.contiguous()
+    return W, b
+
+
+def extract_relu_net(graph: Graph) -> ReluNet | None:
+    """The dense form of a chain of affine ops and ReLUs, or None for anything else."""
+    prev = graph.input_name
+    seg: list = []
+    seg_in = graph.input_name
+    Ws, bs, names = [], [], []
+    for node in graph.nodes:
+        if len(node.inputs) != 1 or node.inputs[0] != prev:
+            return None
+        if isinstance(node.op, ops.AffineOp):
+            seg.append(node.op)
+        elif isinstance(node.op, ops.ReLU):
+            if not seg:
+                return None
+            W, b = _dense(graph, seg, seg_in)
+            Ws.append(W)
+            bs.append(b)
+            names.append(prev)
+            seg, seg_in = [], node.name
+        else:
+            return None
+        prev = node.name
+    if prev != graph.output_name or not seg:
+        return None
+    W, b = _dense(graph, seg, seg_in)
+    Ws.append(W)
+    bs.append(b)
+    dt = graph.dtype
+    return ReluNet(tuple(w.to(dt) for w in Ws), tuple(v.to(dt) for v in bs), tuple(names),
+                   graph.input_shape)
+
+
+# -- relaxations ------------------------------------------------------------------------------
+def relu_relax(zl: torch.Tensor, u: torch.Tensor):
+    """Upper line ``a ≤ su·z + tu`` and default lower slope ``a ≥ sl·z`` for z ∈ [l, u]."""
+    active = zl >= 0
+    inactive = u <= 0
+    unstable = ~(active | inactive)
+    denom = torch.where(unstable, u - zl, torch.ones_like(u))
+    su = torch.where(active, torch.ones_like(u), torch.where(unstable, u / denom, torch.zeros_like(u)))
+    tu = torch.where(unstable, -zl * u / denom, torch.zeros_like(u))
+    sl = torch.where(active, torch.ones_like(u),
+                     torch.where(unstable & (u >= -zl), torch.ones_like(u), torch.zeros_like(u)))
+    return su, tu, sl, active, unstable
+
+
+def clip_by_splits(inter: list[Layer], splits: list[torch.Tensor] | None) -> list[Layer]:
+    if splits is None:
+        return inter
+    out = []
+    for (zl, u), s in zip(inter, splits):
+        zl = torch.where(s > 0, zl.clamp_min(0), zl)
+        u = torch.where(s < 0, u.clamp_max(0), u)
+        out.append((zl, u))
+    return out
+
+
+def empty_domains(inter: list[Layer]) -> torch.Tensor:
+    bad = None
+    for zl, u in inter:
+        e = (zl > u).any(dim=-1)
+        bad = e if bad is None else bad | e
+    return bad
+
+
+def concretize_box(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """min over the box of A·x + const: A (B,R,n), lo/hi (B,n)."""
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    return torch.einsum("brn,bn->br", A, c) - torch.einsum("brn,bn->br", A.abs(), r) + const
+
+
+def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
+                   splits: list[torch.Tensor] | None = None,
+                   prior: list[Layer] | None = None) -> list[Layer]:
+    """Forward-mode symbolic linear bounds of every pre-activation: (l_k, u_k) per ReLU layer."""
+    B, n0 = lo.shape
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    W0, b0 = net.Ws[0], net.bs[0]
+    Lw = W0.unsqueeze(0).expand(B, -1, -1)
+    Lb = b0.unsqueeze(0).expand(B, -1)
+    Uw, Ub = Lw, Lb
+    inter = []
+    for k in range(net.num_relu_layers):
+        zl = torch.einsum("bjn,bn->bj", Lw, c) - torch.einsum("bjn,bn->bj", Lw.abs(), r) + Lb
+        u = torch.einsum("bjn,bn->bj", Uw, c) + torch.einsum("bjn,bn->bj", Uw.abs(), r) + Ub
+        if k == 0:
+            u = torch.maximum(u, zl)  # identical functions: guard against rounding
+        if prior is not None:  # bounds valid on a superset (the parent box) stay valid
+            zl, u = torch.maximum(zl, prior[k][0]), torch.minimum(u, prior[k][1])
+        if splits is not None:
+            s = splits[k]
+            zl = torch.where(s > 0, zl.clamp_min(0), zl)
+            u = torch.where(s < 0, u.clamp_max(0), u)
+        inter.append((zl, u))
+        su, tu, sl, _, _ = relu_relax(zl, u)
+        aLw, aLb = Lw * sl.unsqueeze(-1), Lb * sl
+        aUw, aUb = Uw * su.unsqueeze(-1), Ub * su + tu
+        W, b = net.Ws[k + 1], net.bs[k + 1]
+        if k + 1 < net.num_relu_layers:
+            Wp, Wn = W.clamp_min(0), W.clamp_max(0)
+            Lw = torch.einsum("ij,bjn->bin", Wp, aLw) + torch.einsum("ij,bjn->bin", Wn, aUw)
+            Lb = aLb @ Wp.T + aUb @ Wn.T + b
+            Uw = torch.einsum("ij,bjn->bin", Wp, aUw) + torch.einsum("ij,bjn->bin", Wn, aLw)
+            Ub = aUb @ Wp.T + aLb @ Wn.T + b
+    return inter
+
+
+def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: list[Layer],
+             lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None,
+             betas: list[torch.Tensor] | None = None, splits: list[torch.Tensor] | None = None,
+             keep_A: bool = False):
+    """Lower bound of ``A·z_m + const`` over the box (m = num_relu_layers: the output).
+
+    Returns (lower (B,R), A_x (B,R,n0), per-layer A on the ReLU outputs if keep_A)."""
+    layer_As = []
+    for j in range(m - 1, -1, -1):
+        W, b = net.Ws[j + 1], net.bs[j + 1]
+        const = const + A @ b
+        A = A @ W
+        if keep_A:
+            layer_As.append(A)
+        zl, u = inter[j]
+        su, tu, sl, active, unstable = relu_relax(zl, u)
+        su, tu = su.unsqueeze(1), tu.unsqueeze(1)
+        if alphas is not None:
+            sl = torch.where(unstable.unsqueeze(1), alphas[j], sl.unsqueeze(1))
+        else:
+            sl = sl.unsqueeze(1)
+        Ap, An = A.clamp_min(0), A.clamp_max(0)
+        const = const + (An * tu).sum(-1)
+        A = Ap * sl + An * su
+        if betas is not None and splits is not None:
+            A = A - betas[j] * splits[j].unsqueeze(1).to(A.dtype)
+    const = const + A @ net.bs[0]
+    A = A @ net.Ws[0]
+    lower = concretize_box(A, const, lo, hi)
+    layer_As.reverse()
+    return lower, A, layer_As
+
+
+def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
+                       splits: list[torch.Tensor] | None = None,
+                       fwd: list[Layer] | None = None) -> list[Layer]:
+    """Backward CROWN bounds of every pre-activation (intersected with ``fwd`` when given)."""
+    B = lo.shape[0]
+    inter: list[Layer] = []
+    for k in range(net.num_relu_layers):
+        n = net.Ws[k].shape[0]
+        if k == 0:
+            W = net.Ws[0].unsqueeze(0).expand(B, -1, -1)
+            c, r = (hi + lo) / 2, (hi - lo) / 2
+            mid = torch.einsum("bjn,bn->bj", W, c) + net.bs[0]
+            rad = torch.einsum("bjn,bn->bj", W.abs(), r)
+            zl, u = mid - rad, mid + rad
+        else:
+            # interval step from the (refined) previous layer: sometimes tighter than CROWN
+            pl, pu = inter[k - 1]
+            al, au = pl.clamp_min(0), pu.clamp_min(0)
+            W, bb = net.Ws[k], net.bs[k]
+            mid = ((al + au) / 2) @ W.T + bb
+            rad = ((au - al) / 2) @ W.abs().T
+            il, iu = mid - rad, mid + rad
+            if fwd is not None:
+                il, iu = torch.maximum(il, fwd[k][0]), torch.minimum(iu, fwd[k][1])
+            # only neurons still unstable in some box need a backward pass
+            rows = ((il < 0) & (iu > 0)).any(0).nonzero().flatten()
+            zl, u = il.clone(), iu.clone()
+            if rows.numel():
+                eye = torch.eye(n, dtype=lo.dtype, device=lo.device)[rows]
+                m = rows.numel()
+                A = torch.cat([eye, -eye]).unsqueeze(0).expand(B, -1, -1)
+                const = torch.zeros(B, 2 * m, dtype=lo.dtype, device=lo.device)
+                # bound z_k through layers k-1..0: the first step applies W_k
+                lower, _, _ = backward(net, k, A, const, inter, lo, hi)
+                zl[:, rows] = torch.maximum(zl[:, rows], lower[:, :m])
+                u[:, rows] = torch.minimum(u[:, rows], -lower[:, m:])
+        if fwd is not None and k == 0:
+            zl, u = torch.maximum(zl, fwd[k][0]), torch.minimum(u, fwd[k][1])
+        if splits is not None:
+            s = splits[k]
+            zl = torch.where(s > 0, zl.clamp_min(0), zl)
+            u = torch.where(s < 0, u.clamp_max(0), u)
+        inter.append((zl, u))
+    return inter
+
+
+def spec_bound(net: ReluNet, C: torch.Tensor, d: torch.Tensor, inter: list[Layer],
+               lo: torch.Tensor, hi: torch.Tensor, alphas=None, betas=None, splits=None,
+               keep_A: bool = False):
+    """Lower bound of ``C·y + d`` (C (B,R,n_out), d (B,R)) over each box."""
+    return backward(net, net.num_relu_layers, C, d, inter, lo, hi, alphas, betas, splits, keep_A)
+
+
+def init_alphas(inter: list[Layer], R: int) -> list[torch.Tensor]:
+    out = []
+    for zl, u in inter:
+        sl = (u >= -zl).to(zl.dtype)
+        out.append(sl.unsqueeze(1).expand(-1, R, -1).clone())
+    return out
+
+
+def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=None,
+                        iters: int = 20, lr_alpha: float = 0.1, lr_beta: float = 0.05,
+                        alphas: list[torch.Tensor] | None = None, use_beta: bool = True,
+                        deadline: float | None = None):
+    """alpha(-beta)-CROWN on the last layer: per-row ReLU lower slopes in [0, 1] and, for split
+    neurons, multipliers beta ≥ 0, maximised by projected Adam. Returns the best sound lower
+    bound found for each row (B, R), the final A_x and the best alphas."""
+    import time
+
+    B, R = C.shape[:2]
+    if alphas is None:
+        alphas = init_alphas(inter, R)
+    alphas = [a.detach().clone().requires_grad_(True) for a in alphas]
+    params = [{"params": alphas, "lr": lr_alpha}]
+    betas = None
+    if use_beta and splits is not None and any(bool((s != 0).any()) for s in splits):
+        betas = [torch.zeros(B, R, s.shape[-1], dtype=C.dtype, requires_grad=True) for s in splits]
+        params.append({"params": betas, "lr": lr_beta})
+    with torch.no_grad():
+        best, A_x, _ = spec_bound(net, C, d, inter, lo, hi, alphas, None, splits)
+    if iters <= 0:
+        return best, A_x, [a.detach() for a in alphas]
+    # plain Adam (torch.optim would import torch._dynamo: seconds of start-up per process)
+    groups = [(p, g["lr"]) for g in params for p in g["params"]]
+    m1 = [torch.zeros_like(p) for p, _ in groups]
+    m2 = [torch.zeros_like(p) for p, _ in groups]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    with torch.enable_grad():
+        for it in range(1, iters + 1):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            lower, Ax, _ = spec_bound(net, C, d, inter, lo, hi, alphas, betas, splits)
+            loss = -lower.clamp(max=1.0).sum()
+            grads = torch.autograd.grad(loss, [p for p, _ in groups], allow_unused=True)
+            with torch.no_grad():
+                for (p, lr), g, a, v in zip(groups, grads, m1, m2):
+                    if g is None:
+                        continue
+                    a.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    step = lr * math.sqrt(1 - b2**it) / (1 - b1**it)
+                    p.sub_(step * a / (v.sqrt() + eps))
+                for a in alphas:
+                    a.clamp_(0.0, 1.0)
+                if betas is not None:
+                    for bt in betas:
+                        bt.clamp_(min=0.0)
+                better = lower.detach() > best
+                if bool(better.any()):
+                    best = torch.where(better, lower.detach(), best)
+                    A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
+    return best, A_x, [a.detach() for a in alphas]

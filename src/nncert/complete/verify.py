@@ -1,0 +1,192 @@
+"""``verify(problem, config)``: attack → incomplete bounds → BaB or MILP, returning a Result.
+
+VERIFIED comes only from sound bounds on every leaf (or an exact MILP); FALSIFIED only with a
+counterexample confirmed by :func:`nncert.attacks.confirm` (inside the set after rounding to the
+model's dtype, violating the property on the concrete graph and, for ONNX files, onnxruntime).
+Bounds are computed on a float64 copy of the network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..attacks import AttackConfig, attack, confirm
+from ..errors import ConfigError
+from ..models.graph import Graph
+from ..result import Result, Verdict
+from ..specs.input_sets import Box, LpBall
+from ..specs.problem import VerificationProblem
+from . import relu_net as rn
+from .bab import BaBConfig, BaBOutcome, choose_branching, generic_input_bab, input_bab, relu_bab
+from .milp import MilpConfig, milp_verify
+
+COMPLETE = ("auto", "bab", "milp", "none")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Which stages run and their budgets. ``timeout_s`` caps the whole call.
+
+    ``complete``: 'auto' (input-split BaB for low-dimensional inputs; else MILP when the
+    network has at most ``milp_max_unstable`` unstable ReLUs after the incomplete bounds, else
+    ReLU-split BaB), 'bab', 'milp', or 'none' (attack and bounds only)."""
+
+    timeout_s: float = 60.0
+    attack: AttackConfig | None = field(default_factory=AttackConfig)
+    attack_share: float = 0.1  # at most this share of the budget for the first attack
+    bounds_method: str = "alpha-crown"  # generic fallback for graphs that are not ReLU chains
+    complete: str = "auto"
+    bab: BaBConfig = field(default_factory=BaBConfig)
+    milp: MilpConfig = field(default_factory=MilpConfig)
+    milp_max_unstable: int = 0
+    dtype: torch.dtype = torch.float64
+
+    def __post_init__(self):
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.complete not in COMPLETE:
+            raise ConfigError(f"unknown complete method {self.complete!r}; choose from {COMPLETE}")
+
+
+def _as_box(problem: VerificationProblem) -> Box | None:
+    s = problem.input_set
+    if isinstance(s, Box):
+        return s
+    if isinstance(s, LpBall) and s.p == math.inf:
+        return s.box_hull()
+    return None
+
+
+def _result(verdict: Verdict, t0: float, how: str, cex=None, **stats) -> Result:
+    stats.pop("method", None)
+    return Result(verdict, how, time.perf_counter() - t0, counterexample=cex, stats=stats)
+
+
+def verify(problem: VerificationProblem, config: VerifyConfig = VerifyConfig(),
+           onnx_path: str | None = None, deadline: float | None = None) -> Result:
+    """Decide a batch-1 problem. ``onnx_path``: re-check counterexamples on onnxruntime too."""
+    return verify_all([problem], config, onnx_path, deadline)
+
+
+def verify_all(problems: list[VerificationProblem], config: VerifyConfig = VerifyConfig(),
+               onnx_path: str | None = None, deadline: float | None = None) -> Result:
+    """Decide the conjunction of batch-1 problems on the same graph (e.g. a VNN-LIB file's
+    disjuncts): FALSIFIED if any fails, VERIFIED if all hold."""
+    t0 = time.perf_counter()
+    end = t0 + config.timeout_s if deadline is None else min(deadline, t0 + config.timeout_s)
+    if not problems:
+        return _result(Verdict.VERIFIED, t0, "empty")
+    for p in problems:
+        if p.batch_size != 1:
+            raise ConfigError("verify takes batch-1 problems; index the batch first")
+    model_graph: Graph = problems[0].graph
+    g64 = model_graph.to(dtype=config.dtype)
+    net = rn.extract_relu_net(model_graph)
+    net = net.to(config.dtype) if net is not None else None
+    p64 = [VerificationProblem(g64, p.input_set.to(dtype=config.dtype),
+                               p.output_spec.to(dtype=config.dtype), p.name) for p in problems]
+    fn = net.forward if net is not None else None
+    stats: dict = {"stages": []}
+
+    def check_for(i: int):
+        def check(x: torch.Tensor):
+            return confirm(p64[i], x.reshape(1, *model_graph.input_shape), onnx_path, model_graph)
+        return check
+
+    # 1. attack every disjunct first: sat instances should fall in seconds
+    if config.attack is not None:
+        stats["stages"].append("attack")
+        budget = min(config.attack.timeout_s, config.attack_share * config.timeout_s)
+        for p in p64:
+            a_end = min(end, time.perf_counter() + budget / len(p64))
+            cex, m = attack(p, config.attack, onnx_path, model_graph, deadline=a_end, fn=fn)
+            if cex is not None:
+                return _result(Verdict.FALSIFIED, t0, "attack", cex, **stats)
+    # 2./3. bounds and the complete stage, one disjunct at a time
+    verdicts = []
+    for i, p in enumerate(p64):
+        out = _decide(p, net, config, end, check_for(i), onnx_path, model_graph, stats)
+        if out.status == "falsified":
+            return _result(Verdict.FALSIFIED, t0, stats.get("method", "bab"), out.counterexample,
+                           **stats)
+        verdicts.append(out.status)
+        if out.status != "verified":
+            break
+    if verdicts and all(v == "verified" for v in verdicts) and len(verdicts) == len(p64):
+        return _result(Verdict.VERIFIED, t0, stats.get("method", "bounds"), **stats)
+    if time.perf_counter() >= end or "timeout" in verdicts:
+        return _result(Verdict.TIMEOUT, t0, stats.get("method", "bab"), **stats)
+    return _result(Verdict.UNKNOWN, t0, stats.get("method", "bab"), **stats)
+
+
+def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig, end: float,
+            check, onnx_path, model_graph, stats) -> BaBOutcome:
+    box = _as_box(p)
+    spec = p.output_spec
+    if net is None or box is None:
+        return _decide_generic(p, box, config, end, check, stats)
+    lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
+    branching = choose_branching(net, config.bab)
+    complete = config.complete
+    if branching == "input" and complete in ("auto", "bab"):
+        stats["method"] = "bab-input"
+        stats["stages"].append("bab-input")
+        return input_bab(net, lo, hi, spec, config.bab, min(end, time.perf_counter()
+                                                             + config.bab.timeout_s), check)
+    # incomplete bounds: CROWN intermediate (with forward-mode intersection), alpha on output
+    stats["stages"].append("alpha-crown")
+    inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
+    lb, A_x, _ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
+                                        iters=config.bab.root_alpha_iters, deadline=end)
+    stats["lower"] = float(spec.clause_max(lb).amin())
+    if bool(spec.proved(lb).all()):
+        stats["method"] = "alpha-crown"
+        return BaBOutcome("verified")
+    if complete == "none":
+        return BaBOutcome("unknown")
+    unstable = sum(int(((zl < 0) & (u > 0)).sum()) for zl, u in inter)
+    stats["unstable"] = unstable
+    if complete == "milp" or (complete == "auto" and unstable <= config.milp_max_unstable):
+        stats["method"] = "milp"
+        stats["stages"].append("milp")
+        proved = {k for k, cl in enumerate(spec.clauses) if float(lb[0, list(cl)].max()) > 0}
+        m_end = min(end, time.perf_counter() + config.milp.timeout_s)
+        out = milp_verify(net, lo, hi, spec, inter, config.milp, m_end, proved)
+        if out.status == "candidate":
+            cex = check(out.x)
+            if cex is not None:
+                return BaBOutcome("falsified", cex)
+            return BaBOutcome("unknown", stats={"reason": "MILP solution not confirmed"})
+        if out.status in ("verified", "timeout") or complete == "milp":
+            return BaBOutcome(out.status)
+    stats["method"] = "bab-relu"
+    stats["stages"].append("bab-relu")
+    b_end = min(end, time.perf_counter() + config.bab.timeout_s)
+    out = relu_bab(net, lo, hi, spec, config.bab, b_end, check, root_inter=inter)
+    stats["bab"] = out.stats
+    return out
+
+
+def _decide_generic(p, box, config: VerifyConfig, end, check, stats) -> BaBOutcome:
+    """Graphs outside the dense ReLU form: registry bounds, then input-split BaB on boxes."""
+    from ..bounds import compute_bounds
+
+    method = config.bounds_method
+    try:
+        b = compute_bounds(p, method)
+    except Exception:  # method not available for this graph: fall back to intervals
+        method = "interval"
+        b = compute_bounds(p, method)
+    stats["stages"].append(method)
+    stats["method"] = method
+    if bool(p.output_spec.proved(b.lower).all()):
+        return BaBOutcome("verified")
+    if box is None or config.complete == "none":
+        return BaBOutcome("unknown")
+    stats["method"] = "bab-input"
+    return generic_input_bab(p, box, method, replace(config.bab), min(
+        end, time.perf_counter() + config.bab.timeout_s), check)

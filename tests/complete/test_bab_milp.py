@@ -1,0 +1,175 @@
+"""BaB (input and ReLU splitting) and MILP: known answers and mutual agreement."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from complete_fixtures import abs_net, grid_min, random_mlp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nncert.attacks import confirm
+from nncert.complete import bab, branching
+from nncert.complete import relu_net as rn
+from nncert.complete.milp import MilpConfig, milp_verify
+from nncert.specs import Box, OutputSpec, VerificationProblem
+
+
+def _setup(graph, lo, hi, C, d):
+    lo = torch.tensor([lo], dtype=torch.float64)
+    hi = torch.tensor([hi], dtype=torch.float64)
+    spec = OutputSpec.conjunction(torch.tensor([C], dtype=torch.float64),
+                                  torch.tensor(d, dtype=torch.float64))
+    net = rn.extract_relu_net(graph).to(torch.float64)
+    problem = VerificationProblem(graph.to(dtype=torch.float64), Box(lo, hi), spec)
+
+    def check(x):
+        return confirm(problem, x.reshape(1, *graph.input_shape), None, graph)
+
+    return net, lo, hi, spec, check
+
+
+def _decide_all(graph, lo, hi, C, d, timeout=20.0):
+    net, lo, hi, spec, check = _setup(graph, lo, hi, C, d)
+    cfg = bab.BaBConfig(timeout_s=timeout, heuristic="babsr", attack_every=0)
+    end = time.perf_counter() + timeout
+    a = bab.input_bab(net, lo, hi, spec, cfg, end, check).status
+    r = bab.relu_bab(net, lo, hi, spec, cfg, end, check).status
+    f = bab.relu_bab(net, lo, hi, spec, bab.BaBConfig(timeout_s=timeout, heuristic="fsb"),
+                     end, check).status
+    inter = rn.crown_intermediate(net, lo, hi)
+    m = milp_verify(net, lo, hi, spec, inter, MilpConfig(), end)
+    ms = m.status
+    if ms == "candidate":
+        ms = "falsified" if check(m.x) is not None else "unknown"
+    return a, r, f, ms, spec
+
+
+def test_extract_matches_graph():
+    g = random_mlp(3, (4, 6, 5, 3))
+    net = rn.extract_relu_net(g)
+    x = torch.rand(7, 4)
+    assert torch.allclose(net.forward(x), g(x), atol=1e-6)
+
+
+def test_extract_rejects_non_chains():
+    from nncert.models.zoo import random_graph
+
+    assert rn.extract_relu_net(random_graph("residual")) is None
+    assert rn.extract_relu_net(random_graph("sigmoid")) is None
+
+
+def test_known_answers_abs():
+    g = abs_net()
+    # |x| ≥ 0 on [-1, 1]: "|x| > -0.1" holds; "|x| > 0.5" fails at x = 0
+    for d, want in ((0.1, "verified"), (-0.5, "falsified")):
+        a, r, f, m, _ = _decide_all(g, [-1.0], [1.0], [[1.0]], [d])
+        assert (a, r, f, m) == (want, want, want, want)
+
+
+def test_bounds_are_sound_on_samples():
+    g = random_mlp(1, (3, 10, 10, 2))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    lo = torch.tensor([[-1.0, -0.5, 0.0]], dtype=torch.float64)
+    hi = torch.tensor([[1.0, 0.5, 0.3]], dtype=torch.float64)
+    x = lo + torch.rand(5000, 3, dtype=torch.float64) * (hi - lo)
+    z = net.pre_activations(x)
+    for inter in (rn.forward_bounds(net, lo, hi), rn.crown_intermediate(net, lo, hi)):
+        for (zl, u), zk in zip(inter, z):
+            assert bool((zk >= zl - 1e-9).all()) and bool((zk <= u + 1e-9).all())
+    C = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
+    d = torch.zeros(1, 1, dtype=torch.float64)
+    inter = rn.crown_intermediate(net, lo, hi)
+    lb, _, _ = rn.optimize_spec_bound(net, C, d, inter, lo, hi, iters=10)
+    y = net.forward(x)
+    assert float((y[:, 0] - y[:, 1]).min()) >= float(lb) - 1e-9
+
+
+def test_beta_split_bounds_sound():
+    """With a ReLU split, the optimised bound is sound on the sub-domain's samples."""
+    g = random_mlp(5, (2, 8, 8, 1))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    lo = -torch.ones(1, 2, dtype=torch.float64)
+    hi = torch.ones(1, 2, dtype=torch.float64)
+    inter = rn.crown_intermediate(net, lo, hi)
+    l1, u1 = inter[1]
+    j = int(((l1 < 0) & (u1 > 0)).float().argmax())
+    x = lo + torch.rand(20000, 2, dtype=torch.float64) * (hi - lo)
+    z1 = net.pre_activations(x)[1][:, j]
+    y = net.forward(x)[:, 0]
+    C = torch.ones(1, 1, 1, dtype=torch.float64)
+    d = torch.zeros(1, 1, dtype=torch.float64)
+    for sign in (1, -1):
+        splits = [torch.zeros(1, 8, dtype=torch.int8) for _ in range(2)]
+        splits[1][0, j] = sign
+        clipped = rn.clip_by_splits(inter, splits)
+        lb, _, _ = rn.optimize_spec_bound(net, C, d, clipped, lo, hi, splits, iters=30)
+        inside = z1 >= 0 if sign > 0 else z1 <= 0
+        if bool(inside.any()):
+            assert float(y[inside].min()) >= float(lb) - 1e-9
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), q=st.floats(0.02, 0.98))
+def test_bab_and_milp_agree(seed, q):
+    """Random 2-input nets; the threshold is a quantile of sampled margins, so both answers
+    occur. Input BaB, ReLU BaB (BaBSR and FSB) and MILP must not contradict each other, nor
+    a dense grid."""
+    g = random_mlp(seed)
+    x = torch.rand(4000, 2, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        v = g.to(dtype=torch.float64)(x)
+    diff = v[:, 0] - v[:, 1]
+    t = float(torch.quantile(diff, q))
+    a, r, f, m, spec = _decide_all(g, [-1.0, -1.0], [1.0, 1.0], [[1.0, -1.0]], [-t])
+    answers = {a, r, f, m} - {"timeout", "unknown"}
+    assert len(answers) <= 1, (a, r, f, m)
+    gmin = grid_min(g, [-1.0, -1.0], [1.0, 1.0], spec)
+    if "verified" in answers:
+        assert gmin > -1e-9
+    if gmin < -1e-6:
+        assert "verified" not in answers
+
+
+def test_input_split_dims_prefers_influential_dim():
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0]]]))
+    lb = torch.tensor([[-1.0]])
+    A = torch.tensor([[[0.1, 5.0, 0.0]]])
+    lo, hi = torch.zeros(1, 3), torch.ones(1, 3)
+    assert int(branching.input_split_dims(spec, lb, A, lo, hi)[0]) == 1
+
+
+def test_queue_cap_returns_unknown():
+    g = random_mlp(2, (2, 16, 16, 2))
+    net, lo, hi, spec, check = _setup(g, [-1.0, -1.0], [1.0, 1.0], [[1.0, -1.0]], [0.0])
+    # a threshold right at the sampled minimum: hard; a tiny queue cap must stop the search
+    x = torch.rand(20000, 2, dtype=torch.float64) * 2 - 1
+    y = net.forward(x)
+    t = float((y[:, 0] - y[:, 1]).min()) - 1e-7
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0]]], dtype=torch.float64),
+                                  torch.tensor([-t], dtype=torch.float64))
+    cfg = bab.BaBConfig(max_domains=2, batch_size=4)
+    out = bab.input_bab(net, lo, hi, spec, cfg, time.perf_counter() + 30, check)
+    assert out.status in ("unknown", "verified", "falsified")
+    if out.status == "falsified":
+        assert out.counterexample is not None
+
+
+def test_timeout_is_prompt():
+    g = random_mlp(7, (2, 64, 64, 64, 2), scale=2.0)
+    net, lo, hi, spec, check = _setup(g, [-1.0, -1.0], [1.0, 1.0], [[1.0, -1.0]], [0.0])
+    x = torch.rand(20000, 2, dtype=torch.float64) * 2 - 1
+    y = net.forward(x)
+    t = float((y[:, 0] - y[:, 1]).min()) - 1e-6
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0]]], dtype=torch.float64),
+                                  torch.tensor([-t], dtype=torch.float64))
+    for fn in (bab.input_bab, bab.relu_bab):
+        t0 = time.perf_counter()
+        out = fn(net, lo, hi, spec, bab.BaBConfig(), t0 + 0.5, check)
+        assert time.perf_counter() - t0 < 1.5 + 0.5 * (out.status != "timeout")
+        assert out.status in ("timeout", "verified", "falsified")
+    assert not math.isnan(t)
+    pytest.importorskip("highspy")
