@@ -55,6 +55,10 @@ class CrownConfig:
       the memory bound of a pass.
     unstable_only: back-substitute only for neurons the cheaper bounds leave unstable, when a
       node feeds only ReLU/LeakyReLU (stable neurons' relaxations are exact anyway).
+    intersect_ibp: intersect every back-substituted bound (intermediate and final) with the
+      interval bounds. False gives the textbook algorithm exactly (every relaxed neuron
+      back-substituted, nothing intersected) — looser and slower, for comparing with other
+      implementations.
     """
 
     relaxation: str = "adaptive"
@@ -62,6 +66,7 @@ class CrownConfig:
     chunk_rows: int = 8192
     max_pass_elements: int = 2**26
     unstable_only: bool = True
+    intersect_ibp: bool = True
 
     def __post_init__(self) -> None:
         relaxations.check_mode(self.relaxation)
@@ -325,12 +330,13 @@ RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
 
 
 def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int,
-            row_bounds: RowBounds, values: Mapping[str, Interval]) -> Interval:
+            row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
     ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
     batch elements are processed together, at most ``step`` at a time, so elements with
-    few such neurons cost little and results do not depend on the batch."""
+    few such neurons cost little and results do not depend on the batch. With ``intersect``
+    False the new bounds replace ``iv`` instead of tightening it."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
     bidx, nidx = flat.nonzero(as_tuple=True)
@@ -341,8 +347,11 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         b, j = bidx[r0:r0 + step], nidx[r0:r0 + step]
         C = F.one_hot(j, flat.shape[1]).to(lo.dtype).unsqueeze(1)
         l_new, u_new = row_bounds(name, C, b, values)
-        lo[b, j] = torch.maximum(lo[b, j], l_new[:, 0])
-        hi[b, j] = torch.minimum(hi[b, j], u_new[:, 0])
+        if intersect:
+            l_new, u_new = torch.maximum(lo[b, j], l_new[:, 0]), torch.minimum(hi[b, j], u_new[:, 0])
+        else:
+            l_new, u_new = l_new[:, 0], u_new[:, 0]
+        lo[b, j], hi[b, j] = l_new, u_new
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
 
 
@@ -372,12 +381,12 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
             continue
         iv = IBP_TRANSFORMERS[type(node.op)](node.op, *(values[s] for s in node.inputs))
         if node.name in needs:
-            if needs[node.name] and cfg.unstable_only:
+            if needs[node.name] and cfg.unstable_only and cfg.intersect_ibp:
                 mask = (iv.lower < 0) & (iv.upper > 0)
             else:
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
             step = _rows_per_pass(graph, node.name, cfg)
-            iv = _refine(graph, node.name, iv, mask, step, row_bounds, values)
+            iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp)
         values[node.name] = iv
     return values
 
@@ -401,5 +410,7 @@ def _bounds(problem: VerificationProblem, cfg: CrownConfig, name: str) -> Bounds
     values = intermediate_bounds(g, problem.input_set, cfg)
     lower, upper = backward_bounds(g, problem.input_set, spec.C, spec.d, values,
                                    relaxation=cfg.relaxation)
+    if not cfg.intersect_ibp:
+        return Bounds(lower, upper, name, values)
     ibp_lo, ibp_hi = spec_bounds_from_interval(g, spec, values)
     return Bounds(torch.maximum(lower, ibp_lo), torch.minimum(upper, ibp_hi), name, values)
