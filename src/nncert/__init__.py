@@ -7,6 +7,8 @@ from .bounds import certify as certify
 from .bounds import compute_bounds as compute_bounds
 from .bounds.core import Bounds as Bounds
 from .bounds.core import Interval as Interval
+from .complete import VerifyConfig as VerifyConfig
+from .complete import verify as verify
 from .data import load_dataset as load_dataset
 from .errors import NncertError as NncertError
 from .errors import SpecError as SpecError
