@@ -11,6 +11,7 @@ import torch
 from ..data import load_dataset
 from ..models import load
 from ..models.graph import Graph
+from ..smoothing.train import train_gaussian
 from .robustness import RobustnessConfig, certify_points, prepare_inputs, summarize
 
 
@@ -34,16 +35,8 @@ def train_digits_mlp(config: DemoConfig) -> tuple[Graph, float]:
     for a, b in zip(widths[:-1], widths[1:]):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(config.seed)
-    for _ in range(config.epochs):
-        for idx in torch.randperm(x.shape[0], generator=gen).split(128):
-            xb = x[idx] + 0.02 * torch.randn(x[idx].shape, generator=gen)
-            loss = torch.nn.functional.cross_entropy(model(xb), train.labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    train_gaussian(model, x, train.labels, sigma=0.02, epochs=config.epochs, batch_size=128,
+                   lr=3e-3, seed=config.seed)
     graph = load(model, input_shape=(x.shape[1],))
     with torch.no_grad():
         xt = test.images.flatten(1) / test.pixel_max
