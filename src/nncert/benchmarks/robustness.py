@@ -18,7 +18,8 @@ from ..bounds import certify
 from ..errors import ConfigError, ShapeError
 from ..models import ops
 from ..models.graph import Graph, prepend
-from ..result import Verdict
+from ..result import Result, Verdict
+from ..specs.output import OutputSpec
 from ..specs.problem import robustness_problem
 
 
@@ -60,22 +61,38 @@ def prepare_inputs(images: torch.Tensor, graph: Graph, scale: float) -> torch.Te
     return x.to(device=graph.device, dtype=graph.dtype)
 
 
+def _confirmed(result: Result, spec: OutputSpec, reference: Callable | None) -> Result:
+    """A FALSIFIED result stays so only if ``reference`` (e.g. onnxruntime on the source model)
+    also violates the spec at the counterexample; otherwise it becomes UNKNOWN."""
+    if result.verdict is not Verdict.FALSIFIED or reference is None:
+        return result
+    y = reference(result.counterexample.x.unsqueeze(0)).reshape(1, -1).double()
+    if bool(spec.to(dtype=torch.float64).holds(y.cpu()).all()):
+        return Result(Verdict.UNKNOWN, result.method, result.time_s, result.lower, result.upper,
+                      stats={"reason": "counterexample not confirmed by the reference model"})
+    return result
+
+
 def certify_points(
     graph: Graph,
     x: torch.Tensor,
     labels: torch.Tensor,
     config: RobustnessConfig,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    reference: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yields one row per point: index, label, prediction, verdict, time_s, margin_lower
     (the certified lower bound of min_j y_label − y_j). VERIFIED rows are sound certificates;
-    a misclassified point is FALSIFIED with the point itself as counterexample."""
+    a misclassified point is FALSIFIED with the point itself as counterexample, re-checked on
+    the graph and, when given, on ``reference`` (the source model, e.g. onnxruntime: inputs in
+    the graph's input space, outputs flat)."""
     for start in range(0, x.shape[0], config.batch_size):
         xb = x[start:start + config.batch_size]
         yb = labels[start:start + config.batch_size]
         t0 = time.perf_counter()
         problem = robustness_problem(graph, xb, yb, config.eps, config.p, config.clip)
-        results = certify(problem, config.method, config.method_config)
+        results = [_confirmed(r, problem.output_spec[i], reference)
+                   for i, r in enumerate(certify(problem, config.method, config.method_config))]
         with torch.no_grad():
             pred = graph(xb).flatten(1).argmax(1)
         per_item = (time.perf_counter() - t0) / xb.shape[0]

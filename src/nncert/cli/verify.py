@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+import torch
+
 from ..benchmarks.robustness import (
     RobustnessConfig,
     certify_points,
@@ -16,6 +18,8 @@ from ..benchmarks.robustness import (
 from ..bounds import METHODS
 from ..data import load_dataset
 from ..models import load
+from ..models.graph import Graph
+from ..models.onnx_runtime import run_onnx
 from .common import add_device_arg, progress, resolve_device, write_json
 
 
@@ -24,6 +28,21 @@ def _floats(text: str) -> list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def _onnx_reference(model: str, graph: Graph, source: Graph):
+    """For an ONNX model: onnxruntime on the file, fed through any normalisation node the CLI
+    put in front, so FALSIFIED points are confirmed on the source model too."""
+    if not str(model).endswith(".onnx"):
+        return None
+    prefix = graph.nodes[0].op if graph is not source else None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = prefix.forward(x) if prefix is not None else x
+        return run_onnx(model, x.float().cpu())
+
+    return run
 
 
 def _write(args: argparse.Namespace, rows: list[dict], config: RobustnessConfig,
@@ -40,14 +59,15 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     config = RobustnessConfig(eps=args.eps, method=args.method,
                               p=math.inf if args.p == "inf" else 2.0, batch_size=args.batch)
-    graph = load(args.model).to(device)
-    graph = with_normalization(graph, args.mean, args.std)
+    source = load(args.model).to(device)
+    graph = with_normalization(source, args.mean, args.std)
+    reference = _onnx_reference(args.model, graph, source)
     data = load_dataset(args.data, count=args.count)
     x = prepare_inputs(data.images, graph, args.scale or data.pixel_max)
     rows: list[dict] = []
     bar = progress(range(x.shape[0]), total=x.shape[0], desc=f"verify {args.method}")
     try:
-        for row in certify_points(graph, x, data.labels, config):
+        for row in certify_points(graph, x, data.labels, config, reference=reference):
             rows.append(row)
             next(bar, None)
     except KeyboardInterrupt:
