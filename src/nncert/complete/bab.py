@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..result import Counterexample
+from ..specs.input_sets import Box
 from ..specs.output import OutputSpec
 from . import branching as br
 from . import relu_net as rn
@@ -61,6 +62,16 @@ class BaBOutcome:
     counterexample: Counterexample | None = None
     lower: float = -math.inf  # global lower bound of the margin when known
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _out_of_budget(q, deadline: float, config: BaBConfig, stats: dict) -> BaBOutcome | None:
+    """TIMEOUT past the deadline, UNKNOWN past the queue cap, else None (keep going)."""
+    if time.perf_counter() > deadline:
+        return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
+    if q.n > config.max_domains:
+        stats["reason"] = "max_domains"
+        return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
+    return None
 
 
 def _margin_lb(spec: OutputSpec, lb: torch.Tensor) -> torch.Tensor:
@@ -192,15 +203,11 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
     attack_time = 0.0
     batch = config.batch_size
     while q.n:
-        if time.perf_counter() > deadline:
-            return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
-        if q.n > config.max_domains:
-            stats["reason"] = "max_domains"
-            return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
+        stop = _out_of_budget(q, deadline, config, stats)
+        if stop is not None:
+            return stop
         d = q.pop(max(1, batch // 2))
         t_step = time.perf_counter()
-        from ..specs.input_sets import Box
-
         kids = Box(d["lo"], d["hi"]).split(d["dim"])
         clo, chi = kids.lo, kids.hi
         lb, A_x, inter = bound(clo, chi, unpack(d["inter"].repeat(2, 1)))
@@ -264,11 +271,9 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     step = 0
     stuck = False
     while q.n:
-        if time.perf_counter() > deadline:
-            return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
-        if q.n > config.max_domains:
-            stats["reason"] = "max_domains"
-            return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
+        stop = _out_of_budget(q, deadline, config, stats)
+        if stop is not None:
+            return stop
         d = q.pop(config.relu_batch_size)
         splits = [d[f"s{k}"] for k in range(nL)]
         B = splits[0].shape[0]

@@ -20,6 +20,7 @@ counts accumulate on the device with ``torch.bincount``; memory is bounded by ``
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,24 @@ from ..models.graph import Graph
 from . import stats
 
 
+class _Answer:
+    """What the two smoothing answers share: abstention and a JSON-ready dict."""
+
+    prediction: int | None
+    time_s: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        d.update(abstained=self.abstained, time_s=round(self.time_s, 6))
+        return d
+
+
 @dataclass(frozen=True)
-class SmoothPrediction:
+class SmoothPrediction(_Answer):
     """The outcome of :meth:`Smooth.predict`. ``prediction`` is None when it abstained."""
 
     prediction: int | None
@@ -45,20 +62,9 @@ class SmoothPrediction:
     sigma: float
     time_s: float
 
-    @property
-    def abstained(self) -> bool:
-        return self.prediction is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prediction": self.prediction, "abstained": self.abstained,
-            "counts": list(self.counts), "pvalue": self.pvalue, "alpha": self.alpha,
-            "n": self.n, "sigma": self.sigma, "time_s": round(self.time_s, 6),
-        }
-
 
 @dataclass(frozen=True)
-class SmoothCertificate:
+class SmoothCertificate(_Answer):
     """The outcome of :meth:`Smooth.certify`.
 
     ``prediction`` is None when it abstained (then ``radius`` is 0). ``counts0`` are the
@@ -76,18 +82,6 @@ class SmoothCertificate:
     n: int
     sigma: float
     time_s: float
-
-    @property
-    def abstained(self) -> bool:
-        return self.prediction is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prediction": self.prediction, "abstained": self.abstained, "radius": self.radius,
-            "pa_lower": self.pa_lower, "counts": list(self.counts), "counts0": list(self.counts0),
-            "alpha": self.alpha, "n0": self.n0, "n": self.n, "sigma": self.sigma,
-            "time_s": round(self.time_s, 6),
-        }
 
 
 def _model_device_dtype(model: Graph | torch.nn.Module) -> tuple[torch.device, torch.dtype]:
