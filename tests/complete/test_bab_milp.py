@@ -134,6 +134,61 @@ def test_bab_and_milp_agree(seed, q):
         assert "verified" not in answers
 
 
+def test_intermediate_bounds_on_many_small_boxes_are_sound_and_match_parents():
+    """Many small boxes (few unstable neurons each: the gathered per-(box, neuron) pass) and
+    one big box (the dense pass) must both contain every sampled pre-activation; children's
+    bounds given the parent's as prior are no looser than the parent's."""
+    g = random_mlp(7, (3, 12, 12, 12, 2))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    lo = torch.rand(64, 3, generator=gen, dtype=torch.float64) * 2 - 1
+    hi = lo + torch.rand(64, 3, generator=gen, dtype=torch.float64) * 0.2
+    for blo, bhi in ((lo, hi), (-torch.ones(1, 3, dtype=torch.float64),
+                               torch.ones(1, 3, dtype=torch.float64))):
+        inter = rn.crown_intermediate(net, blo, bhi, fwd=rn.forward_bounds(net, blo, bhi))
+        t = torch.rand(200, *blo.shape, generator=gen, dtype=torch.float64)
+        x = (blo + t * (bhi - blo)).reshape(-1, 3)
+        z = net.pre_activations(x)
+        for (zl, u), zk in zip(inter, z):
+            zk = zk.reshape(200, blo.shape[0], -1)
+            assert bool((zk >= zl - 1e-9).all()) and bool((zk <= u + 1e-9).all())
+    parent = rn.crown_intermediate(net, lo, hi)
+    mid = (lo + hi) / 2
+    kid = rn.crown_intermediate(net, lo, mid, fwd=parent)
+    for (pl, pu), (kl, ku) in zip(parent, kid):
+        assert bool((kl >= pl - 1e-12).all()) and bool((ku <= pu + 1e-12).all())
+
+
+def test_disjunction_lower_is_sound_and_beats_the_best_row():
+    """max(x, −x) ≥ 0 on [−1, 1]: each row alone has lower bound −1; the λ = ½ combination
+    proves the clause. On random nets the bound stays below the sampled clause values."""
+    A = torch.tensor([[[1.0], [-1.0]]], dtype=torch.float64)
+    lower = torch.tensor([[-1.0, -1.0]], dtype=torch.float64)
+    lo, hi = -torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)
+    assert float(rn.disjunction_lower(A, lower, lo, hi, (0, 1))) >= -1e-9
+    g = random_mlp(3, (2, 10, 10, 3))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    lo = torch.tensor([[-1.0, -1.0], [0.0, 0.2]], dtype=torch.float64)
+    hi = torch.tensor([[1.0, 1.0], [0.5, 0.4]], dtype=torch.float64)
+    C = torch.tensor([[[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]]],
+                     dtype=torch.float64).expand(2, -1, -1)
+    d = torch.full((2, 3), 0.1, dtype=torch.float64)
+    inter = rn.crown_intermediate(net, lo, hi)
+    lb, A_x, _ = rn.spec_bound(net, C, d, inter, lo, hi)
+    dl = rn.disjunction_lower(A_x, lb, lo, hi, (0, 1, 2))
+    assert bool((dl >= lb.amax(-1) - 1e-12).all())
+    for b in range(2):
+        x = lo[b] + torch.rand(20000, 2, dtype=torch.float64) * (hi[b] - lo[b])
+        rows = net.forward(x) @ C[b].T + d[b]
+        assert float(rows.amax(-1).min()) >= float(dl[b]) - 1e-9
+
+
+def test_widest_input_dims_uses_first_layer_reach():
+    lo, hi = torch.zeros(1, 3), torch.tensor([[1.0, 0.5, 2.0]])
+    assert int(branching.widest_input_dims(lo, hi, torch.tensor([1.0, 10.0, 1.0]))[0]) == 1
+    assert int(branching.widest_input_dims(lo, hi, torch.zeros(3))[0]) == 2
+
+
 def test_input_split_dims_prefers_influential_dim():
     spec = OutputSpec.conjunction(torch.tensor([[[1.0]]]))
     lb = torch.tensor([[-1.0]])

@@ -41,6 +41,7 @@ class BaBConfig:
     timeout_s: float = 60.0
     branching: str = "auto"
     heuristic: str = "fsb"
+    input_heuristic: str = "width"  # input splitting: "width" (first-layer reach) or "sb"
     fsb_topk: int = 4
     input_split_max_dim: int = 16
     max_domains: int = 500_000
@@ -54,6 +55,7 @@ class BaBConfig:
     milp_leaf_unstable: int = 16  # ReLU splitting: domains with at most this many unstable
     # ReLUs left are decided exactly by the MILP (0: never)
     intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
+    input_alpha_iters: int = 0  # input splitting: alpha steps on the spec bound of each box
 
 
 @dataclass
@@ -76,6 +78,11 @@ def _out_of_budget(q, deadline: float, config: BaBConfig, stats: dict) -> BaBOut
 
 def _margin_lb(spec: OutputSpec, lb: torch.Tensor) -> torch.Tensor:
     return spec.clause_max(lb).amin(-1)
+
+
+def _clause_lower(spec: OutputSpec, lb, A_x, lo, hi) -> torch.Tensor:
+    """(B, K) sound lower bounds of each clause (disjunctions through the λ-combination)."""
+    return torch.stack([rn.disjunction_lower(A_x, lb, lo, hi, cl) for cl in spec.clauses], -1)
 
 
 def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
@@ -174,10 +181,19 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
 
     def bound(lo, hi, prior=None):
         B = lo.shape[0]
-        inter = rn.forward_bounds(net, lo, hi, prior=prior)
-        if config.intermediate == "crown":
-            inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
-        lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
+        if config.intermediate == "crown" and prior is not None:
+            # the parent's bounds stay valid on its children and prune most backward passes
+            inter = rn.crown_intermediate(net, lo, hi, fwd=prior)
+        else:
+            inter = rn.forward_bounds(net, lo, hi, prior=prior)
+            if config.intermediate == "crown":
+                inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
+        if config.input_alpha_iters > 0:
+            lb, A_x, _ = rn.optimize_spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1),
+                                                inter, lo, hi, iters=config.input_alpha_iters,
+                                                deadline=deadline)
+        else:
+            lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
         return lb, A_x, torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
 
     widths = net.widths
@@ -189,16 +205,23 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             i += 2 * w
         return out
 
+    reach = net.Ws[0].abs().sum(0)
+
+    def split_dims(lb, A_x, lo, hi):
+        if config.input_heuristic == "sb":
+            return br.input_split_dims(spec, lb, A_x, lo, hi)
+        return br.widest_input_dims(lo, hi, reach)
+
     lb, A_x, inter = bound(lo, hi)
+    cl = _clause_lower(spec, lb, A_x, lo, hi)
     stats = {"branching": "input", "domains": 1, "steps": 0, "max_queue": 1}
-    if bool(spec.proved(lb).all()):
-        return BaBOutcome("verified", lower=float(_margin_lb(spec, lb).min()), stats=stats)
+    if bool((cl > 0).all()):
+        return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
     cex = _candidates(net, spec, lo, hi, A_x, check)
     if cex is not None:
         return BaBOutcome("falsified", cex, stats=stats)
     q = _Queue()
-    q.push(lo=lo, hi=hi, score=_margin_lb(spec, lb),
-           dim=br.input_split_dims(spec, lb, A_x, lo, hi), inter=inter)
+    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=split_dims(lb, A_x, lo, hi), inter=inter)
     step = 0
     attack_time = 0.0
     batch = config.batch_size
@@ -220,16 +243,17 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         step += 1
         stats["steps"] = step
         stats["domains"] += clo.shape[0]
-        open_ = ~spec.expand(clo.shape[0]).proved(lb) if spec.batch_size == 1 else ~spec.proved(lb)
+        cl = _clause_lower(spec, lb, A_x, clo, chi)
+        open_ = ~(cl > 0).all(-1)
         if not bool(open_.any()):
             continue
         clo, chi, lb, A_x, inter = clo[open_], chi[open_], lb[open_], A_x[open_], inter[open_]
+        cl = cl[open_]
         cex = _candidates(net, spec, clo, chi, A_x, check)
         if cex is not None:
             stats["time_s"] = time.perf_counter() - t0
             return BaBOutcome("falsified", cex, stats=stats)
-        q.push(lo=clo, hi=chi, score=_margin_lb(spec, lb),
-               dim=br.input_split_dims(spec, lb, A_x, clo, chi), inter=inter)
+        q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=split_dims(lb, A_x, clo, chi), inter=inter)
         stats["max_queue"] = max(stats["max_queue"], q.n)
         elapsed = time.perf_counter() - t0
         if (config.attack_every and step % config.attack_every == 0 and q.n

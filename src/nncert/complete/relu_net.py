@@ -207,8 +207,10 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
 def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: list[Layer],
              lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None,
              betas: list[torch.Tensor] | None = None, splits: list[torch.Tensor] | None = None,
-             keep_A: bool = False):
+             keep_A: bool = False, relax: list[tuple] | None = None):
     """Lower bound of ``A·z_m + const`` over the box (m = num_relu_layers: the output).
+    ``relax``: the layers' ``relu_relax`` results when already computed (then ``inter`` is not
+    read).
 
     Returns (lower (B,R), A_x (B,R,n0), per-layer A on the ReLU outputs if keep_A)."""
     layer_As = []
@@ -218,16 +220,15 @@ def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: 
         A = A @ W
         if keep_A:
             layer_As.append(A)
-        zl, u = inter[j]
-        su, tu, sl, active, unstable = relu_relax(zl, u)
+        su, tu, sl, _, unstable = relu_relax(*inter[j]) if relax is None else relax[j]
         su, tu = su.unsqueeze(1), tu.unsqueeze(1)
         if alphas is not None:
             sl = torch.where(unstable.unsqueeze(1), alphas[j], sl.unsqueeze(1))
         else:
             sl = sl.unsqueeze(1)
-        Ap, An = A.clamp_min(0), A.clamp_max(0)
-        const = const + (An * tu).sum(-1)
-        A = Ap * sl + An * su
+        neg = A < 0
+        const = const + torch.where(neg, A, 0.0).mul_(tu).sum(-1)
+        A = A * torch.where(neg, su, sl)
         if betas is not None and splits is not None:
             A = A - betas[j] * splits[j].unsqueeze(1).to(A.dtype)
     const = const + A @ net.bs[0]
@@ -243,6 +244,7 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
     """Backward CROWN bounds of every pre-activation (intersected with ``fwd`` when given)."""
     B = lo.shape[0]
     inter: list[Layer] = []
+    relax: list[tuple] = []  # relu_relax per layer, reused by every later layer's pass
     for k in range(net.num_relu_layers):
         n = net.Ws[k].shape[0]
         if k == 0:
@@ -261,18 +263,30 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
             il, iu = mid - rad, mid + rad
             if fwd is not None:
                 il, iu = torch.maximum(il, fwd[k][0]), torch.minimum(iu, fwd[k][1])
-            # only neurons still unstable in some box need a backward pass
-            rows = ((il < 0) & (iu > 0)).any(0).nonzero().flatten()
+            # only the (box, neuron) pairs still unstable need a backward pass: each pair is
+            # bounded as its own one-box problem with two rows (+z_j, −z_j), so that small boxes
+            # with few unstable neurons cost little
             zl, u = il.clone(), iu.clone()
-            if rows.numel():
-                eye = torch.eye(n, dtype=lo.dtype, device=lo.device)[rows]
-                m = rows.numel()
+            unst = (il < 0) & (iu > 0)
+            npairs = int(unst.sum())
+            if npairs > B * n // 2:  # mostly unstable: every neuron of every box, no gathering
+                eye = torch.eye(n, dtype=lo.dtype, device=lo.device)
                 A = torch.cat([eye, -eye]).unsqueeze(0).expand(B, -1, -1)
-                const = torch.zeros(B, 2 * m, dtype=lo.dtype, device=lo.device)
+                const = torch.zeros(B, 2 * n, dtype=lo.dtype, device=lo.device)
+                lower, _, _ = backward(net, k, A, const, inter, lo, hi, relax=relax)
+                zl, u = torch.maximum(il, lower[:, :n]), torch.minimum(iu, -lower[:, n:])
+            elif npairs:
+                box, row = unst.nonzero(as_tuple=True)
+                A = torch.zeros(npairs, 2, n, dtype=lo.dtype, device=lo.device)
+                pairs = torch.arange(npairs, device=lo.device)
+                A[pairs, 0, row] = 1.0
+                A[pairs, 1, row] = -1.0
+                const = torch.zeros(npairs, 2, dtype=lo.dtype, device=lo.device)
+                sub = [tuple(t if t.dim() == 0 else t[box] for t in r) for r in relax]
                 # bound z_k through layers k-1..0: the first step applies W_k
-                lower, _, _ = backward(net, k, A, const, inter, lo, hi)
-                zl[:, rows] = torch.maximum(zl[:, rows], lower[:, :m])
-                u[:, rows] = torch.minimum(u[:, rows], -lower[:, m:])
+                lower, _, _ = backward(net, k, A, const, inter, lo[box], hi[box], relax=sub)
+                zl[box, row] = torch.maximum(il[box, row], lower[:, 0])
+                u[box, row] = torch.minimum(iu[box, row], -lower[:, 1])
         if fwd is not None and k == 0:
             zl, u = torch.maximum(zl, fwd[k][0]), torch.minimum(u, fwd[k][1])
         if splits is not None:
@@ -280,6 +294,7 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
             zl = torch.where(s > 0, zl.clamp_min(0), zl)
             u = torch.where(s < 0, u.clamp_max(0), u)
         inter.append((zl, u))
+        relax.append(relu_relax(zl, u))
     return inter
 
 
@@ -350,3 +365,36 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                     best = torch.where(better, lower.detach(), best)
                     A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
     return best, A_x, [a.detach() for a in alphas]
+
+
+def disjunction_lower(A: torch.Tensor, lower: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                      rows: tuple[int, ...], iters: int = 15) -> torch.Tensor:
+    """A sound lower bound of ``max_{r ∈ rows} row_r(x)`` over each box, at least as tight as
+    ``max_r lower_r``.
+
+    Each row has a linear lower bound ``row_r(x) ≥ A_r·x + c_r`` on its box (``lower_r`` is its
+    minimum there). For any λ in the simplex, ``max_r row_r ≥ Σ_r λ_r (A_r·x + c_r)``, whose
+    minimum over the box is again a sound bound; λ is improved by a few projected-gradient
+    steps (exponentiated gradient), and the best value seen — the one-hot λ's included — is
+    returned. A (B, R, n), lower (B, R), lo/hi (B, n) → (B,)."""
+    idx = list(rows)
+    best = lower[:, idx].amax(-1)
+    if len(idx) == 1:
+        return best
+    Ar = A[:, idx]
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    # c_r: constant of the linear bound, recovered from its box minimum
+    c = lower[:, idx] - (torch.einsum("brn,bn->br", Ar, mid) - torch.einsum("brn,bn->br", Ar.abs(), rad))
+    lam = torch.full_like(c, 1.0 / len(idx))
+    for _ in range(iters):
+        a = torch.einsum("br,brn->bn", lam, Ar)
+        val = (lam * c).sum(-1) + (a * mid).sum(-1) - (a.abs() * rad).sum(-1)
+        best = torch.maximum(best, val)
+        # supergradient in λ: each row's linear bound at the minimising corner
+        corner = mid - torch.sign(a) * rad
+        g = c + torch.einsum("brn,bn->br", Ar, corner)
+        g = g - g.mean(-1, keepdim=True)
+        scale = g.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+        lam = lam * torch.exp(g / scale)
+        lam = lam / lam.sum(-1, keepdim=True)
+    return best
