@@ -221,11 +221,16 @@ def test_gaussian_training_makes_smoothed_classifier_accurate():
     assert all(c.radius > 0.5 for c in certs)
 
 
-def test_pipelined_noise_gives_identical_counts():
+def test_parallel_workers_give_identical_counts():
+    """Per-batch seeds: the counts depend on seed and batch size only, not on the worker
+    count; torch's thread count is restored afterwards."""
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
     x = torch.rand(3, 4)
-    runs = [Smooth(m, 5, 0.7, pipeline=p).certify(x, 37, 1001, 0.01, batch_size=64, seed=4)
-            for p in (True, False)]
-    assert runs[0].counts0 == runs[1].counts0 and runs[0].counts == runs[1].counts
-    assert not Smooth(m, 5, 0.7).pipeline  # opt-in
+    threads = torch.get_num_threads()
+    runs = [Smooth(m, 5, 0.7, workers=w).certify(x, 37, 1001, 0.01, batch_size=64, seed=4)
+            for w in (1, 2, 3)]
+    assert all(r.counts0 == runs[0].counts0 and r.counts == runs[0].counts for r in runs)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ConfigError):
+        Smooth(m, 5, 0.7, workers=0)

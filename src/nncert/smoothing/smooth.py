@@ -14,13 +14,15 @@ around ``x`` with radius ``σ · Φ⁻¹(pA)``. :class:`Smooth` estimates it by 
 
 Noise is added in the model's *input* space. When a Graph starts with a normalisation node its
 input is in pixel units ([0, 1]) and the noise goes before normalisation, as in Cohen et al.
-Noise is drawn on the model's device from a seedable ``torch.Generator``, one tensor per batch;
-counts accumulate on the device with ``torch.bincount``; memory is bounded by ``batch_size``.
+Noise is drawn on the model's device from seedable ``torch.Generator``s, one per batch (seeded
+from the Smooth's generator, so results depend on the seed and batch size only); counts
+accumulate on the device with ``torch.bincount``; memory is bounded by ``batch_size`` per worker.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -100,14 +102,14 @@ class Smooth:
     class scores (N, num_classes); a module is put in eval mode. ``num_classes`` may be None to
     take it from the model's output. ``seed`` seeds the noise generator (None: a random seed);
     ``predict``/``certify`` also take a ``seed`` to make one point's answer reproducible on its own.
-    ``pipeline`` overlaps noise drawing with the forward pass in a helper thread (default off:
-    it pays only when a core is idle while the model runs — on this project's 2-core machine the
-    sequential loop was faster; the results are identical either way).
+    ``workers`` (CPU only): batches evaluated at once, each single-threaded (None: torch's
+    intra-op thread count; 1: one batch at a time with torch's usual threading). The counts
+    are identical for every value.
     """
 
     def __init__(self, model: Graph | torch.nn.Module, num_classes: int | None, sigma: float,
                  *, seed: int | None = None, device: torch.device | str | None = None,
-                 pipeline: bool = False):
+                 workers: int | None = None):
         self.sigma = stats.check_positive(sigma, "sigma")
         if not isinstance(model, (Graph, torch.nn.Module)):
             raise ConfigError(
@@ -119,8 +121,10 @@ class Smooth:
             model.eval()
         self.model = model
         self.device, self.dtype = _model_device_dtype(model)
-        #: draw the next batch's noise in a helper thread while the model runs (CPU only)
-        self.pipeline = bool(pipeline) and self.device.type == "cpu"
+        if workers is not None:
+            workers = stats.check_count(workers, "workers")
+        #: batches evaluated at once on the CPU (None: torch's intra-op thread count)
+        self.workers = workers
         self.input_shape: tuple[int, ...] | None = None
         if isinstance(model, Graph):
             self.input_shape = model.input_shape
@@ -177,45 +181,65 @@ class Smooth:
         return stats.check_count(n, name), stats.check_count(batch_size, "batch_size")
 
     # -- sampling ----------------------------------------------------------------------------
+    def _workers_for(self, batches: int) -> int:
+        if self.device.type != "cpu" or batches < 2:
+            return 1
+        w = self.workers if self.workers is not None else torch.get_num_threads()
+        return max(1, min(w, batches))
+
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
         """Class counts (num_classes,) of the base classifier on ``num`` noisy copies of ``x``
         (already prepared). Batches of at most ``batch_size``; counts stay on the device.
 
-        With ``pipeline`` (CPU) the next batch's noise is drawn in a helper thread while the model
-        runs on the current one (two buffers; the generator is used by that thread only, in batch
-        order, so the draws, and the counts, are exactly those of the sequential loop)."""
+        Batch ``i`` draws its noise from its own generator, seeded by the i-th of a list of
+        seeds taken from :attr:`generator`; so the counts depend on the seed and the batch
+        size only, not on how many workers ran the batches. On the CPU, ``workers`` batches run
+        at once, each single-threaded (torch's intra-op thread count is set to 1 meanwhile and
+        restored after): a small model's forward pass scales poorly over intra-op threads,
+        and whole batches in parallel hide the noise drawing."""
         assert self.num_classes is not None
         sizes = [batch_size] * (num // batch_size) + ([num % batch_size] if num % batch_size else [])
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        shape = (sizes[0], *x.shape)
-        nbuf = 2 if self.pipeline and len(sizes) > 1 else 1
-        bufs = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(nbuf)]
+        seeds = torch.randint(0, 2**62, (len(sizes),), generator=self.generator,
+                              device=self.device).tolist()
+        workers = self._workers_for(len(sizes))
+        buffers: dict[int, torch.Tensor] = {}
+        lock = threading.Lock()
 
-        def draw(i: int) -> torch.Tensor:
+        def run(i: int) -> torch.Tensor:
             with torch.inference_mode():
-                batch = bufs[i % nbuf][:sizes[i]]
-                batch.normal_(0.0, self.sigma, generator=self.generator)
-                return batch.add_(x)
+                key = threading.get_ident()
+                buf = buffers.get(key)
+                if buf is None:
+                    buf = buffers[key] = torch.empty((sizes[0], *x.shape), dtype=self.dtype,
+                                                     device=self.device)
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(seeds[i])
+                batch = buf[:sizes[i]].normal_(0.0, self.sigma, generator=gen).add_(x)
+                c = torch.bincount(self.model(batch).argmax(dim=1), minlength=self.num_classes)
+                if on_batch is not None:
+                    with lock:
+                        on_batch(sizes[i])
+                return c
 
-        def count(batch: torch.Tensor) -> None:
-            nonlocal counts
-            scores = self.model(batch)
-            counts += torch.bincount(scores.argmax(dim=1), minlength=self.num_classes)
-            if on_batch is not None:
-                on_batch(batch.shape[0])
-
-        if nbuf == 1:
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        if workers == 1:
             for i in range(len(sizes)):
-                count(draw(i))
+                counts += run(i)
             return counts
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nncert-noise") as pool:
-            pending = pool.submit(draw, 0)
-            for i in range(len(sizes)):
-                batch = pending.result()
-                if i + 1 < len(sizes):  # buffer (i+1) % 2 is free: batch i-1 is counted
-                    pending = pool.submit(draw, i + 1)
-                count(batch)
+        # whole rounds of `workers` batches in parallel; a last partial round would leave
+        # cores idle, so it runs one batch at a time with the usual intra-op threads
+        parallel = len(sizes) - len(sizes) % workers
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nncert-smooth") as pool:
+                for c in pool.map(run, range(parallel)):
+                    counts += c
+        finally:
+            torch.set_num_threads(threads)
+        for i in range(parallel, len(sizes)):
+            counts += run(i)
         return counts
 
     def _reseed(self, seed: int | None) -> None:
