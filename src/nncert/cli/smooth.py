@@ -244,7 +244,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--skip", type=int, default=1, help="take every SKIP-th point (default 1)")
         q.add_argument("--batch", type=int, default=1000, help="noisy samples per forward pass")
         q.add_argument("--seed", type=int, default=0,
-                       help="noise seed; point idx uses SEED + idx (default 0)")
+                       help="noise seed; point idx uses SEED + idx; answers are reproducible "
+                       "for the same seed and --batch (default 0)")
         add_device_arg(q)
 
     c = ss.add_parser("certify", help="certified prediction and L2 radius for each point",
