@@ -55,7 +55,8 @@ class BaBConfig:
     milp_leaf_unstable: int = 16  # ReLU splitting: domains with at most this many unstable
     # ReLUs left are decided exactly by the MILP (0: never)
     intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
-    input_alpha_iters: int = 0  # input splitting: alpha steps on the spec bound of each box
+    input_alpha_iters: int = 10  # input splitting: alpha steps on the spec bound of open boxes
+    input_alpha_max_unstable: int = 8  # ... that have at most this many unstable ReLUs
 
 
 @dataclass
@@ -188,12 +189,21 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             inter = rn.forward_bounds(net, lo, hi, prior=prior)
             if config.intermediate == "crown":
                 inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
+        lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
         if config.input_alpha_iters > 0:
-            lb, A_x, _ = rn.optimize_spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1),
-                                                inter, lo, hi, iters=config.input_alpha_iters,
-                                                deadline=deadline)
-        else:
-            lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
+            # alpha pays on small boxes close to the threshold: few unstable ReLUs, whose
+            # lower slopes then decide the bound (tens of times tighter near the end)
+            unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
+            sel = (~(_clause_lower(spec, lb, A_x, lo, hi) > 0).all(-1)
+                   & (unstable <= config.input_alpha_max_unstable)).nonzero().flatten()
+            if sel.numel():
+                k = sel.numel()
+                lbs, As, _ = rn.optimize_spec_bound(
+                    net, C0.expand(k, -1, -1), d0.expand(k, -1),
+                    [(zl[sel], u[sel]) for zl, u in inter], lo[sel], hi[sel],
+                    iters=config.input_alpha_iters, deadline=deadline)
+                lb, A_x = lb.clone(), A_x.clone()
+                lb[sel], A_x[sel] = lbs, As
         return lb, A_x, torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
 
     widths = net.widths
