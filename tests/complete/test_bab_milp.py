@@ -189,6 +189,14 @@ def test_widest_input_dims_uses_first_layer_reach():
     assert int(branching.widest_input_dims(lo, hi, torch.zeros(3))[0]) == 2
 
 
+def test_bab_config_rejects_unknown_choices():
+    from nncert.errors import ConfigError
+
+    for kw in ({"input_heuristic": "widest"}, {"heuristic": "x"}, {"branching": "both"}):
+        with pytest.raises(ConfigError, match="BaBConfig"):
+            bab.BaBConfig(**kw)
+
+
 def test_input_split_dims_prefers_influential_dim():
     spec = OutputSpec.conjunction(torch.tensor([[[1.0]]]))
     lb = torch.tensor([[-1.0]])

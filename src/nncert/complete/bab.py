@@ -8,9 +8,11 @@ any violation found goes through the concrete re-check before it counts. The que
 ``max_domains`` (UNKNOWN beyond), and the deadline is checked between steps and inside the
 alpha/beta optimisation, so a timeout is honoured within one bounding call.
 
-Soundness: a subdomain is dropped only when ``spec.proved(lower)`` holds for sound lower
-bounds (or its split constraints are contradictory); VERIFIED means every subdomain was
-dropped. Bounds are computed in the dense network's dtype (float64 by default).
+Soundness: a subdomain is dropped only when every clause has a positive sound lower bound
+(for input splitting a disjunction's bound may come from a convex combination of its rows'
+linear bounds, :func:`relu_net.disjunction_lower`) or its split constraints are contradictory;
+VERIFIED means every subdomain was dropped. Bounds are computed in the dense network's dtype
+(float64 by default).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..result import Counterexample
 from ..specs.input_sets import Box
 from ..specs.output import OutputSpec
@@ -57,6 +60,15 @@ class BaBConfig:
     intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
     input_alpha_iters: int = 10  # input splitting: alpha steps on the spec bound of open boxes
     input_alpha_max_unstable: int = 8  # ... that have at most this many unstable ReLUs
+
+
+    def __post_init__(self):
+        for name, value, allowed in (("branching", self.branching, ("auto", "input", "relu")),
+                                     ("heuristic", self.heuristic, ("babsr", "fsb")),
+                                     ("input_heuristic", self.input_heuristic, ("width", "sb")),
+                                     ("intermediate", self.intermediate, ("crown", "forward"))):
+            if value not in allowed:
+                raise ConfigError(f"BaBConfig.{name} must be one of {allowed}, got {value!r}")
 
 
 @dataclass
