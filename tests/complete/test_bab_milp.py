@@ -189,6 +189,25 @@ def test_widest_input_dims_uses_first_layer_reach():
     assert int(branching.widest_input_dims(lo, hi, torch.zeros(3))[0]) == 2
 
 
+def test_root_alpha_intermediate_bounds_are_sound_and_tighter():
+    from nncert.complete.verify import _alpha_intermediate
+
+    g = random_mlp(11, (4, 16, 16, 16, 3)).to(dtype=torch.float64)
+    net = rn.extract_relu_net(g)
+    lo, hi = -torch.ones(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64)
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64))
+    p = VerificationProblem(g, Box(lo, hi), spec)
+    crown = rn.crown_intermediate(net, lo, hi)
+    opt = _alpha_intermediate(p, net, crown, 20)
+    x = lo + torch.rand(20000, 4, dtype=torch.float64) * (hi - lo)
+    tighter = 0.0
+    for (cl, cu), (ol, ou), z in zip(crown, opt, net.pre_activations(x)):
+        assert bool((ol >= cl).all()) and bool((ou <= cu).all())
+        assert bool((z >= ol - 1e-9).all()) and bool((z <= ou + 1e-9).all())
+        tighter += float((cu - cl).sum() - (ou - ol).sum())
+    assert tighter > 0
+
+
 def test_bab_config_rejects_unknown_choices():
     from nncert.errors import ConfigError
 

@@ -52,6 +52,8 @@ class BaBConfig:
     relu_batch_size: int = 64  # ReLU splitting: domains per step
     alpha_iters: int = 8  # alpha/beta steps per ReLU-split step
     root_alpha_iters: int = 50
+    root_intermediate_alpha_iters: int = 20  # ReLU splitting: alpha-CROWN steps on every
+    # layer's bounds at the root (shared by all subdomains; 0: plain CROWN)
     beta: bool = True
     attack_every: int = 5  # PGD on the worst open subdomains every this many steps ...
     attack_share: float = 0.1  # ... while it has used less than this share of the time
@@ -309,6 +311,18 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         return BaBOutcome("falsified", cex, stats=stats)
     unstable = sum(int(((zl < 0) & (u > 0)).sum()) for zl, u in root_inter)
     stats["unstable"] = unstable
+    # clauses proved on the whole box stay proved on every subdomain: drop their rows
+    open_cl = [k for k, cl in enumerate(spec.clauses) if not float(lb[0, list(cl)].max()) > 0]
+    if len(open_cl) < len(spec.clauses):
+        rows = [i for k in open_cl for i in spec.clauses[k]]
+        pos = {r: j for j, r in enumerate(rows)}
+        spec = OutputSpec(spec.C[:, rows], spec.d[:, rows],
+                          tuple(tuple(pos[i] for i in spec.clauses[k]) for k in open_cl))
+        alphas = [a[:, rows] for a in alphas]
+        lb = lb[:, rows]
+        R = spec.num_rows
+        C0, d0 = spec.C[:1], spec.d[:1]
+        stats["open_clauses"] = len(open_cl)
     root_alpha = alphas
     splits0 = [torch.zeros(1, zl.shape[-1], dtype=torch.int8) for zl, _ in root_inter]
     q = _Queue()

@@ -142,6 +142,12 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
     inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
     lb, A_x, _ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
                                         iters=config.bab.root_alpha_iters, deadline=end)
+    if not bool(spec.proved(lb).all()) and config.bab.root_intermediate_alpha_iters > 0:
+        # not proved yet: optimise every layer's bounds too (seconds; shared by all of BaB)
+        inter = _alpha_intermediate(p, net, inter, config.bab.root_intermediate_alpha_iters)
+        lb2, _, _ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
+                                           iters=config.bab.root_alpha_iters, deadline=end)
+        lb = torch.maximum(lb, lb2)
     stats["lower"] = float(spec.clause_max(lb).amin())
     if bool(spec.proved(lb).all()):
         stats["method"] = "alpha-crown"
@@ -168,6 +174,24 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
     b_end = min(end, time.perf_counter() + config.bab.timeout_s)
     out = relu_bab(net, lo, hi, spec, config.bab, b_end, check, root_inter=inter)
     stats["bab"] = out.stats
+    return out
+
+
+def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.Layer],
+                        iters: int) -> list[rn.Layer]:
+    """``inter`` intersected with alpha-CROWN-optimised bounds of each ReLU's input (both
+    sound on the input set, so their intersection is)."""
+    from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
+
+    vals = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters))
+    out = []
+    for (zl, u), name in zip(inter, net.pre_names):
+        iv = vals.get(name)
+        if iv is None:
+            out.append((zl, u))
+            continue
+        out.append((torch.maximum(zl, iv.lower.reshape(zl.shape).detach()),
+                    torch.minimum(u, iv.upper.reshape(u.shape).detach())))
     return out
 
 
