@@ -102,9 +102,9 @@ class Smooth:
     class scores (N, num_classes); a module is put in eval mode. ``num_classes`` may be None to
     take it from the model's output. ``seed`` seeds the noise generator (None: a random seed);
     ``predict``/``certify`` also take a ``seed`` to make one point's answer reproducible on its own.
-    ``workers`` (CPU only): batches evaluated at once, each single-threaded (None: torch's
-    intra-op thread count; 1: one batch at a time with torch's usual threading). The counts
-    are identical for every value.
+    ``workers`` (CPU only): batches evaluated at once, each single-threaded (1: one batch at a
+    time with torch's usual threading; None: whichever of the two is faster, by timing). The
+    counts are identical for every value.
     """
 
     def __init__(self, model: Graph | torch.nn.Module, num_classes: int | None, sigma: float,
@@ -123,8 +123,12 @@ class Smooth:
         self.device, self.dtype = _model_device_dtype(model)
         if workers is not None:
             workers = stats.check_count(workers, "workers")
-        #: batches evaluated at once on the CPU (None: torch's intra-op thread count)
+        #: batches evaluated at once on the CPU (None: chosen by timing, see sample_counts)
         self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._buffers: dict[tuple, torch.Tensor] = {}
+        self._plans: dict[int, tuple[int, int]] = {}  # batch size → (workers, runs until re-timing)
         self.input_shape: tuple[int, ...] | None = None
         if isinstance(model, Graph):
             self.input_shape = model.input_shape
@@ -181,11 +185,47 @@ class Smooth:
         return stats.check_count(n, name), stats.check_count(batch_size, "batch_size")
 
     # -- sampling ----------------------------------------------------------------------------
-    def _workers_for(self, batches: int) -> int:
-        if self.device.type != "cpu" or batches < 2:
+    def _max_workers(self) -> int:
+        if self.device.type != "cpu":
             return 1
-        w = self.workers if self.workers is not None else torch.get_num_threads()
-        return max(1, min(w, batches))
+        return self.workers if self.workers is not None else torch.get_num_threads()
+
+    def _pool_for(self, workers: int) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_size != workers:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nncert-smooth")
+            self._pool_size = workers
+        return self._pool
+
+    def _buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A noise buffer owned by the calling thread (kept across calls: no page faults)."""
+        key = (threading.get_ident(), shape)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) > 16:
+                self._buffers.clear()
+            buf = self._buffers[key] = torch.empty(shape, dtype=self.dtype, device=self.device)
+        return buf
+
+    def _run(self, run: Callable[[int], torch.Tensor], batches: list[int], workers: int
+             ) -> torch.Tensor:
+        """Sum of ``run(i)`` over ``batches``: one at a time with torch's threading, or in
+        whole rounds of ``workers`` single-threaded batches (a last partial round would leave
+        cores idle, so it runs one at a time)."""
+        total = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        parallel = len(batches) - len(batches) % workers if workers > 1 else 0
+        if parallel:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for c in self._pool_for(workers).map(run, batches[:parallel]):
+                    total += c
+            finally:
+                torch.set_num_threads(threads)
+        for i in batches[parallel:]:
+            total += run(i)
+        return total
 
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -193,26 +233,21 @@ class Smooth:
         (already prepared). Batches of at most ``batch_size``; counts stay on the device.
 
         Batch ``i`` draws its noise from its own generator, seeded by the i-th of a list of
-        seeds taken from :attr:`generator`; so the counts depend on the seed and the batch
-        size only, not on how many workers ran the batches. On the CPU, ``workers`` batches run
-        at once, each single-threaded (torch's intra-op thread count is set to 1 meanwhile and
-        restored after): a small model's forward pass scales poorly over intra-op threads,
-        and whole batches in parallel hide the noise drawing."""
+        seeds taken from :attr:`generator`; so the counts depend on the seed and the batch size
+        only, not on how the batches were scheduled. On a multi-core CPU there are two
+        schedules — one batch at a time over torch's intra-op threads, or ``workers`` whole
+        batches at once, each single-threaded (a small model's forward pass often scales
+        poorly over intra-op threads). With ``workers=None`` the first batches of a long run
+        time both and the faster one is kept for this batch size (re-timed every 32 runs)."""
         assert self.num_classes is not None
         sizes = [batch_size] * (num // batch_size) + ([num % batch_size] if num % batch_size else [])
         seeds = torch.randint(0, 2**62, (len(sizes),), generator=self.generator,
                               device=self.device).tolist()
-        workers = self._workers_for(len(sizes))
-        buffers: dict[int, torch.Tensor] = {}
         lock = threading.Lock()
 
         def run(i: int) -> torch.Tensor:
             with torch.inference_mode():
-                key = threading.get_ident()
-                buf = buffers.get(key)
-                if buf is None:
-                    buf = buffers[key] = torch.empty((sizes[0], *x.shape), dtype=self.dtype,
-                                                     device=self.device)
+                buf = self._buffer((sizes[0], *x.shape))
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(seeds[i])
                 batch = buf[:sizes[i]].normal_(0.0, self.sigma, generator=gen).add_(x)
@@ -222,25 +257,27 @@ class Smooth:
                         on_batch(sizes[i])
                 return c
 
+        w = max(1, min(self._max_workers(), len(sizes)))
+        todo = list(range(len(sizes)))
+        if w == 1 or self.workers is not None:
+            return self._run(run, todo, w)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        if workers == 1:
-            for i in range(len(sizes)):
-                counts += run(i)
-            return counts
-        # whole rounds of `workers` batches in parallel; a last partial round would leave
-        # cores idle, so it runs one batch at a time with the usual intra-op threads
-        parallel = len(sizes) - len(sizes) % workers
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nncert-smooth") as pool:
-                for c in pool.map(run, range(parallel)):
-                    counts += c
-        finally:
-            torch.set_num_threads(threads)
-        for i in range(parallel, len(sizes)):
-            counts += run(i)
-        return counts
+        plan = self._plans.get(batch_size)
+        if (plan is None or plan[1] <= 0) and len(sizes) >= 3 * w + 1:
+            counts += self._run(run, todo[:1], 1)  # warm-up (buffers, caches), untimed
+            t = time.perf_counter()
+            counts += self._run(run, todo[1:1 + w], 1)
+            t_one = time.perf_counter() - t
+            counts += self._run(run, todo[1 + w:1 + 2 * w], w)  # warm-up of the workers
+            t = time.perf_counter()
+            counts += self._run(run, todo[1 + 2 * w:1 + 3 * w], w)
+            t_par = time.perf_counter() - t
+            plan = (w if t_par < t_one else 1, 32)
+            todo = todo[1 + 3 * w:]
+        elif plan is None:
+            plan = (1, 0)
+        self._plans[batch_size] = (plan[0], plan[1] - 1)
+        return counts + self._run(run, todo, plan[0])
 
     def _reseed(self, seed: int | None) -> None:
         if seed is not None:
