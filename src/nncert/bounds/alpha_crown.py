@@ -14,6 +14,7 @@ input set ∩ the split constraints for every β ≥ 0 and is optimised jointly 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -121,9 +122,11 @@ def _project(params, ranges, betas) -> None:
 
 
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
-                   signs=None, init_slopes=None, proved: Proved | None = None, start=None):
-    """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters and
-    the number of Adam steps taken."""
+                   signs=None, init_slopes=None, proved: Proved | None = None, start=None,
+                   deadline: float | None = None):
+    """Best lower bound (B, R) of the rows seen over the Adam run (stopped early past
+    ``deadline``, a ``time.perf_counter()`` value), the final parameters and the number of
+    Adam steps taken."""
     B, R = input_set.batch_size, C.shape[1]
     params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
                                   start or graph.output_name)
@@ -142,7 +145,8 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
                                    relaxation=cfg.crown.relaxation)
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
-        if done or steps == cfg.iterations or opt is None or not lower.requires_grad:
+        late = deadline is not None and time.perf_counter() > deadline
+        if done or late or steps == cfg.iterations or opt is None or not lower.requires_grad:
             return best, {k: v.detach() for k, v in params.items()}, steps
         opt.zero_grad()
         (-lower.sum()).backward()
@@ -191,23 +195,26 @@ def optimize_bounds(
     return lower, slopes
 
 
-def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig):
+def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
+                            deadline: float | None = None):
     """Intermediate bounds each optimised with their own parameters, layer by layer."""
     def rows(name, C, idx, values):
         sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
         lower, _, _ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
-                                     cfg, start=name)
+                                     cfg, start=name, deadline=deadline)
         return lower[:, :1], -lower[:, 1:]
 
     return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows)
 
 
 def optimized_intermediate_bounds(graph: Graph, input_set: InputSet,
-                                  config: AlphaCrownConfig | None = None) -> dict[str, Interval]:
+                                  config: AlphaCrownConfig | None = None,
+                                  deadline: float | None = None) -> dict[str, Interval]:
     """Sound bounds of every node over ``input_set``, each activation input's bounds optimised
-    by alpha-CROWN with its own slopes, layer by layer (never looser than CROWN's)."""
+    by alpha-CROWN with its own slopes, layer by layer (never looser than CROWN's). Past
+    ``deadline`` (``time.perf_counter()``) each remaining layer gets plain CROWN bounds."""
     with torch.enable_grad():
-        return _optimized_intermediate(graph, input_set, config or AlphaCrownConfig())
+        return _optimized_intermediate(graph, input_set, config or AlphaCrownConfig(), deadline)
 
 
 def alpha_crown_bounds(problem: VerificationProblem,

@@ -144,7 +144,7 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
                                         iters=config.bab.root_alpha_iters, deadline=end)
     if not bool(spec.proved(lb).all()) and config.bab.root_intermediate_alpha_iters > 0:
         # not proved yet: optimise every layer's bounds too (seconds; shared by all of BaB)
-        inter = _alpha_intermediate(p, net, inter, config.bab.root_intermediate_alpha_iters)
+        inter = _alpha_intermediate(p, net, inter, config.bab.root_intermediate_alpha_iters, end)
         lb2, _, _ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
                                            iters=config.bab.root_alpha_iters, deadline=end)
         lb = torch.maximum(lb, lb2)
@@ -178,12 +178,13 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
 
 
 def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.Layer],
-                        iters: int) -> list[rn.Layer]:
+                        iters: int, deadline: float | None = None) -> list[rn.Layer]:
     """``inter`` intersected with alpha-CROWN-optimised bounds of each ReLU's input (both
     sound on the input set, so their intersection is)."""
     from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
 
-    vals = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters))
+    vals = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters),
+                                         deadline)
     out = []
     for (zl, u), name in zip(inter, net.pre_names):
         iv = vals.get(name)
