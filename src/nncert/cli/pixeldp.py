@@ -28,8 +28,8 @@ from ..smoothing.pixeldp import (
     save_pixeldp,
 )
 from ..smoothing.train import load_images, train_pixeldp
-from .common import add_device_arg, progress, resolve_device
-from .smooth import RowWriter, accuracy_table, model_inputs, plot_certified_accuracy
+from .common import add_device_arg, resolve_device
+from .smooth import Report, RowWriter, Tally, certify_rows, model_inputs
 
 
 def _sizes(text: str) -> list[float]:
@@ -76,39 +76,25 @@ def run_certify(args: argparse.Namespace) -> int:
     out = Path(args.out)
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
     writer = RowWriter(out, ["idx", "label", "predict", "size", "correct", "time", "epsilon"])
-    radii: list[float] = []
-    correct: list[bool] = []
-    total_time = 0.0
 
-    def finish(interrupted: bool) -> None:
-        writer.close()
-        if not radii:
-            return
-        plot_certified_accuracy(plot, radii, correct,
-                                f"PixelDP {Path(args.model).name} on {name}\n{cfg.mechanism}, "
-                                f"eps={cfg.epsilon}, delta={cfg.delta}, n={args.n}",
-                                xlabel=f"{cfg.norm.upper()} size")
-        head = "INTERRUPTED: partial results\n" if interrupted else ""
-        print(f"{head}{len(radii)} points, {sum(r > 0 for r in radii)} certified (size > 0), "
-              f"{cfg.mechanism} noise {net.noise_scale:.4f}, n={args.n}, alpha={args.alpha}, "
-              f"{total_time:.1f} s")
-        print(accuracy_table(radii, correct, sizes, label="size"))
-        print(f"rows written to {out}, plot to {plot}", file=sys.stderr)
+    def one(i: int):
+        cert = certify(net, x[i], args.n, args.alpha, args.batch, seed=args.seed + i)
+        label = int(labels[i])
+        ok = cert.prediction == label
+        row = [i, label, cert.prediction, f"{cert.size:.5f}", int(ok), f"{cert.time_s:.4f}",
+               f"{cert.epsilon:.4f}"]
+        return row, cert.size, ok, False, cert.time_s
 
-    try:
-        for i in progress(range(len(labels)), total=len(labels), desc="pixeldp certify"):
-            cert = certify(net, x[i], args.n, args.alpha, args.batch, seed=args.seed + i)
-            label = int(labels[i])
-            ok = cert.prediction == label
-            writer.row([i, label, cert.prediction, f"{cert.size:.5f}", int(ok),
-                        f"{cert.time_s:.4f}", f"{cert.epsilon:.4f}"])
-            radii.append(cert.size)
-            correct.append(ok)
-            total_time += cert.time_s
-    except KeyboardInterrupt:
-        finish(True)
-        raise
-    finish(False)
+    def headline(t: Tally) -> str:
+        return (f"{len(t.radii)} points, {sum(r > 0 for r in t.radii)} certified (size > 0), "
+                f"{cfg.mechanism} noise {net.noise_scale:.4f}, n={args.n}, alpha={args.alpha}, "
+                f"{t.time_s:.1f} s")
+
+    title = (f"PixelDP {Path(args.model).name} on {name}\n{cfg.mechanism}, "
+             f"eps={cfg.epsilon}, delta={cfg.delta}, n={args.n}")
+    certify_rows(len(labels), "pixeldp certify", writer, one,
+                 Report(plot, title, sizes, headline, xlabel=f"{cfg.norm.upper()} size",
+                        label="size"))
     return 0
 
 

@@ -12,7 +12,8 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -85,6 +86,61 @@ def accuracy_table(radii: Sequence[float], correct: Sequence[bool], at: Sequence
     return "\n".join(lines)
 
 
+@dataclass
+class Tally:
+    """Outcomes of the points certified so far."""
+
+    radii: list[float] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    abstained: int = 0
+    time_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """How a certify run is summarised: plot (PNG) and title, table thresholds ``at`` (column
+    name ``label``), x-axis label, and ``headline(tally)``, the first summary line."""
+
+    plot: Path
+    title: str
+    at: Sequence[float]
+    headline: Callable[[Tally], str]
+    xlabel: str = "L2 radius"
+    label: str = "radius"
+
+
+def certify_rows(count: int, desc: str, writer: RowWriter,
+                 one: Callable[[int], tuple[list, float, bool, bool, float]], report: Report) -> None:
+    """Certify points ``0..count-1``: ``one(i)`` → (row, radius, correct, abstained, time_s);
+    each row is written as soon as it is known. Then the summary (plot, headline, table) — on
+    Ctrl-C too, marked as partial, before the interrupt goes on."""
+    tally = Tally()
+
+    def finish(interrupted: bool) -> None:
+        writer.close()
+        if not tally.radii:
+            return
+        plot_certified_accuracy(report.plot, tally.radii, tally.correct, report.title,
+                                xlabel=report.xlabel)
+        head = "INTERRUPTED: partial results\n" if interrupted else ""
+        print(head + report.headline(tally))
+        print(accuracy_table(tally.radii, tally.correct, report.at, label=report.label))
+        print(f"rows written to {writer.path}, plot to {report.plot}", file=sys.stderr)
+
+    try:
+        for i in progress(range(count), total=count, desc=desc):
+            row, radius, ok, abstained, time_s = one(i)
+            writer.row(row)
+            tally.radii.append(radius)
+            tally.correct.append(ok)
+            tally.abstained += abstained
+            tally.time_s += time_s
+    except KeyboardInterrupt:
+        finish(True)
+        raise
+    finish(False)
+
+
 def model_inputs(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Dataset images (N, C, H, W) reshaped to the model's input shape when sizes agree."""
     if tuple(images.shape[1:]) == tuple(input_shape):
@@ -129,42 +185,26 @@ def run_certify(args: argparse.Namespace) -> int:
     out = Path(args.out)
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
     writer = RowWriter(out, ["idx", "label", "predict", "radius", "correct", "time", "pa_lower"])
-    radii: list[float] = []
-    correct: list[bool] = []
-    abstained = 0
-    total_time = 0.0
+
+    def one(i: int):
+        idx = indices[i]
+        cert = smooth.certify(x[i], args.n0, args.n, args.alpha, args.batch, seed=args.seed + idx)
+        label = int(labels[i])
+        ok = cert.prediction is not None and cert.prediction == label
+        pred = -1 if cert.prediction is None else cert.prediction
+        row = [idx, label, pred, f"{cert.radius:.4f}", int(ok), f"{cert.time_s:.4f}",
+               f"{cert.pa_lower:.6f}"]
+        return row, cert.radius, ok, cert.prediction is None, cert.time_s
+
+    def headline(t: Tally) -> str:
+        return (f"{len(t.radii)} points, {t.abstained} abstained, sigma={args.sigma}, "
+                f"n0={args.n0}, n={args.n}, alpha={args.alpha}, {t.time_s:.1f} s "
+                f"({t.time_s / len(t.radii):.3f} s/point)")
+
     title = (f"{Path(args.model).name} on {name}\nsigma={args.sigma}, n0={args.n0}, n={args.n}, "
              f"alpha={args.alpha}")
-
-    def finish(interrupted: bool) -> None:
-        writer.close()
-        if not radii:
-            return
-        plot_certified_accuracy(plot, radii, correct, title)
-        head = "INTERRUPTED: partial results\n" if interrupted else ""
-        print(f"{head}{len(radii)} points, {abstained} abstained, sigma={args.sigma}, n0={args.n0}, "
-              f"n={args.n}, alpha={args.alpha}, {total_time:.1f} s "
-              f"({total_time / len(radii):.3f} s/point)")
-        print(accuracy_table(radii, correct, stats.STANDARD_RADII))
-        print(f"rows written to {out}, plot to {plot}", file=sys.stderr)
-
-    try:
-        for i in progress(range(len(labels)), total=len(labels), desc="smooth certify"):
-            idx = indices[i]
-            cert = smooth.certify(x[i], args.n0, args.n, args.alpha, args.batch, seed=args.seed + idx)
-            label = int(labels[i])
-            ok = cert.prediction is not None and cert.prediction == label
-            pred = -1 if cert.prediction is None else cert.prediction
-            writer.row([idx, label, pred, f"{cert.radius:.4f}", int(ok), f"{cert.time_s:.4f}",
-                        f"{cert.pa_lower:.6f}"])
-            radii.append(cert.radius)
-            correct.append(ok)
-            abstained += cert.prediction is None
-            total_time += cert.time_s
-    except KeyboardInterrupt:
-        finish(True)
-        raise
-    finish(False)
+    certify_rows(len(labels), "smooth certify", writer, one,
+                 Report(plot, title, stats.STANDARD_RADII, headline))
     return 0
 
 
