@@ -224,15 +224,20 @@ def test_input_split_dims_prefers_influential_dim():
     assert int(branching.input_split_dims(spec, lb, A, lo, hi)[0]) == 1
 
 
+def _threshold_below_samples(net, gap: float) -> OutputSpec:
+    """``y0 − y1 > t`` with t ``gap`` below the minimum over 20,000 samples of [−1, 1]²: hard."""
+    x = torch.rand(20000, 2, dtype=torch.float64) * 2 - 1
+    y = net.forward(x)
+    t = float((y[:, 0] - y[:, 1]).min()) - gap
+    return OutputSpec.conjunction(torch.tensor([[[1.0, -1.0]]], dtype=torch.float64),
+                                  torch.tensor([-t], dtype=torch.float64))
+
+
 def test_queue_cap_returns_unknown():
     g = random_mlp(2, (2, 16, 16, 2))
     net, lo, hi, spec, check = _setup(g, [-1.0, -1.0], [1.0, 1.0], [[1.0, -1.0]], [0.0])
     # a threshold right at the sampled minimum: hard; a tiny queue cap must stop the search
-    x = torch.rand(20000, 2, dtype=torch.float64) * 2 - 1
-    y = net.forward(x)
-    t = float((y[:, 0] - y[:, 1]).min()) - 1e-7
-    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0]]], dtype=torch.float64),
-                                  torch.tensor([-t], dtype=torch.float64))
+    spec = _threshold_below_samples(net, 1e-7)
     cfg = bab.BaBConfig(max_domains=2, batch_size=4)
     out = bab.input_bab(net, lo, hi, spec, cfg, time.perf_counter() + 30, check)
     assert out.status in ("unknown", "verified", "falsified")
@@ -243,15 +248,11 @@ def test_queue_cap_returns_unknown():
 def test_timeout_is_prompt():
     g = random_mlp(7, (2, 64, 64, 64, 2), scale=2.0)
     net, lo, hi, spec, check = _setup(g, [-1.0, -1.0], [1.0, 1.0], [[1.0, -1.0]], [0.0])
-    x = torch.rand(20000, 2, dtype=torch.float64) * 2 - 1
-    y = net.forward(x)
-    t = float((y[:, 0] - y[:, 1]).min()) - 1e-6
-    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0]]], dtype=torch.float64),
-                                  torch.tensor([-t], dtype=torch.float64))
+    spec = _threshold_below_samples(net, 1e-6)
     for fn in (bab.input_bab, bab.relu_bab):
         t0 = time.perf_counter()
         out = fn(net, lo, hi, spec, bab.BaBConfig(), t0 + 0.5, check)
         assert time.perf_counter() - t0 < 1.5 + 0.5 * (out.status != "timeout")
         assert out.status in ("timeout", "verified", "falsified")
-    assert not math.isnan(t)
+    assert not math.isnan(float(spec.d[0, 0]))
     pytest.importorskip("highspy")

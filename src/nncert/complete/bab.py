@@ -204,11 +204,12 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             if config.intermediate == "crown":
                 inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
         lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
+        cl = _clause_lower(spec, lb, A_x, lo, hi)
         if config.input_alpha_iters > 0:
             # alpha pays on small boxes close to the threshold: few unstable ReLUs, whose
             # lower slopes then decide the bound (tens of times tighter near the end)
             unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
-            sel = (~(_clause_lower(spec, lb, A_x, lo, hi) > 0).all(-1)
+            sel = (~(cl > 0).all(-1)
                    & (unstable <= config.input_alpha_max_unstable)).nonzero().flatten()
             if sel.numel():
                 k = sel.numel()
@@ -218,7 +219,8 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
                     iters=config.input_alpha_iters, deadline=deadline)
                 lb, A_x = lb.clone(), A_x.clone()
                 lb[sel], A_x[sel] = lbs, As
-        return lb, A_x, torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
+                cl[sel] = _clause_lower(spec, lbs, As, lo[sel], hi[sel])
+        return lb, A_x, cl, torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
 
     widths = net.widths
 
@@ -236,8 +238,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             return br.input_split_dims(spec, lb, A_x, lo, hi)
         return br.widest_input_dims(lo, hi, reach)
 
-    lb, A_x, inter = bound(lo, hi)
-    cl = _clause_lower(spec, lb, A_x, lo, hi)
+    lb, A_x, cl, inter = bound(lo, hi)
     stats = {"branching": "input", "domains": 1, "steps": 0, "max_queue": 1}
     if bool((cl > 0).all()):
         return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
@@ -257,7 +258,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         t_step = time.perf_counter()
         kids = Box(d["lo"], d["hi"]).split(d["dim"])
         clo, chi = kids.lo, kids.hi
-        lb, A_x, inter = bound(clo, chi, unpack(d["inter"].repeat(2, 1)))
+        lb, A_x, cl, inter = bound(clo, chi, unpack(d["inter"].repeat(2, 1)))
         # keep one bounding call well under a second so that the deadline is honoured
         dt = time.perf_counter() - t_step
         if dt > 0.5 and batch > 16:
@@ -267,7 +268,6 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         step += 1
         stats["steps"] = step
         stats["domains"] += clo.shape[0]
-        cl = _clause_lower(spec, lb, A_x, clo, chi)
         open_ = ~(cl > 0).all(-1)
         if not bool(open_.any()):
             continue

@@ -143,15 +143,15 @@ def relu_relax(zl: torch.Tensor, u: torch.Tensor):
     return su, tu, sl, active, unstable
 
 
+def _clip(zl: torch.Tensor, u: torch.Tensor, s: torch.Tensor) -> Layer:
+    """One layer's bounds under its split constraints (+1: z ≥ 0, −1: z ≤ 0)."""
+    return torch.where(s > 0, zl.clamp_min(0), zl), torch.where(s < 0, u.clamp_max(0), u)
+
+
 def clip_by_splits(inter: list[Layer], splits: list[torch.Tensor] | None) -> list[Layer]:
     if splits is None:
         return inter
-    out = []
-    for (zl, u), s in zip(inter, splits):
-        zl = torch.where(s > 0, zl.clamp_min(0), zl)
-        u = torch.where(s < 0, u.clamp_max(0), u)
-        out.append((zl, u))
-    return out
+    return [_clip(zl, u, s) for (zl, u), s in zip(inter, splits)]
 
 
 def empty_domains(inter: list[Layer]) -> torch.Tensor:
@@ -187,9 +187,7 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
         if prior is not None:  # bounds valid on a superset (the parent box) stay valid
             zl, u = torch.maximum(zl, prior[k][0]), torch.minimum(u, prior[k][1])
         if splits is not None:
-            s = splits[k]
-            zl = torch.where(s > 0, zl.clamp_min(0), zl)
-            u = torch.where(s < 0, u.clamp_max(0), u)
+            zl, u = _clip(zl, u, splits[k])
         inter.append((zl, u))
         su, tu, sl, _, _ = relu_relax(zl, u)
         aLw, aLb = Lw * sl.unsqueeze(-1), Lb * sl
@@ -290,9 +288,7 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
         if fwd is not None and k == 0:
             zl, u = torch.maximum(zl, fwd[k][0]), torch.minimum(u, fwd[k][1])
         if splits is not None:
-            s = splits[k]
-            zl = torch.where(s > 0, zl.clamp_min(0), zl)
-            u = torch.where(s < 0, u.clamp_max(0), u)
+            zl, u = _clip(zl, u, splits[k])
         inter.append((zl, u))
         relax.append(relu_relax(zl, u))
     return inter
