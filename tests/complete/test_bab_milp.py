@@ -83,7 +83,7 @@ def test_bounds_are_sound_on_samples():
     C = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
     d = torch.zeros(1, 1, dtype=torch.float64)
     inter = rn.crown_intermediate(net, lo, hi)
-    lb, _, _ = rn.optimize_spec_bound(net, C, d, inter, lo, hi, iters=10)
+    lb, *_ = rn.optimize_spec_bound(net, C, d, inter, lo, hi, iters=10)
     y = net.forward(x)
     assert float((y[:, 0] - y[:, 1]).min()) >= float(lb) - 1e-9
 
@@ -106,7 +106,7 @@ def test_beta_split_bounds_sound():
         splits = [torch.zeros(1, 8, dtype=torch.int8) for _ in range(2)]
         splits[1][0, j] = sign
         clipped = rn.clip_by_splits(inter, splits)
-        lb, _, _ = rn.optimize_spec_bound(net, C, d, clipped, lo, hi, splits, iters=30)
+        lb, *_ = rn.optimize_spec_bound(net, C, d, clipped, lo, hi, splits, iters=30)
         inside = z1 >= 0 if sign > 0 else z1 <= 0
         if bool(inside.any()):
             assert float(y[inside].min()) >= float(lb) - 1e-9
@@ -256,3 +256,72 @@ def test_timeout_is_prompt():
         assert out.status in ("timeout", "verified", "falsified")
     assert not math.isnan(float(spec.d[0, 0]))
     pytest.importorskip("highspy")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), q=st.floats(0.05, 0.6))
+def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
+    """A conjunction of a single-row clause and a two-row disjunction on 3-output nets: ReLU
+    BaB (rows closed per subdomain, float32 search, refined intermediate bounds or not) and the
+    MILP must not contradict each other, nor a dense grid."""
+    g = random_mlp(seed, (2, 8, 8, 3))
+    x = torch.rand(4000, 2, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        v = g.to(dtype=torch.float64)(x)
+    C = torch.tensor([[[1.0, -1.0, 0.0], [0.0, -1.0, 1.0], [1.0, 0.0, -1.0]]],
+                     dtype=torch.float64)
+    rows = torch.einsum("rn,bn->br", C[0], v)
+    t = torch.quantile(rows, q, dim=0)
+    spec = OutputSpec(C, -t.unsqueeze(0), ((0,), (1, 2)))
+    lo = -torch.ones(1, 2, dtype=torch.float64)
+    hi = torch.ones(1, 2, dtype=torch.float64)
+    net = rn.extract_relu_net(g).to(torch.float64)
+    problem = VerificationProblem(g.to(dtype=torch.float64), Box(lo, hi), spec)
+
+    def check(x):
+        return confirm(problem, x.reshape(1, 2), None, g)
+
+    end = time.perf_counter() + 20.0
+    answers = set()
+    for refine in (True, False):
+        cfg = bab.BaBConfig(timeout_s=20.0, attack_every=0, refine_intermediate=refine,
+                            milp_leaf_unstable=0)
+        out = bab.relu_bab(net, lo, hi, spec, cfg, end, check)
+        if out.status == "falsified":
+            assert check(out.counterexample.x.reshape(1, -1)) is not None
+        answers.add(out.status)
+    m = milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi), MilpConfig(), end)
+    ms = m.status
+    if ms == "candidate":
+        ms = "falsified" if check(m.x) is not None else "unknown"
+    answers = (answers | {ms}) - {"timeout", "unknown"}
+    assert len(answers) <= 1, answers
+    gmin = grid_min(g, [-1.0, -1.0], [1.0, 1.0], spec)
+    if "verified" in answers:
+        assert gmin > -1e-9
+    if gmin < -1e-6:
+        assert "verified" not in answers
+
+
+def test_float32_search_returns_sound_float64_bounds():
+    """The alpha/beta search may run on a float32 copy; the bounds returned are float64 and
+    sound on samples of the split sub-domain."""
+    g = random_mlp(11, (2, 16, 16, 1))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    lo = -torch.ones(1, 2, dtype=torch.float64)
+    hi = torch.ones(1, 2, dtype=torch.float64)
+    inter = rn.crown_intermediate(net, lo, hi)
+    l0, u0 = inter[0]
+    j = int(((l0 < 0) & (u0 > 0)).float().argmax())
+    splits = [torch.zeros(1, 16, dtype=torch.int8) for _ in range(2)]
+    splits[0][0, j] = 1
+    clipped = rn.crown_intermediate(net, lo, hi, splits, fwd=rn.clip_by_splits(inter, splits))
+    C = torch.ones(1, 1, 1, dtype=torch.float64)
+    d = torch.zeros(1, 1, dtype=torch.float64)
+    res = rn.optimize_spec_bound(net, C, d, clipped, lo, hi, splits, iters=20,
+                                 search_net=net.to(torch.float32))
+    assert res.lower.dtype == torch.float64
+    x = lo + torch.rand(20000, 2, dtype=torch.float64) * (hi - lo)
+    inside = net.pre_activations(x)[0][:, j] >= 0
+    y = net.forward(x)[inside, 0]
+    assert float(y.min()) >= float(res.lower) - 1e-9

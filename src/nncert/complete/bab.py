@@ -50,7 +50,7 @@ class BaBConfig:
     max_domains: int = 500_000
     batch_size: int = 1024  # input splitting: boxes per bounding call
     relu_batch_size: int = 64  # ReLU splitting: domains per step
-    alpha_iters: int = 8  # alpha/beta steps per ReLU-split step
+    alpha_iters: int = 20  # alpha/beta steps per ReLU-split step (from the parent's warm start)
     root_alpha_iters: int = 50
     root_intermediate_alpha_iters: int = 20  # ReLU splitting: alpha-CROWN steps on every
     # layer's bounds at the root (shared by all subdomains; 0: plain CROWN)
@@ -62,13 +62,21 @@ class BaBConfig:
     intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
     input_alpha_iters: int = 10  # input splitting: alpha steps on the spec bound of open boxes
     input_alpha_max_unstable: int = 8  # ... that have at most this many unstable ReLUs
+    refine_intermediate: bool = True  # ReLU splitting: re-bound each child's layers after its
+    # split (CROWN, only the neurons left unstable)
+    relu_queue_mb: int = 4096  # ReLU splitting: memory cap of the open subdomains (UNKNOWN
+    # beyond); each holds its bounds, splits and warm-start alphas/betas
+    search_dtype: str = "float32"  # ReLU splitting: dtype of the alpha/beta search (the
+    # bounds that decide are re-evaluated in the network's dtype)
 
 
     def __post_init__(self):
         for name, value, allowed in (("branching", self.branching, ("auto", "input", "relu")),
                                      ("heuristic", self.heuristic, ("babsr", "fsb")),
                                      ("input_heuristic", self.input_heuristic, ("width", "sb")),
-                                     ("intermediate", self.intermediate, ("crown", "forward"))):
+                                     ("intermediate", self.intermediate, ("crown", "forward")),
+                                     ("search_dtype", self.search_dtype,
+                                      ("float32", "float64"))):
             if value not in allowed:
                 raise ConfigError(f"BaBConfig.{name} must be one of {allowed}, got {value!r}")
 
@@ -81,11 +89,12 @@ class BaBOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _out_of_budget(q, deadline: float, config: BaBConfig, stats: dict) -> BaBOutcome | None:
+def _out_of_budget(q, deadline: float, config: BaBConfig, stats: dict,
+                   max_domains: int | None = None) -> BaBOutcome | None:
     """TIMEOUT past the deadline, UNKNOWN past the queue cap, else None (keep going)."""
     if time.perf_counter() > deadline:
         return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
-    if q.n > config.max_domains:
+    if q.n > (config.max_domains if max_domains is None else max_domains):
         stats["reason"] = "max_domains"
         return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
     return None
@@ -213,7 +222,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
                    & (unstable <= config.input_alpha_max_unstable)).nonzero().flatten()
             if sel.numel():
                 k = sel.numel()
-                lbs, As, _ = rn.optimize_spec_bound(
+                lbs, As, *_ = rn.optimize_spec_bound(
                     net, C0.expand(k, -1, -1), d0.expand(k, -1),
                     [(zl[sel], u[sel]) for zl, u in inter], lo[sel], hi[sel],
                     iters=config.input_alpha_iters, deadline=deadline)
@@ -295,14 +304,20 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
 def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
              config: BaBConfig, deadline: float, check: Checker,
              root_inter: list[rn.Layer] | None = None) -> BaBOutcome:
-    """ReLU-split BaB with beta-CROWN bounds (split constraints optimised into the bound)."""
+    """ReLU-split BaB with beta-CROWN bounds (split constraints optimised into the bound).
+
+    Each subdomain keeps the rows still open (a clause proved on a domain stays proved on its
+    subdomains, so only the open clauses' rows are bounded again) and its last alpha/beta
+    parameters (float16, as a warm start for its children). Every (child, open row) pair is
+    optimised as its own problem, in ``config.search_dtype``; the bounds that decide are
+    re-evaluated in the network's dtype (see :func:`relu_net.optimize_spec_bound`)."""
     R = spec.num_rows
     C0, d0 = spec.C[:1], spec.d[:1]
     if root_inter is None:
         root_inter = rn.crown_intermediate(net, lo, hi)
     stats: dict[str, Any] = {"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1}
-    lb, A_x, alphas = rn.optimize_spec_bound(net, C0, d0, root_inter, lo, hi,
-                                             iters=config.root_alpha_iters, deadline=deadline)
+    lb, A_x, alphas, _ = rn.optimize_spec_bound(net, C0, d0, root_inter, lo, hi,
+                                                iters=config.root_alpha_iters, deadline=deadline)
     stats["root_lower"] = float(_margin_lb(spec, lb).min())
     if bool(spec.proved(lb).all()):
         return BaBOutcome("verified", lower=stats["root_lower"], stats=stats)
@@ -323,76 +338,145 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         R = spec.num_rows
         C0, d0 = spec.C[:1], spec.d[:1]
         stats["open_clauses"] = len(open_cl)
-    root_alpha = alphas
-    splits0 = [torch.zeros(1, zl.shape[-1], dtype=torch.int8) for zl, _ in root_inter]
-    q = _Queue()
-    q.push(score=_margin_lb(spec, lb), **{f"s{k}": s for k, s in enumerate(splits0)})
+    row_clause = torch.empty(R, dtype=torch.long)
+    for k, cl in enumerate(spec.clauses):
+        row_clause[list(cl)] = k
+    search = net.to(getattr(torch, config.search_dtype))
+    search = None if search.dtype == net.dtype else search
+    widths = net.widths
     nL = len(root_inter)
+
+    def unpack(flat: torch.Tensor) -> list[torch.Tensor]:  # (B, R, Σn) → per layer, net dtype
+        return [t.to(net.dtype) for t in flat.split(widths, -1)]
+
+    def unpack_inter(flat: torch.Tensor) -> list[rn.Layer]:
+        out, i = [], 0
+        for w in widths:
+            out.append((flat[:, i:i + w], flat[:, i + w:i + 2 * w]))
+            i += 2 * w
+        return out
+
+    def pack_inter(inter: list[rn.Layer]) -> torch.Tensor:
+        return torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
+
+    # warm starts only, so their precision does not affect soundness: alphas lie in [0, 1]
+    # (float16 is plenty), betas are unbounded (float32)
+    a_store, b_store = torch.float16, torch.float32
+    n_all = sum(widths)
+    per_domain = R * n_all * 6 + 2 * n_all * 8 + n_all + 9 * R + 8  # bytes held in the queue
+    max_domains = min(config.max_domains, config.relu_queue_mb * 2**20 // per_domain)
+    q = _Queue()
+    q.push(score=_margin_lb(spec, lb), lb=lb, open=torch.ones(1, R, dtype=torch.bool),
+           inter=pack_inter(root_inter),
+           alpha=torch.cat(alphas, -1).to(a_store),
+           beta=torch.zeros(1, R, n_all, dtype=b_store),
+           **{f"s{k}": torch.zeros(1, w, dtype=torch.int8) for k, w in enumerate(widths)})
     step = 0
     stuck = False
+    batch = config.relu_batch_size
     while q.n:
-        stop = _out_of_budget(q, deadline, config, stats)
+        stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
-        d = q.pop(config.relu_batch_size)
+        t_step = time.perf_counter()
+        d = q.pop(batch)
         splits = [d[f"s{k}"] for k in range(nL)]
         B = splits[0].shape[0]
-        inter = rn.clip_by_splits([(zl.expand(B, -1), u.expand(B, -1)) for zl, u in root_inter],
-                                  splits)
+        inter = unpack_inter(d["inter"])  # the domain's bounds, its splits applied
         lob, hib = lo.expand(B, -1), hi.expand(B, -1)
-        al = [a.expand(B, R, -1) for a in root_alpha]
-        # branching decision
+        al = unpack(d["alpha"])
+        # branching decision (a heuristic: computed in the search dtype) from the domain's
+        # worst open row
+        bnet = search or net
+        worst = d["lb"].masked_fill(~d["open"], math.inf).argmin(-1)
+        rows_b = torch.arange(B)
         with torch.no_grad():
-            lbp, _, layer_As = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter,
-                                             lob, hib, al, keep_A=True)
-        worst = lbp.argmin(-1)
-        scores = br.babsr_scores(inter, layer_As, worst)
+            _, _, layer_As = rn.spec_bound(
+                bnet, C0[0, worst].unsqueeze(1).to(bnet.dtype),
+                d0[0, worst].unsqueeze(1).to(bnet.dtype), inter,
+                rn._cast(lob, bnet.dtype), rn._cast(hib, bnet.dtype),
+                [a[rows_b, worst].unsqueeze(1).to(bnet.dtype) for a in al], keep_A=True,
+                relax=[rn.relu_relax(zl, u).to(bnet.dtype) for zl, u in inter])
+        scores = br.babsr_scores(inter, layer_As, torch.zeros(B, dtype=torch.long))
         if config.heuristic == "fsb":
-            layer, idx = br.fsb_choose(net, spec, root_inter, splits, al, lob, hib, scores,
-                                       config.fsb_topk)
+            layer, idx = br.fsb_choose(bnet, spec, inter, splits, al, lob, hib, scores,
+                                       config.fsb_topk, open_rows=d["open"])
         else:
             layer, idx = br.flat_argmax(scores)
         none = layer < 0
+        keep_d = torch.ones(B, dtype=torch.bool)
         if bool(none.any()):
             # no unstable neuron left: the bound is exact for the linear region; a violation
             # would have been found by the vertex check unless it is a rounding artefact
             stuck = True
-            keep = ~none
-            splits = [s[keep] for s in splits]
-            layer, idx = layer[keep], idx[keep]
-            B = int(keep.sum())
+            keep_d = ~none
+            splits = [s[keep_d] for s in splits]
+            inter = [(zl[keep_d], u[keep_d]) for zl, u in inter]
+            layer, idx = layer[keep_d], idx[keep_d]
+            B = int(keep_d.sum())
             if B == 0:
                 continue
         kids = br.apply_split(splits, layer, idx)
         nb = 2 * B
-        kinter = rn.clip_by_splits([(zl.expand(nb, -1), u.expand(nb, -1)) for zl, u in root_inter],
-                                   kids)
+        # children's bounds: the parent's, clipped by the new split, and the layers after it
+        # back-substituted again (their relaxations changed)
+        kinter = rn.clip_by_splits([(zl.repeat(2, 1), u.repeat(2, 1)) for zl, u in inter], kids)
         empty = rn.empty_domains(kinter)
-        klo, khi = lo.expand(nb, -1), hi.expand(nb, -1)
-        lbk, A_xk, _ = rn.optimize_spec_bound(
-            net, C0.expand(nb, -1, -1), d0.expand(nb, -1), kinter, klo, khi, kids,
-            iters=config.alpha_iters, alphas=[a.expand(nb, R, -1) for a in root_alpha],
-            use_beta=config.beta, deadline=deadline)
-        lbk = torch.where(empty.unsqueeze(-1), torch.full_like(lbk, math.inf), lbk)
+        if config.refine_intermediate:
+            kinter = rn.crown_intermediate(net, lo.expand(nb, -1), hi.expand(nb, -1), kids,
+                                           fwd=kinter, after=layer.repeat(2))
+            empty |= rn.empty_domains(kinter)
+        kopen = d["open"][keep_d].repeat(2, 1) & ~empty.unsqueeze(-1)
+        kalpha = d["alpha"][keep_d].repeat(2, 1, 1)
+        kbeta = d["beta"][keep_d].repeat(2, 1, 1)
+        # one problem per (child, open row)
+        dom, row = kopen.nonzero(as_tuple=True)
+        res = rn.optimize_spec_bound(
+            net, C0[0, row].unsqueeze(1), d0[0, row].unsqueeze(1),
+            [(zl[dom], u[dom]) for zl, u in kinter], lo.expand(dom.numel(), -1),
+            hi.expand(dom.numel(), -1), [s[dom] for s in kids], iters=config.alpha_iters,
+            alphas=unpack(kalpha[dom, row].unsqueeze(1)),
+            betas=unpack(kbeta[dom, row].unsqueeze(1)), use_beta=config.beta,
+            deadline=deadline, search_net=search)
+        # a parent's bounds hold on its children too (CROWN is not monotone in the
+        # intermediate bounds, so a child's own bound can come out lower)
+        lbk = torch.full((nb, R), math.inf, dtype=net.dtype)
+        lbk[dom, row] = torch.maximum(res.lower[:, 0], d["lb"][keep_d].repeat(2, 1)[dom, row])
+        kalpha[dom, row] = torch.cat(res.alphas, -1)[:, 0].to(a_store)
+        if res.betas is not None:
+            kbeta[dom, row] = torch.cat(res.betas, -1)[:, 0].to(b_store)
+        # keep one step well under a second so that the deadline is honoured
+        dt = time.perf_counter() - t_step
+        if dt > 0.6 and batch > 4:
+            batch //= 2
+        elif dt < 0.2 and batch < config.relu_batch_size:
+            batch *= 2
         step += 1
         stats["steps"] = step
         stats["domains"] += nb
-        open_ = ~spec.expand(nb).proved(lbk)
+        stats["pairs"] = stats.get("pairs", 0) + dom.numel()
+        cproved = spec.clause_max(lbk) > 0  # (nb, K); rows already closed count as +inf
+        open_ = ~cproved.all(-1)
         if not bool(open_.any()):
             continue
-        kids = [s[open_] for s in kids]
-        lbk, A_xk = lbk[open_], A_xk[open_]
-        no = int(open_.sum())
-        cex = _candidates(net, spec, lo.expand(no, -1), hi.expand(no, -1), A_xk, check)
+        pair_open = open_[dom]
+        cex = _candidates(net, spec, lo.expand(int(pair_open.sum()), -1),
+                          hi.expand(int(pair_open.sum()), -1), res.A_x[pair_open], check)
         if cex is not None:
             return BaBOutcome("falsified", cex, stats=stats)
-        lbk, kids, cex = _milp_leaves(net, lo, hi, spec, root_inter, kids, lbk, config,
-                                      deadline, check, stats)
+        kids = [s[open_] for s in kids]
+        kinter = [(zl[open_], u[open_]) for zl, u in kinter]
+        lbk, kalpha, kbeta = lbk[open_], kalpha[open_], kbeta[open_]
+        kopen = ~cproved[open_][:, row_clause]
+        lbk, kids, cex, keep = _milp_leaves(net, lo, hi, spec, kinter, kids, lbk, config,
+                                            deadline, check, stats)
         if cex is not None:
             return BaBOutcome("falsified", cex, stats=stats)
         if kids[0].shape[0] == 0:
             continue
-        q.push(score=_margin_lb(spec, lbk), **{f"s{k}": s for k, s in enumerate(kids)})
+        q.push(score=_margin_lb(spec, lbk), lb=lbk, open=kopen[keep], alpha=kalpha[keep],
+               inter=pack_inter(kinter)[keep],
+               beta=kbeta[keep], **{f"s{k}": s for k, s in enumerate(kids)})
         stats["max_queue"] = max(stats["max_queue"], q.n)
     if stuck:
         stats["reason"] = "unsplittable domain left open"
@@ -400,19 +484,18 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     return BaBOutcome("verified", lower=0.0, stats=stats)
 
 
-def _milp_leaves(net, lo, hi, spec, root_inter, kids, lbk, config: BaBConfig, deadline, check,
+def _milp_leaves(net, lo, hi, spec, inter, kids, lbk, config: BaBConfig, deadline, check,
                  stats):
-    """Decide the open children with few unstable ReLUs left by MILP; returns the rest."""
+    """Decide the open children with few unstable ReLUs left by MILP; returns the rest (their
+    bounds, splits, None or a confirmed counterexample, and the mask of children kept)."""
+    nb = kids[0].shape[0]
+    keep = torch.ones(nb, dtype=torch.bool)
     if config.milp_leaf_unstable <= 0:
-        return lbk, kids, None
+        return lbk, kids, None, keep
     from .milp import MilpConfig, milp_verify
 
-    nb = kids[0].shape[0]
-    inter = rn.clip_by_splits([(zl.expand(nb, -1), u.expand(nb, -1)) for zl, u in root_inter],
-                              kids)
     count = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
     small = (count <= config.milp_leaf_unstable).nonzero().flatten().tolist()
-    keep = torch.ones(nb, dtype=torch.bool)
     for b in small:
         if time.perf_counter() > deadline:
             break
@@ -425,8 +508,8 @@ def _milp_leaves(net, lo, hi, spec, root_inter, kids, lbk, config: BaBConfig, de
         elif out.status == "candidate":
             cex = check(out.x)
             if cex is not None:
-                return lbk, kids, cex
-    return lbk[keep], [s[keep] for s in kids], None
+                return lbk, kids, cex, keep
+    return lbk[keep], [s[keep] for s in kids], None, keep
 
 
 def choose_branching(net: rn.ReluNet | None, config: BaBConfig) -> str:

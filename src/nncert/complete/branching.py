@@ -115,30 +115,44 @@ def apply_split(splits: list[torch.Tensor], layer: torch.Tensor, idx: torch.Tens
     return out
 
 
-def fsb_choose(net: rn.ReluNet, spec: OutputSpec, root_inter: list[rn.Layer], splits,
-               alphas, lo, hi, scores: list[torch.Tensor], k: int = 4):
-    """Filtered smart branching: (layer, idx) per domain."""
+def fsb_choose(net: rn.ReluNet, spec: OutputSpec, inter: list[rn.Layer], splits,
+               alphas, lo, hi, scores: list[torch.Tensor], k: int = 4,
+               open_rows: torch.Tensor | None = None):
+    """Filtered smart branching: (layer, idx) per domain.
+
+    ``inter``: each domain's bounds with its splits applied; ``alphas``: per layer (B, R, n);
+    all domains share the box ``lo``, ``hi`` (1 or B, n). ``open_rows`` (B, R) marks the rows
+    of the clauses a domain has not proved yet: only those are bounded, each (child, row) as
+    its own one-row problem. Bounds are computed in ``net``'s dtype (a heuristic: a
+    lower-precision copy is fine)."""
     B = splits[0].shape[0]
+    R = spec.num_rows
+    dt = net.dtype
     vals, layer, idx = topk_candidates(scores, k)  # (B, k)
     k = layer.shape[1]
-    # candidate c of domain b → children (b, c, ±)
-    rep = [s.repeat_interleave(k, 0) for s in splits]  # (B*k, n)
-    kids = apply_split(rep, layer.reshape(-1), idx.reshape(-1))  # (2Bk, n)
-    inter = rn.clip_by_splits([(zl.expand(2 * B * k, -1), u.expand(2 * B * k, -1))
-                               for zl, u in root_inter], kids)
-    R = spec.num_rows
-    C = spec.C[:1].expand(2 * B * k, -1, -1)
-    d = spec.d[:1].expand(2 * B * k, -1)
+    if open_rows is None:
+        open_rows = torch.ones(B, R, dtype=torch.bool)
+    dom, row = open_rows.nonzero(as_tuple=True)  # P (domain, row) pairs
+    P = dom.numel()
+    # pair p, candidate c → children (±, p, c)
+    pd, pr = dom.repeat_interleave(k), row.repeat_interleave(k)
+    pc = torch.arange(k).repeat(P)
+    kids = apply_split([s[pd] for s in splits], layer[pd, pc], idx[pd, pc])  # (2Pk, n)
+    kinter = rn.clip_by_splits([(zl[pd].repeat(2, 1).to(dt), u[pd].repeat(2, 1).to(dt))
+                                for zl, u in inter], kids)
+    n = 2 * P * k
+    C = spec.C[0, pr].unsqueeze(1).repeat(2, 1, 1).to(dt)
+    d = spec.d[0, pr].unsqueeze(1).repeat(2, 1).to(dt)
     al = None
     if alphas is not None:
-        al = [a.repeat_interleave(k, 0).repeat(2, 1, 1) if a.shape[0] == B
-              else a.expand(2 * B * k, R, -1) for a in alphas]
-    lbo, _, _ = rn.spec_bound(net, C, d, inter, lo.repeat_interleave(k, 0).repeat(2, 1),
-                              hi.repeat_interleave(k, 0).repeat(2, 1), al)
-    empty = rn.empty_domains(inter)
-    m = spec.clause_max(lbo).amin(-1)
-    m = torch.where(empty, torch.full_like(m, float("inf")), m)
-    m = m.reshape(2, B, k).amin(0)  # worse child
+        al = [a[pd, pr].unsqueeze(1).repeat(2, 1, 1).to(dt) for a in alphas]
+    lbo, _, _ = rn.spec_bound(net, C, d, kinter, lo[:1].to(dt).expand(n, -1),
+                              hi[:1].to(dt).expand(n, -1), al)
+    lbo = torch.where(rn.empty_domains(kinter), float("inf"), lbo[:, 0])
+    # back to (±, domain, candidate, row); rows not bounded count as proved
+    full = torch.full((2, B, k, R), float("inf"), dtype=lbo.dtype)
+    full[:, pd, pc, pr] = lbo.reshape(2, P * k)
+    m = spec.clause_max(full).amin(-1).amin(0)  # (B, k): the worse child's margin bound
     m = torch.where(vals > 0, m, torch.full_like(m, -float("inf")))
     best = m.argmax(-1)
     rows = torch.arange(B)

@@ -158,7 +158,7 @@ def milp_bounds(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: Outpu
     inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
     C, d = spec.C[:1], spec.d[:1]
     if config.bounds == "alpha":
-        lb, _, _ = rn.optimize_spec_bound(net, C, d, inter, lo, hi, iters=30)
+        lb, *_ = rn.optimize_spec_bound(net, C, d, inter, lo, hi, iters=30)
     else:
         lb, _, _ = rn.spec_bound(net, C, d, inter, lo, hi)
     proved = {k for k, cl in enumerate(spec.clauses) if float(lb[0, list(cl)].max()) > 0}

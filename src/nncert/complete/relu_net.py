@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -130,8 +131,28 @@ def extract_relu_net(graph: Graph) -> ReluNet | None:
 
 
 # -- relaxations ------------------------------------------------------------------------------
-def relu_relax(zl: torch.Tensor, u: torch.Tensor):
-    """Upper line ``a ≤ su·z + tu`` and default lower slope ``a ≥ sl·z`` for z ∈ [l, u]."""
+class Relax(NamedTuple):
+    """One ReLU layer's relaxation for z ∈ [l, u]: upper line ``a ≤ su·z + tu``, default lower
+    slope ``sl``; ``fixed``/``free`` split the lower slope as ``fixed + free·alpha`` (alpha
+    only moves the unstable neurons' slopes)."""
+
+    su: torch.Tensor
+    tu: torch.Tensor
+    sl: torch.Tensor
+    active: torch.Tensor
+    unstable: torch.Tensor
+    fixed: torch.Tensor
+    free: torch.Tensor
+
+    def to(self, dtype: torch.dtype) -> Relax:
+        return Relax(*(t.to(dtype) if t.is_floating_point() else t for t in self))
+
+    def select(self, idx: torch.Tensor) -> Relax:
+        return Relax(*(t[idx] for t in self))
+
+
+def relu_relax(zl: torch.Tensor, u: torch.Tensor) -> Relax:
+    """The triangle relaxation of each neuron (adaptive default lower slope)."""
     active = zl >= 0
     inactive = u <= 0
     unstable = ~(active | inactive)
@@ -140,7 +161,8 @@ def relu_relax(zl: torch.Tensor, u: torch.Tensor):
     tu = torch.where(unstable, -zl * u / denom, torch.zeros_like(u))
     sl = torch.where(active, torch.ones_like(u),
                      torch.where(unstable & (u >= -zl), torch.ones_like(u), torch.zeros_like(u)))
-    return su, tu, sl, active, unstable
+    free = unstable.to(u.dtype)
+    return Relax(su, tu, sl, active, unstable, sl * (1 - free), free)
 
 
 def _clip(zl: torch.Tensor, u: torch.Tensor, s: torch.Tensor) -> Layer:
@@ -165,6 +187,9 @@ def empty_domains(inter: list[Layer]) -> torch.Tensor:
 def concretize_box(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
     """min over the box of A·x + const: A (B,R,n), lo/hi (B,n)."""
     c, r = (hi + lo) / 2, (hi - lo) / 2
+    if lo.dim() == 2 and lo.shape[0] > 1 and lo.stride(0) == 0 and hi.stride(0) == 0:
+        # one box shared by every problem (ReLU splitting): plain matrix-vector products
+        return A @ c[0] - A.abs() @ r[0] + const
     return torch.einsum("brn,bn->br", A, c) - torch.einsum("brn,bn->br", A.abs(), r) + const
 
 
@@ -189,7 +214,7 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
         if splits is not None:
             zl, u = _clip(zl, u, splits[k])
         inter.append((zl, u))
-        su, tu, sl, _, _ = relu_relax(zl, u)
+        su, tu, sl, *_ = relu_relax(zl, u)
         aLw, aLb = Lw * sl.unsqueeze(-1), Lb * sl
         aUw, aUb = Uw * su.unsqueeze(-1), Ub * su + tu
         W, b = net.Ws[k + 1], net.bs[k + 1]
@@ -205,7 +230,7 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
 def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: list[Layer],
              lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None,
              betas: list[torch.Tensor] | None = None, splits: list[torch.Tensor] | None = None,
-             keep_A: bool = False, relax: list[tuple] | None = None):
+             keep_A: bool = False, relax: list[Relax] | None = None):
     """Lower bound of ``A·z_m + const`` over the box (m = num_relu_layers: the output).
     ``relax``: the layers' ``relu_relax`` results when already computed (then ``inter`` is not
     read).
@@ -218,15 +243,16 @@ def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: 
         A = A @ W
         if keep_A:
             layer_As.append(A)
-        su, tu, sl, _, unstable = relu_relax(*inter[j]) if relax is None else relax[j]
-        su, tu = su.unsqueeze(1), tu.unsqueeze(1)
+        rx = relu_relax(*inter[j]) if relax is None else relax[j]
         if alphas is not None:
-            sl = torch.where(unstable.unsqueeze(1), alphas[j], sl.unsqueeze(1))
+            sl = rx.fixed.unsqueeze(1) + rx.free.unsqueeze(1) * alphas[j]
         else:
-            sl = sl.unsqueeze(1)
-        neg = A < 0
-        const = const + torch.where(neg, A, 0.0).mul_(tu).sum(-1)
-        A = A * torch.where(neg, su, sl)
+            sl = rx.sl.unsqueeze(1)
+        # (no torch.where here: it is several times slower than these products on the CPU)
+        pos = A.clamp(min=0)
+        neg = A - pos
+        const = const + (neg * rx.tu.unsqueeze(1)).sum(-1)
+        A = pos * sl + neg * rx.su.unsqueeze(1)
         if betas is not None and splits is not None:
             A = A - betas[j] * splits[j].unsqueeze(1).to(A.dtype)
     const = const + A @ net.bs[0]
@@ -238,18 +264,24 @@ def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: 
 
 def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
                        splits: list[torch.Tensor] | None = None,
-                       fwd: list[Layer] | None = None) -> list[Layer]:
-    """Backward CROWN bounds of every pre-activation (intersected with ``fwd`` when given)."""
+                       fwd: list[Layer] | None = None,
+                       after: torch.Tensor | None = None) -> list[Layer]:
+    """Backward CROWN bounds of every pre-activation (intersected with ``fwd`` when given;
+    sound when ``fwd`` is sound on each box and ``splits`` hold there).
+
+    ``after`` (B,): back-substitute box b's layers only beyond layer ``after[b]`` (the others
+    keep ``fwd`` and the interval step): for a ReLU-split child whose parent's bounds are
+    ``fwd``, only the layers after its new split can change."""
     B = lo.shape[0]
+    shared = B > 1 and lo.stride(0) == 0 and hi.stride(0) == 0  # one box for every problem
     inter: list[Layer] = []
-    relax: list[tuple] = []  # relu_relax per layer, reused by every later layer's pass
+    relax: list[Relax] = []  # relu_relax per layer, reused by every later layer's pass
     for k in range(net.num_relu_layers):
         n = net.Ws[k].shape[0]
         if k == 0:
-            W = net.Ws[0].unsqueeze(0).expand(B, -1, -1)
             c, r = (hi + lo) / 2, (hi - lo) / 2
-            mid = torch.einsum("bjn,bn->bj", W, c) + net.bs[0]
-            rad = torch.einsum("bjn,bn->bj", W.abs(), r)
+            mid = c @ net.Ws[0].T + net.bs[0]
+            rad = r @ net.Ws[0].abs().T
             zl, u = mid - rad, mid + rad
         else:
             # interval step from the (refined) previous layer: sometimes tighter than CROWN
@@ -266,6 +298,8 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
             # with few unstable neurons cost little
             zl, u = il.clone(), iu.clone()
             unst = (il < 0) & (iu > 0)
+            if after is not None:
+                unst &= (after < k).unsqueeze(-1)
             npairs = int(unst.sum())
             if npairs > B * n // 2:  # mostly unstable: every neuron of every box, no gathering
                 eye = torch.eye(n, dtype=lo.dtype, device=lo.device)
@@ -280,9 +314,11 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
                 A[pairs, 0, row] = 1.0
                 A[pairs, 1, row] = -1.0
                 const = torch.zeros(npairs, 2, dtype=lo.dtype, device=lo.device)
-                sub = [tuple(t if t.dim() == 0 else t[box] for t in r) for r in relax]
+                sub = [r.select(box) for r in relax]
                 # bound z_k through layers k-1..0: the first step applies W_k
-                lower, _, _ = backward(net, k, A, const, inter, lo[box], hi[box], relax=sub)
+                plo, phi = ((lo[:1].expand(npairs, -1), hi[:1].expand(npairs, -1)) if shared
+                            else (lo[box], hi[box]))
+                lower, _, _ = backward(net, k, A, const, inter, plo, phi, relax=sub)
                 zl[box, row] = torch.maximum(il[box, row], lower[:, 0])
                 u[box, row] = torch.minimum(iu[box, row], -lower[:, 1])
         if fwd is not None and k == 0:
@@ -296,9 +332,10 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
 
 def spec_bound(net: ReluNet, C: torch.Tensor, d: torch.Tensor, inter: list[Layer],
                lo: torch.Tensor, hi: torch.Tensor, alphas=None, betas=None, splits=None,
-               keep_A: bool = False):
+               keep_A: bool = False, relax: list[Relax] | None = None):
     """Lower bound of ``C·y + d`` (C (B,R,n_out), d (B,R)) over each box."""
-    return backward(net, net.num_relu_layers, C, d, inter, lo, hi, alphas, betas, splits, keep_A)
+    return backward(net, net.num_relu_layers, C, d, inter, lo, hi, alphas, betas, splits, keep_A,
+                    relax)
 
 
 def init_alphas(inter: list[Layer], R: int) -> list[torch.Tensor]:
@@ -309,30 +346,71 @@ def init_alphas(inter: list[Layer], R: int) -> list[torch.Tensor]:
     return out
 
 
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, keeping a batch that is one row expanded (stride 0) expanded."""
+    if t.dim() >= 1 and t.shape[0] > 1 and t.stride(0) == 0:
+        return t[:1].to(dtype).expand_as(t)
+    return t.to(dtype)
+
+
+class SpecBound(NamedTuple):
+    """``lower`` (B, R): sound lower bounds, computed in the network's dtype; ``A_x`` (B, R, n0)
+    their input coefficients; ``alphas``/``betas``: the last parameters of the search (a warm
+    start for sub-problems; ``betas`` None without split constraints)."""
+
+    lower: torch.Tensor
+    A_x: torch.Tensor
+    alphas: list[torch.Tensor]
+    betas: list[torch.Tensor] | None
+
+
 def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=None,
                         iters: int = 20, lr_alpha: float = 0.1, lr_beta: float = 0.05,
-                        alphas: list[torch.Tensor] | None = None, use_beta: bool = True,
-                        deadline: float | None = None):
+                        alphas: list[torch.Tensor] | None = None,
+                        betas: list[torch.Tensor] | None = None, use_beta: bool = True,
+                        deadline: float | None = None,
+                        search_net: ReluNet | None = None) -> SpecBound:
     """alpha(-beta)-CROWN on the last layer: per-row ReLU lower slopes in [0, 1] and, for split
-    neurons, multipliers beta ≥ 0, maximised by projected Adam. Returns the best sound lower
-    bound found for each row (B, R), the final A_x and the best alphas."""
+    neurons, multipliers beta ≥ 0, maximised by projected Adam from the given warm start
+    (``alphas``, ``betas``) or the default slopes and zero multipliers.
+
+    Every alpha in [0, 1] and beta ≥ 0 gives a sound bound, so the search may run on
+    ``search_net`` (a lower-precision copy, e.g. float32: about twice as fast); the bounds
+    returned are always evaluated in ``net``'s dtype: the best of the warm start and the final
+    parameters (and, when the search runs in ``net`` itself, of every iterate)."""
     import time
 
     B, R = C.shape[:2]
     if alphas is None:
         alphas = init_alphas(inter, R)
-    alphas = [a.detach().clone().requires_grad_(True) for a in alphas]
-    params = [{"params": alphas, "lr": lr_alpha}]
-    betas = None
-    if use_beta and splits is not None and any(bool((s != 0).any()) for s in splits):
-        betas = [torch.zeros(B, R, s.shape[-1], dtype=C.dtype, requires_grad=True) for s in splits]
-        params.append({"params": betas, "lr": lr_beta})
-    with torch.no_grad():
-        best, A_x, _ = spec_bound(net, C, d, inter, lo, hi, alphas, None, splits)
+    if not (use_beta and splits is not None and any(bool((s != 0).any()) for s in splits)):
+        betas = None
+    elif betas is None:
+        betas = [torch.zeros(B, R, s.shape[-1], dtype=C.dtype) for s in splits]
+    relax = [relu_relax(zl, u) for zl, u in inter]
+    dt = net.dtype
+
+    def evaluate(al, bt):
+        with torch.no_grad():
+            return spec_bound(net, C, d, inter, lo, hi, [a.to(dt) for a in al],
+                              None if bt is None else [b.to(dt) for b in bt], splits,
+                              relax=relax)[:2]
+
+    best, A_x = evaluate(alphas, betas)
     if iters <= 0:
-        return best, A_x, [a.detach() for a in alphas]
+        return SpecBound(best, A_x, list(alphas), betas)
+    snet = search_net if search_net is not None else net
+    sdt = snet.dtype
+    same = snet is net
+    sC, sd, slo, shi = C.to(sdt), d.to(sdt), _cast(lo, sdt), _cast(hi, sdt)
+    srelax = relax if same else [r.to(sdt) for r in relax]
+    al = [a.detach().to(sdt).clone().requires_grad_(True) for a in alphas]
+    groups = [(p, lr_alpha) for p in al]
+    bt = None
+    if betas is not None:
+        bt = [b.detach().to(sdt).clone().requires_grad_(True) for b in betas]
+        groups += [(p, lr_beta) for p in bt]
     # plain Adam (torch.optim would import torch._dynamo: seconds of start-up per process)
-    groups = [(p, g["lr"]) for g in params for p in g["params"]]
     m1 = [torch.zeros_like(p) for p, _ in groups]
     m2 = [torch.zeros_like(p) for p, _ in groups]
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -340,7 +418,13 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
         for it in range(1, iters + 1):
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            lower, Ax, _ = spec_bound(net, C, d, inter, lo, hi, alphas, betas, splits)
+            lower, Ax, _ = spec_bound(snet, sC, sd, inter, slo, shi, al, bt, splits,
+                                      relax=srelax)
+            if same:
+                better = lower.detach() > best
+                if bool(better.any()):
+                    best = torch.where(better, lower.detach(), best)
+                    A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
             loss = -lower.clamp(max=1.0).sum()
             grads = torch.autograd.grad(loss, [p for p, _ in groups], allow_unused=True)
             with torch.no_grad():
@@ -351,16 +435,18 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                     v.mul_(b2).addcmul_(g, g, value=1 - b2)
                     step = lr * math.sqrt(1 - b2**it) / (1 - b1**it)
                     p.sub_(step * a / (v.sqrt() + eps))
-                for a in alphas:
+                for a in al:
                     a.clamp_(0.0, 1.0)
-                if betas is not None:
-                    for bt in betas:
-                        bt.clamp_(min=0.0)
-                better = lower.detach() > best
-                if bool(better.any()):
-                    best = torch.where(better, lower.detach(), best)
-                    A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
-    return best, A_x, [a.detach() for a in alphas]
+                if bt is not None:
+                    for b in bt:
+                        b.clamp_(min=0.0)
+    al = [a.detach() for a in al]
+    bt = None if bt is None else [b.detach() for b in bt]
+    lower, Ax = evaluate(al, bt)  # the final parameters, in the network's dtype
+    better = lower > best
+    best = torch.where(better, lower, best)
+    A_x = torch.where(better.unsqueeze(-1), Ax, A_x)
+    return SpecBound(best, A_x, al, bt)
 
 
 def disjunction_lower(A: torch.Tensor, lower: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
