@@ -325,3 +325,29 @@ def test_float32_search_returns_sound_float64_bounds():
     inside = net.pre_activations(x)[0][:, j] >= 0
     y = net.forward(x)[inside, 0]
     assert float(y.min()) >= float(res.lower) - 1e-9
+
+
+def test_refined_child_bounds_are_sound_and_no_looser():
+    """A ReLU-split child's intermediate bounds (parent's clipped, layers after the split
+    back-substituted again) contain every sampled pre-activation of the child's region and are
+    never looser than the parent's."""
+    g = random_mlp(3, (3, 12, 12, 12, 2))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    lo = -torch.ones(1, 3, dtype=torch.float64)
+    hi = torch.ones(1, 3, dtype=torch.float64)
+    parent = rn.crown_intermediate(net, lo, hi)
+    l0, u0 = parent[0]
+    j = int(((l0 < 0) & (u0 > 0)).float().argmax())
+    x = lo + torch.rand(20000, 3, dtype=torch.float64) * (hi - lo)
+    pre = net.pre_activations(x)
+    for sign in (1, -1):
+        splits = [torch.zeros(1, 12, dtype=torch.int8) for _ in range(3)]
+        splits[0][0, j] = sign
+        kid = rn.crown_intermediate(net, lo.expand(1, -1), hi.expand(1, -1), splits,
+                                    fwd=rn.clip_by_splits(parent, splits),
+                                    after=torch.zeros(1, dtype=torch.long))
+        inside = pre[0][:, j] >= 0 if sign > 0 else pre[0][:, j] <= 0
+        for (kl, ku), (pl, pu), z in zip(kid, parent, pre):
+            assert bool((kl >= pl - 1e-12).all() and (ku <= pu + 1e-12).all())
+            zi = z[inside]
+            assert bool((zi >= kl - 1e-9).all() and (zi <= ku + 1e-9).all())

@@ -11,8 +11,9 @@ alpha/beta optimisation, so a timeout is honoured within one bounding call.
 Soundness: a subdomain is dropped only when every clause has a positive sound lower bound
 (for input splitting a disjunction's bound may come from a convex combination of its rows'
 linear bounds, :func:`relu_net.disjunction_lower`) or its split constraints are contradictory;
-VERIFIED means every subdomain was dropped. Bounds are computed in the dense network's dtype
-(float64 by default).
+VERIFIED means every subdomain was dropped. The bounds that drop a subdomain are computed in the
+dense network's dtype (float64 by default); ReLU splitting searches its alpha/beta parameters in
+float32 and evaluates the final ones again in float64.
 """
 
 from __future__ import annotations
@@ -196,6 +197,19 @@ class _Queue:
         return {k: v[0][idx] for k, v in self.parts.items()}
 
 
+def _pack_layers(inter: list[rn.Layer]) -> torch.Tensor:
+    """Per-layer bounds as one (B, 2·Σn) tensor (a queue column)."""
+    return torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
+
+
+def _unpack_layers(flat: torch.Tensor, widths: list[int]) -> list[rn.Layer]:
+    out, i = [], 0
+    for w in widths:
+        out.append((flat[:, i:i + w], flat[:, i + w:i + 2 * w]))
+        i += 2 * w
+    return out
+
+
 # -- input splitting ---------------------------------------------------------------------------
 def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
               config: BaBConfig, deadline: float, check: Checker) -> BaBOutcome:
@@ -229,16 +243,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
                 lb, A_x = lb.clone(), A_x.clone()
                 lb[sel], A_x[sel] = lbs, As
                 cl[sel] = _clause_lower(spec, lbs, As, lo[sel], hi[sel])
-        return lb, A_x, cl, torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
-
-    widths = net.widths
-
-    def unpack(flat):
-        out, i = [], 0
-        for w in widths:
-            out.append((flat[:, i:i + w], flat[:, i + w:i + 2 * w]))
-            i += 2 * w
-        return out
+        return lb, A_x, cl, _pack_layers(inter)
 
     reach = net.Ws[0].abs().sum(0)
 
@@ -267,7 +272,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         t_step = time.perf_counter()
         kids = Box(d["lo"], d["hi"]).split(d["dim"])
         clo, chi = kids.lo, kids.hi
-        lb, A_x, cl, inter = bound(clo, chi, unpack(d["inter"].repeat(2, 1)))
+        lb, A_x, cl, inter = bound(clo, chi, _unpack_layers(d["inter"].repeat(2, 1), net.widths))
         # keep one bounding call well under a second so that the deadline is honoured
         dt = time.perf_counter() - t_step
         if dt > 0.5 and batch > 16:
@@ -308,7 +313,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
 
     Each subdomain keeps the rows still open (a clause proved on a domain stays proved on its
     subdomains, so only the open clauses' rows are bounded again) and its last alpha/beta
-    parameters (float16, as a warm start for its children). Every (child, open row) pair is
+    parameters (a warm start for its children). Every (child, open row) pair is
     optimised as its own problem, in ``config.search_dtype``; the bounds that decide are
     re-evaluated in the network's dtype (see :func:`relu_net.optimize_spec_bound`)."""
     R = spec.num_rows
@@ -349,16 +354,6 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     def unpack(flat: torch.Tensor) -> list[torch.Tensor]:  # (B, R, Σn) → per layer, net dtype
         return [t.to(net.dtype) for t in flat.split(widths, -1)]
 
-    def unpack_inter(flat: torch.Tensor) -> list[rn.Layer]:
-        out, i = [], 0
-        for w in widths:
-            out.append((flat[:, i:i + w], flat[:, i + w:i + 2 * w]))
-            i += 2 * w
-        return out
-
-    def pack_inter(inter: list[rn.Layer]) -> torch.Tensor:
-        return torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
-
     # warm starts only, so their precision does not affect soundness: alphas lie in [0, 1]
     # (float16 is plenty), betas are unbounded (float32)
     a_store, b_store = torch.float16, torch.float32
@@ -367,7 +362,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     max_domains = min(config.max_domains, config.relu_queue_mb * 2**20 // per_domain)
     q = _Queue()
     q.push(score=_margin_lb(spec, lb), lb=lb, open=torch.ones(1, R, dtype=torch.bool),
-           inter=pack_inter(root_inter),
+           inter=_pack_layers(root_inter),
            alpha=torch.cat(alphas, -1).to(a_store),
            beta=torch.zeros(1, R, n_all, dtype=b_store),
            **{f"s{k}": torch.zeros(1, w, dtype=torch.int8) for k, w in enumerate(widths)})
@@ -382,7 +377,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         d = q.pop(batch)
         splits = [d[f"s{k}"] for k in range(nL)]
         B = splits[0].shape[0]
-        inter = unpack_inter(d["inter"])  # the domain's bounds, its splits applied
+        inter = _unpack_layers(d["inter"], widths)  # the domain's bounds, its splits applied
         lob, hib = lo.expand(B, -1), hi.expand(B, -1)
         al = unpack(d["alpha"])
         # branching decision (a heuristic: computed in the search dtype) from the domain's
@@ -475,7 +470,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         if kids[0].shape[0] == 0:
             continue
         q.push(score=_margin_lb(spec, lbk), lb=lbk, open=kopen[keep], alpha=kalpha[keep],
-               inter=pack_inter(kinter)[keep],
+               inter=_pack_layers(kinter)[keep],
                beta=kbeta[keep], **{f"s{k}": s for k, s in enumerate(kids)})
         stats["max_queue"] = max(stats["max_queue"], q.n)
     if stuck:
