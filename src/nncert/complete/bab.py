@@ -426,6 +426,8 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         kbeta = d["beta"][keep_d].repeat(2, 1, 1)
         # one problem per (child, open row)
         dom, row = kopen.nonzero(as_tuple=True)
+        if dom.numel() == 0:  # every child's split constraints are contradictory
+            continue
         res = rn.optimize_spec_bound(
             net, C0[0, row].unsqueeze(1), d0[0, row].unsqueeze(1),
             [(zl[dom], u[dom]) for zl, u in kinter], lo.expand(dom.numel(), -1),
