@@ -88,15 +88,20 @@ def test_bounds_are_sound_on_samples():
     assert float((y[:, 0] - y[:, 1]).min()) >= float(lb) - 1e-9
 
 
+def _split_candidate(seed: int, widths, layer: int):
+    """A random net on the box [-1, 1]^n, its CROWN bounds, and an unstable neuron of
+    ``layer``."""
+    net = rn.extract_relu_net(random_mlp(seed, widths)).to(torch.float64)
+    lo = -torch.ones(1, widths[0], dtype=torch.float64)
+    hi = torch.ones(1, widths[0], dtype=torch.float64)
+    inter = rn.crown_intermediate(net, lo, hi)
+    zl, u = inter[layer]
+    return net, lo, hi, inter, int(((zl < 0) & (u > 0)).float().argmax())
+
+
 def test_beta_split_bounds_sound():
     """With a ReLU split, the optimised bound is sound on the sub-domain's samples."""
-    g = random_mlp(5, (2, 8, 8, 1))
-    net = rn.extract_relu_net(g).to(torch.float64)
-    lo = -torch.ones(1, 2, dtype=torch.float64)
-    hi = torch.ones(1, 2, dtype=torch.float64)
-    inter = rn.crown_intermediate(net, lo, hi)
-    l1, u1 = inter[1]
-    j = int(((l1 < 0) & (u1 > 0)).float().argmax())
+    net, lo, hi, inter, j = _split_candidate(5, (2, 8, 8, 1), 1)
     x = lo + torch.rand(20000, 2, dtype=torch.float64) * (hi - lo)
     z1 = net.pre_activations(x)[1][:, j]
     y = net.forward(x)[:, 0]
@@ -125,8 +130,13 @@ def test_bab_and_milp_agree(seed, q):
     diff = v[:, 0] - v[:, 1]
     t = float(torch.quantile(diff, q))
     a, r, f, m, spec = _decide_all(g, [-1.0, -1.0], [1.0, 1.0], [[1.0, -1.0]], [-t])
-    answers = {a, r, f, m} - {"timeout", "unknown"}
-    assert len(answers) <= 1, (a, r, f, m)
+    _assert_consistent({a, r, f, m}, g, spec)
+
+
+def _assert_consistent(answers: set[str], g, spec) -> None:
+    """Decisive answers agree with each other and with a dense grid on [-1, 1]²."""
+    answers = answers - {"timeout", "unknown"}
+    assert len(answers) <= 1, answers
     gmin = grid_min(g, [-1.0, -1.0], [1.0, 1.0], spec)
     if "verified" in answers:
         assert gmin > -1e-9
@@ -294,25 +304,13 @@ def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
     ms = m.status
     if ms == "candidate":
         ms = "falsified" if check(m.x) is not None else "unknown"
-    answers = (answers | {ms}) - {"timeout", "unknown"}
-    assert len(answers) <= 1, answers
-    gmin = grid_min(g, [-1.0, -1.0], [1.0, 1.0], spec)
-    if "verified" in answers:
-        assert gmin > -1e-9
-    if gmin < -1e-6:
-        assert "verified" not in answers
+    _assert_consistent(answers | {ms}, g, spec)
 
 
 def test_float32_search_returns_sound_float64_bounds():
     """The alpha/beta search may run on a float32 copy; the bounds returned are float64 and
     sound on samples of the split sub-domain."""
-    g = random_mlp(11, (2, 16, 16, 1))
-    net = rn.extract_relu_net(g).to(torch.float64)
-    lo = -torch.ones(1, 2, dtype=torch.float64)
-    hi = torch.ones(1, 2, dtype=torch.float64)
-    inter = rn.crown_intermediate(net, lo, hi)
-    l0, u0 = inter[0]
-    j = int(((l0 < 0) & (u0 > 0)).float().argmax())
+    net, lo, hi, inter, j = _split_candidate(11, (2, 16, 16, 1), 0)
     splits = [torch.zeros(1, 16, dtype=torch.int8) for _ in range(2)]
     splits[0][0, j] = 1
     clipped = rn.crown_intermediate(net, lo, hi, splits, fwd=rn.clip_by_splits(inter, splits))
@@ -331,13 +329,7 @@ def test_refined_child_bounds_are_sound_and_no_looser():
     """A ReLU-split child's intermediate bounds (parent's clipped, layers after the split
     back-substituted again) contain every sampled pre-activation of the child's region and are
     never looser than the parent's."""
-    g = random_mlp(3, (3, 12, 12, 12, 2))
-    net = rn.extract_relu_net(g).to(torch.float64)
-    lo = -torch.ones(1, 3, dtype=torch.float64)
-    hi = torch.ones(1, 3, dtype=torch.float64)
-    parent = rn.crown_intermediate(net, lo, hi)
-    l0, u0 = parent[0]
-    j = int(((l0 < 0) & (u0 > 0)).float().argmax())
+    net, lo, hi, parent, j = _split_candidate(3, (3, 12, 12, 12, 2), 0)
     x = lo + torch.rand(20000, 3, dtype=torch.float64) * (hi - lo)
     pre = net.pre_activations(x)
     for sign in (1, -1):
