@@ -343,3 +343,25 @@ def test_refined_child_bounds_are_sound_and_no_looser():
             assert bool((kl >= pl - 1e-12).all() and (ku <= pu + 1e-12).all())
             zi = z[inside]
             assert bool((zi >= kl - 1e-9).all() and (zi <= ku + 1e-9).all())
+
+
+def test_queue_pops_lowest_first_and_returns_every_row_once():
+    q = bab._Queue()
+    g = torch.Generator().manual_seed(0)
+    seen, pushed = [], 0
+    for step in range(30):
+        s = torch.rand(int(torch.randint(0, 200, (1,), generator=g)), generator=g,
+                       dtype=torch.float64)
+        q.push(score=s, tag=torch.arange(step * 1000, step * 1000 + len(s)),
+               vec=s.unsqueeze(-1).repeat(1, 3))
+        pushed += len(s)
+        if step % 3 == 0 and q.n:
+            lowest = q.min_score()
+            d = q.pop(50)
+            assert float(d["score"].min()) == lowest
+            assert torch.equal(d["vec"][:, 0], d["score"])
+            seen += d["tag"].tolist()
+    rest = q.pop(q.n + 5)
+    seen += rest["tag"].tolist()
+    assert q.n == 0 and q.min_score() == math.inf
+    assert len(seen) == len(set(seen)) == pushed

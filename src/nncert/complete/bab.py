@@ -150,51 +150,63 @@ def _pgd_on(net: rn.ReluNet, spec: OutputSpec, lo, hi, check: Checker, deadline:
 
 
 class _Queue:
-    """Open subdomains as parallel tensors; pops the lowest scores first."""
+    """Open subdomains as parallel tensors (columns of one row per subdomain, one of them
+    ``score``); pops the lowest scores first.
+
+    Rows live in slots of preallocated columns (grown by doubling); a pop gathers only the rows
+    it returns and frees their slots, so neither push nor pop copies the rest of the queue."""
 
     def __init__(self):
-        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.cols: dict[str, torch.Tensor] = {}
+        self.free = torch.zeros(0, dtype=torch.bool)
         self.n = 0
+
+    def _grow(self, cap: int) -> None:
+        old = self.free.shape[0]
+        for k, v in self.cols.items():
+            new = torch.empty((cap, *v.shape[1:]), dtype=v.dtype)
+            new[:old] = v
+            self.cols[k] = new
+        self.cols["score"][old:] = math.inf
+        self.free = torch.cat([self.free, torch.ones(cap - old, dtype=torch.bool)])
 
     def push(self, **tensors):
         b = next(iter(tensors.values())).shape[0]
         if b == 0:
             return
+        if not self.cols:
+            self.cols = {k: v.new_empty((0, *v.shape[1:])) for k, v in tensors.items()}
+        slots = self.free.nonzero().flatten()
+        if slots.numel() < b:
+            self._grow(max(1024, 2 * self.free.shape[0], self.n + b))
+            slots = self.free.nonzero().flatten()
+        slots = slots[:b]
         for k, v in tensors.items():
-            self.parts.setdefault(k, []).append(v)
+            self.cols[k][slots] = v
+        self.free[slots] = False
         self.n += b
 
-    def _merge(self):
-        for k, v in self.parts.items():
-            if len(v) > 1:
-                self.parts[k] = [torch.cat(v)]
+    def _lowest(self, count: int) -> torch.Tensor:
+        score = self.cols["score"]
+        idx = score.topk(min(count, self.n), largest=False).indices
+        return idx[~self.free[idx]]  # (free slots hold +inf and are never among the lowest)
 
     def pop(self, count: int) -> dict[str, torch.Tensor]:
-        self._merge()
-        score = self.parts["score"][0]
-        count = min(count, self.n)
-        if count == self.n:
-            out = {k: v[0] for k, v in self.parts.items()}
-            self.parts, self.n = {}, 0
-            return out
-        idx = score.topk(count, largest=False).indices
-        keep = torch.ones(self.n, dtype=torch.bool)
-        keep[idx] = False
-        out = {k: v[0][idx] for k, v in self.parts.items()}
-        self.parts = {k: [v[0][keep]] for k, v in self.parts.items()}
-        self.n -= count
+        idx = self._lowest(count)
+        out = {k: v[idx] for k, v in self.cols.items()}
+        self.cols["score"][idx] = math.inf
+        self.free[idx] = True
+        self.n -= idx.numel()
         return out
 
     def min_score(self) -> float:
         if self.n == 0:
             return math.inf
-        return min(float(v.min()) for v in self.parts["score"])
+        return float(self.cols["score"].min())
 
     def peek_worst(self, count: int) -> dict[str, torch.Tensor]:
-        self._merge()
-        score = self.parts["score"][0]
-        idx = score.topk(min(count, self.n), largest=False).indices
-        return {k: v[0][idx] for k, v in self.parts.items()}
+        idx = self._lowest(count)
+        return {k: v[idx] for k, v in self.cols.items()}
 
 
 def _pack_layers(inter: list[rn.Layer]) -> torch.Tensor:
