@@ -141,12 +141,12 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
     stats["stages"].append("alpha-crown")
     inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
     lb, A_x, *_ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
-                                        iters=config.bab.root_alpha_iters, deadline=end)
+                                         iters=config.bab.root_alpha_iters, deadline=end)
     if not bool(spec.proved(lb).all()) and config.bab.root_intermediate_alpha_iters > 0:
         # not proved yet: optimise every layer's bounds too (seconds; shared by all of BaB)
         inter = _alpha_intermediate(p, net, inter, config.bab.root_intermediate_alpha_iters, end)
         lb2, *_ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
-                                           iters=config.bab.root_alpha_iters, deadline=end)
+                                         iters=config.bab.root_alpha_iters, deadline=end)
         lb = torch.maximum(lb, lb2)
     stats["lower"] = float(spec.clause_max(lb).amin())
     if bool(spec.proved(lb).all()):
