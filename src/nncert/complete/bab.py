@@ -332,7 +332,8 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     C0, d0 = spec.C[:1], spec.d[:1]
     if root_inter is None:
         root_inter = rn.crown_intermediate(net, lo, hi)
-    stats: dict[str, Any] = {"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1}
+    stats: dict[str, Any] = {"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1,
+                             "pairs": 0}
     lb, A_x, alphas, _ = rn.optimize_spec_bound(net, C0, d0, root_inter, lo, hi,
                                                 iters=config.root_alpha_iters, deadline=deadline)
     stats["root_lower"] = float(_margin_lb(spec, lb).min())
@@ -363,8 +364,8 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     widths = net.widths
     nL = len(root_inter)
 
-    def unpack(flat: torch.Tensor) -> list[torch.Tensor]:  # (B, R, Σn) → per layer, net dtype
-        return [t.to(net.dtype) for t in flat.split(widths, -1)]
+    def unpack(flat: torch.Tensor) -> list[torch.Tensor]:  # (B, R, Σn) → per layer
+        return list(flat.split(widths, -1))  # (cast where used: search or decision dtype)
 
     # warm starts only, so their precision does not affect soundness: alphas lie in [0, 1]
     # (float16 is plenty), betas are unbounded (float32)
@@ -401,7 +402,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
             _, _, layer_As = rn.spec_bound(
                 bnet, C0[0, worst].unsqueeze(1).to(bnet.dtype),
                 d0[0, worst].unsqueeze(1).to(bnet.dtype), inter,
-                rn._cast(lob, bnet.dtype), rn._cast(hib, bnet.dtype),
+                rn.cast(lob, bnet.dtype), rn.cast(hib, bnet.dtype),
                 [a[rows_b, worst].unsqueeze(1).to(bnet.dtype) for a in al], keep_A=True,
                 relax=[rn.relu_relax(zl, u).to(bnet.dtype) for zl, u in inter])
         scores = br.babsr_scores(inter, layer_As, torch.zeros(B, dtype=torch.long))
@@ -463,7 +464,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         step += 1
         stats["steps"] = step
         stats["domains"] += nb
-        stats["pairs"] = stats.get("pairs", 0) + dom.numel()
+        stats["pairs"] += dom.numel()
         cproved = spec.clause_max(lbk) > 0  # (nb, K); rows already closed count as +inf
         open_ = ~cproved.all(-1)
         if not bool(open_.any()):

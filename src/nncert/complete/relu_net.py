@@ -187,10 +187,21 @@ def empty_domains(inter: list[Layer]) -> torch.Tensor:
     return bad
 
 
+def one_row(t: torch.Tensor) -> bool:
+    """Whether the batch ``t`` is a single row expanded (stride 0): one box shared by every
+    problem, as in ReLU splitting."""
+    return t.dim() >= 1 and t.shape[0] > 1 and t.stride(0) == 0
+
+
+def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, keeping a batch that is one row expanded (stride 0) expanded."""
+    return t[:1].to(dtype).expand_as(t) if one_row(t) else t.to(dtype)
+
+
 def concretize_box(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
     """min over the box of A·x + const: A (B,R,n), lo/hi (B,n)."""
     c, r = (hi + lo) / 2, (hi - lo) / 2
-    if lo.dim() == 2 and lo.shape[0] > 1 and lo.stride(0) == 0 and hi.stride(0) == 0:
+    if one_row(lo) and one_row(hi):
         # one box shared by every problem (ReLU splitting): plain matrix-vector products
         return A @ c[0] - A.abs() @ r[0] + const
     return torch.einsum("brn,bn->br", A, c) - torch.einsum("brn,bn->br", A.abs(), r) + const
@@ -276,7 +287,7 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
     keep ``fwd`` and the interval step): for a ReLU-split child whose parent's bounds are
     ``fwd``, only the layers after its new split can change."""
     B = lo.shape[0]
-    shared = B > 1 and lo.stride(0) == 0 and hi.stride(0) == 0  # one box for every problem
+    shared = one_row(lo) and one_row(hi)
     inter: list[Layer] = []
     relax: list[Relax] = []  # relu_relax per layer, reused by every later layer's pass
     for k in range(net.num_relu_layers):
@@ -349,13 +360,6 @@ def init_alphas(inter: list[Layer], R: int) -> list[torch.Tensor]:
     return out
 
 
-def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t.to(dtype)``, keeping a batch that is one row expanded (stride 0) expanded."""
-    if t.dim() >= 1 and t.shape[0] > 1 and t.stride(0) == 0:
-        return t[:1].to(dtype).expand_as(t)
-    return t.to(dtype)
-
-
 class SpecBound(NamedTuple):
     """``lower`` (B, R): sound lower bounds, computed in the network's dtype; ``A_x`` (B, R, n0)
     their input coefficients; ``alphas``/``betas``: the last parameters of the search (a warm
@@ -405,7 +409,7 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     snet = search_net if search_net is not None else net
     sdt = snet.dtype
     same = snet is net
-    sC, sd, slo, shi = C.to(sdt), d.to(sdt), _cast(lo, sdt), _cast(hi, sdt)
+    sC, sd, slo, shi = C.to(sdt), d.to(sdt), cast(lo, sdt), cast(hi, sdt)
     srelax = relax if same else [r.to(sdt) for r in relax]
     al = [a.detach().to(sdt).clone().requires_grad_(True) for a in alphas]
     groups = [(p, lr_alpha) for p in al]
