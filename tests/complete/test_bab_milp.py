@@ -365,3 +365,25 @@ def test_queue_pops_lowest_first_and_returns_every_row_once():
     seen += rest["tag"].tolist()
     assert q.n == 0 and q.min_score() == math.inf
     assert len(seen) == len(set(seen)) == pushed
+
+
+def test_input_split_children_warm_started_from_parent_slopes_are_sound():
+    """Input BaB starts a child's alpha search from its parent's slopes (stored in float16):
+    the child's bound stays below every sampled output of the child box."""
+    g = random_mlp(11, (3, 16, 16, 2))
+    net = rn.extract_relu_net(g).to(torch.float64)
+    lo = torch.full((1, 3), -1.0, dtype=torch.float64)
+    hi = torch.full((1, 3), 1.0, dtype=torch.float64)
+    C = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
+    d = torch.zeros(1, 1, dtype=torch.float64)
+    inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
+    parent = rn.optimize_spec_bound(net, C, d, inter, lo, hi, iters=30, lr_alpha=0.3)
+    warm = [a.to(torch.float16).to(torch.float64) for a in parent.alphas]
+    kid = Box(lo, hi).split(torch.tensor([0]))
+    klo, khi = kid.lo[:1], kid.hi[:1]
+    kinter = rn.crown_intermediate(net, klo, khi, fwd=inter)
+    lb, *_ = rn.optimize_spec_bound(net, C, d, kinter, klo, khi, iters=3, lr_alpha=0.3,
+                                    alphas=warm)
+    x = klo + torch.rand(20000, 3, dtype=torch.float64) * (khi - klo)
+    y = net.forward(x)
+    assert float((y[:, 0] - y[:, 1]).min()) >= float(lb) - 1e-9

@@ -61,12 +61,14 @@ class BaBConfig:
     milp_leaf_unstable: int = 16  # ReLU splitting: domains with at most this many unstable
     # ReLUs left are decided exactly by the MILP (0: never)
     intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
-    input_alpha_iters: int = 10  # input splitting: alpha steps on the spec bound of open boxes
-    input_alpha_max_unstable: int = 8  # ... that have at most this many unstable ReLUs
+    input_alpha_iters: int = 3  # input splitting: alpha steps on the spec bound of open boxes
+    # (from the parent box's slopes) ...
+    input_alpha_max_unstable: int = 32  # ... that have at most this many unstable ReLUs
+    input_alpha_lr: float = 0.3  # ... Adam step size
     refine_intermediate: bool = True  # ReLU splitting: re-bound each child's layers after its
     # split (CROWN, only the neurons left unstable)
-    relu_queue_mb: int = 4096  # ReLU splitting: memory cap of the open subdomains (UNKNOWN
-    # beyond); each holds its bounds, splits and warm-start alphas/betas
+    queue_mb: int = 4096  # memory cap of the open subdomains (UNKNOWN beyond); each holds
+    # its box or splits, per-layer bounds and warm-start alphas (and betas)
     search_dtype: str = "float32"  # ReLU splitting: dtype of the alpha/beta search (the
     # bounds that decide are re-evaluated in the network's dtype)
 
@@ -229,7 +231,12 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
     t0 = time.perf_counter()
     C0, d0 = spec.C[:1], spec.d[:1]
 
-    def bound(lo, hi, prior=None):
+    R = C0.shape[1]
+    widths = net.widths
+
+    def bound(lo, hi, prior=None, warm=None):
+        """Bounds of the boxes, and the alphas to warm-start their children from ((B, R, Σn)
+        float16, and (B,) whether they were optimised). ``warm``: the parents' pair."""
         B = lo.shape[0]
         if config.intermediate == "crown" and prior is not None:
             # the parent's bounds stay valid on its children and prune most backward passes
@@ -240,6 +247,8 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
                 inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
         lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
         cl = _clause_lower(spec, lb, A_x, lo, hi)
+        alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
+        has = torch.zeros(B, dtype=torch.bool)
         if config.input_alpha_iters > 0:
             # alpha pays on small boxes close to the threshold: few unstable ReLUs, whose
             # lower slopes then decide the bound (tens of times tighter near the end)
@@ -248,14 +257,22 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
                    & (unstable <= config.input_alpha_max_unstable)).nonzero().flatten()
             if sel.numel():
                 k = sel.numel()
-                lbs, As, *_ = rn.optimize_spec_bound(
-                    net, C0.expand(k, -1, -1), d0.expand(k, -1),
-                    [(zl[sel], u[sel]) for zl, u in inter], lo[sel], hi[sel],
-                    iters=config.input_alpha_iters, deadline=deadline)
+                sinter = [(zl[sel], u[sel]) for zl, u in inter]
+                start = torch.cat(rn.init_alphas(sinter, R), -1)
+                if warm is not None:  # the parent's optimised slopes, where it has them
+                    wa, wh = warm[0][sel], warm[1][sel]
+                    start = torch.where(wh[:, None, None], wa.to(start.dtype), start)
+                lbs, As, als, _ = rn.optimize_spec_bound(
+                    net, C0.expand(k, -1, -1), d0.expand(k, -1), sinter, lo[sel], hi[sel],
+                    iters=config.input_alpha_iters, deadline=deadline,
+                    lr_alpha=config.input_alpha_lr, alphas=list(start.split(widths, -1)))
                 lb, A_x = lb.clone(), A_x.clone()
                 lb[sel], A_x[sel] = lbs, As
-                cl[sel] = _clause_lower(spec, lbs, As, lo[sel], hi[sel])
-        return lb, A_x, cl, _pack_layers(inter)
+                # (the parent's slopes may suit a child worse than CROWN's: keep the better)
+                cl[sel] = torch.maximum(cl[sel], _clause_lower(spec, lbs, As, lo[sel], hi[sel]))
+                alpha[sel] = torch.cat(als, -1).to(torch.float16)
+                has[sel] = True
+        return lb, A_x, cl, _pack_layers(inter), alpha, has
 
     reach = net.Ws[0].abs().sum(0)
 
@@ -264,27 +281,33 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             return br.input_split_dims(spec, lb, A_x, lo, hi)
         return br.widest_input_dims(lo, hi, reach)
 
-    lb, A_x, cl, inter = bound(lo, hi)
+    lb, A_x, cl, inter, alpha, has = bound(lo, hi)
     stats = {"branching": "input", "domains": 1, "steps": 0, "max_queue": 1}
     if bool((cl > 0).all()):
         return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
     cex = _candidates(net, spec, lo, hi, A_x, check)
     if cex is not None:
         return BaBOutcome("falsified", cex, stats=stats)
+    n, n_all = lo.shape[1], sum(widths)
+    per_box = 2 * n * 8 + 2 * n_all * 8 + R * n_all * 2 + 17  # bytes held in the queue
+    max_domains = min(config.max_domains, config.queue_mb * 2**20 // per_box)
     q = _Queue()
-    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=split_dims(lb, A_x, lo, hi), inter=inter)
+    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=split_dims(lb, A_x, lo, hi), inter=inter,
+           alpha=alpha, has=has)
     step = 0
     attack_time = 0.0
     batch = config.batch_size
     while q.n:
-        stop = _out_of_budget(q, deadline, config, stats)
+        stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
         d = q.pop(max(1, batch // 2))
         t_step = time.perf_counter()
         kids = Box(d["lo"], d["hi"]).split(d["dim"])
         clo, chi = kids.lo, kids.hi
-        lb, A_x, cl, inter = bound(clo, chi, _unpack_layers(d["inter"].repeat(2, 1), net.widths))
+        lb, A_x, cl, inter, alpha, has = bound(
+            clo, chi, _unpack_layers(d["inter"].repeat(2, 1), widths),
+            (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
         # keep one bounding call well under a second so that the deadline is honoured
         dt = time.perf_counter() - t_step
         if dt > 0.5 and batch > 16:
@@ -297,13 +320,14 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         open_ = ~(cl > 0).all(-1)
         if not bool(open_.any()):
             continue
-        clo, chi, lb, A_x, inter = clo[open_], chi[open_], lb[open_], A_x[open_], inter[open_]
-        cl = cl[open_]
+        clo, chi, lb, A_x, inter, cl, alpha, has = (
+            t[open_] for t in (clo, chi, lb, A_x, inter, cl, alpha, has))
         cex = _candidates(net, spec, clo, chi, A_x, check)
         if cex is not None:
             stats["time_s"] = time.perf_counter() - t0
             return BaBOutcome("falsified", cex, stats=stats)
-        q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=split_dims(lb, A_x, clo, chi), inter=inter)
+        q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=split_dims(lb, A_x, clo, chi), inter=inter,
+               alpha=alpha, has=has)
         stats["max_queue"] = max(stats["max_queue"], q.n)
         elapsed = time.perf_counter() - t0
         if (config.attack_every and step % config.attack_every == 0 and q.n
@@ -372,7 +396,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     a_store, b_store = torch.float16, torch.float32
     n_all = sum(widths)
     per_domain = R * n_all * 6 + 2 * n_all * 8 + n_all + 9 * R + 8  # bytes held in the queue
-    max_domains = min(config.max_domains, config.relu_queue_mb * 2**20 // per_domain)
+    max_domains = min(config.max_domains, config.queue_mb * 2**20 // per_domain)
     q = _Queue()
     q.push(score=_margin_lb(spec, lb), lb=lb, open=torch.ones(1, R, dtype=torch.bool),
            inter=_pack_layers(root_inter),
