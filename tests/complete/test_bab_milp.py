@@ -272,8 +272,9 @@ def test_timeout_is_prompt():
 @given(seed=st.integers(0, 10_000), q=st.floats(0.05, 0.6))
 def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
     """A conjunction of a single-row clause and a two-row disjunction on 3-output nets: ReLU
-    BaB (rows closed per subdomain, float32 search, refined intermediate bounds or not) and the
-    MILP must not contradict each other, nor a dense grid."""
+    BaB (rows closed per subdomain, float32 search, refined intermediate bounds or not, one
+    tree per clause or shared splits) and the MILP must not contradict each other, nor a dense
+    grid."""
     g = random_mlp(seed, (2, 8, 8, 3))
     x = torch.rand(4000, 2, dtype=torch.float64) * 2 - 1
     with torch.no_grad():
@@ -293,9 +294,9 @@ def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
 
     end = time.perf_counter() + 20.0
     answers = set()
-    for refine in (True, False):
+    for refine, trees in ((True, True), (False, True), (True, False)):
         cfg = bab.BaBConfig(timeout_s=20.0, attack_every=0, refine_intermediate=refine,
-                            milp_leaf_unstable=0)
+                            clause_trees=trees, milp_leaf_unstable=0)
         out = bab.relu_bab(net, lo, hi, spec, cfg, end, check)
         if out.status == "falsified":
             assert check(out.counterexample.x.reshape(1, -1)) is not None

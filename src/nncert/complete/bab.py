@@ -69,6 +69,8 @@ class BaBConfig:
     # split (CROWN, only the neurons left unstable)
     queue_mb: int = 4096  # memory cap of the open subdomains (UNKNOWN beyond); each holds
     # its box or splits, per-layer bounds and warm-start alphas (and betas)
+    clause_trees: bool = False  # ReLU splitting: each open clause of a domain is split on
+    # its own (one tree per clause) instead of all clauses sharing the splits
     search_dtype: str = "float32"  # ReLU splitting: dtype of the alpha/beta search (the
     # bounds that decide are re-evaluated in the network's dtype)
 
@@ -508,9 +510,18 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
             return BaBOutcome("falsified", cex, stats=stats)
         if kids[0].shape[0] == 0:
             continue
-        q.push(score=_margin_lb(spec, lbk), lb=lbk, open=kopen[keep], alpha=kalpha[keep],
-               inter=_pack_layers(kinter)[keep],
-               beta=kbeta[keep], **{f"s{k}": s for k, s in enumerate(kids)})
+        kopen, kalpha, kbeta = kopen[keep], kalpha[keep], kbeta[keep]
+        kinter = _pack_layers(kinter)[keep]
+        if config.clause_trees:
+            # one entry per open clause: each clause gets its own tree of splits (proving a
+            # clause on every leaf of its own tree proves it on the domain)
+            ent, cl_k = (~cproved[open_][keep]).nonzero(as_tuple=True)
+            kopen = row_clause.unsqueeze(0) == cl_k.unsqueeze(1)  # (E, R): its rows
+            lbk = lbk[ent].masked_fill(~kopen, math.inf)
+            kalpha, kbeta, kinter = kalpha[ent], kbeta[ent], kinter[ent]
+            kids = [s[ent] for s in kids]
+        q.push(score=_margin_lb(spec, lbk), lb=lbk, open=kopen, alpha=kalpha,
+               inter=kinter, beta=kbeta, **{f"s{k}": s for k, s in enumerate(kids)})
         stats["max_queue"] = max(stats["max_queue"], q.n)
     if stuck:
         stats["reason"] = "unsplittable domain left open"
