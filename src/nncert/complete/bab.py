@@ -232,9 +232,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
     """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype)."""
     t0 = time.perf_counter()
     C0, d0 = spec.C[:1], spec.d[:1]
-
-    R = C0.shape[1]
-    widths = net.widths
+    R, widths = C0.shape[1], net.widths
 
     def bound(lo, hi, prior=None, warm=None):
         """Bounds of the boxes, and the alphas to warm-start their children from ((B, R, Σn)
