@@ -403,12 +403,14 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                               None if bt is None else [b.to(dt) for b in bt], splits,
                               relax=relax)[:2]
 
-    best, A_x = evaluate(alphas, betas)
-    if iters <= 0:
-        return SpecBound(best, A_x, list(alphas), betas)
     snet = search_net if search_net is not None else net
     sdt = snet.dtype
     same = snet is net
+    best = A_x = None
+    if iters <= 0 or not same:  # (searching in net itself, the first iterate is this bound)
+        best, A_x = evaluate(alphas, betas)
+        if iters <= 0:
+            return SpecBound(best, A_x, list(alphas), betas)
     sC, sd, slo, shi = C.to(sdt), d.to(sdt), cast(lo, sdt), cast(hi, sdt)
     srelax = relax if same else [r.to(sdt) for r in relax]
     al = [a.detach().to(sdt).clone().requires_grad_(True) for a in alphas]
@@ -428,10 +430,13 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
             lower, Ax, _ = spec_bound(snet, sC, sd, inter, slo, shi, al, bt, splits,
                                       relax=srelax)
             if same:
-                better = lower.detach() > best
-                if bool(better.any()):
-                    best = torch.where(better, lower.detach(), best)
-                    A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
+                if best is None:
+                    best, A_x = lower.detach(), Ax.detach()
+                else:
+                    better = lower.detach() > best
+                    if bool(better.any()):
+                        best = torch.where(better, lower.detach(), best)
+                        A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
             loss = -lower.clamp(max=1.0).sum()
             grads = torch.autograd.grad(loss, [p for p, _ in groups], allow_unused=True)
             with torch.no_grad():
@@ -450,6 +455,8 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     al = [a.detach() for a in al]
     bt = None if bt is None else [b.detach() for b in bt]
     lower, Ax = evaluate(al, bt)  # the final parameters, in the network's dtype
+    if best is None:  # (the deadline came before the first iterate)
+        return SpecBound(lower, Ax, al, bt)
     better = lower > best
     best = torch.where(better, lower, best)
     A_x = torch.where(better.unsqueeze(-1), Ax, A_x)
