@@ -446,7 +446,9 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                     a.mul_(b1).add_(g, alpha=1 - b1)
                     v.mul_(b2).addcmul_(g, g, value=1 - b2)
                     step = lr * math.sqrt(1 - b2**it) / (1 - b1**it)
-                    p.sub_(step * a / (v.sqrt() + eps))
+                    # sqrt(v + eps²), not sqrt(v) + eps: the same step, but zero entries of
+                    # v (parameters without gradient) take a slow path in torch's sqrt on CPU
+                    p.sub_(step * a / (v + eps * eps).sqrt_())
                 for a in al:
                     a.clamp_(0.0, 1.0)
                 if bt is not None:
