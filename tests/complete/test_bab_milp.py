@@ -388,3 +388,36 @@ def test_input_split_children_warm_started_from_parent_slopes_are_sound():
     x = klo + torch.rand(20000, 3, dtype=torch.float64) * (khi - klo)
     y = net.forward(x)
     assert float((y[:, 0] - y[:, 1]).min()) >= float(lb) - 1e-9
+
+
+@pytest.mark.parametrize("search32", [False, True])
+def test_proved_problems_leave_the_search_without_changing_the_others(search32):
+    """Problems proved during the alpha search stop being searched: the bounds of the others
+    are those of searching them alone, and every bound is sound on samples of its box."""
+    net = rn.extract_relu_net(random_mlp(21, (2, 16, 16, 1))).to(torch.float64)
+    g = torch.Generator().manual_seed(0)
+    B = 12
+    centre = torch.rand(B, 2, generator=g, dtype=torch.float64) * 1.6 - 0.8
+    lo, hi = centre - 0.2, centre + 0.2
+    inter = rn.crown_intermediate(net, lo, hi)
+    C = torch.ones(B, 1, 1, dtype=torch.float64)
+    x = lo.unsqueeze(1) + torch.rand(B, 4000, 2, generator=g, dtype=torch.float64) * 0.4
+    y_min = net.forward(x.reshape(-1, 2)).reshape(B, -1).amin(-1)
+    crown, *_ = rn.spec_bound(net, C, torch.zeros(B, 1, dtype=torch.float64), inter, lo, hi)
+    # problems 0, 3, 6, ... are proved by CROWN's slopes, 2, 5, ... by 15 alpha steps (their
+    # offsets lie 10% above the gap between CROWN's bound and alpha-CROWN's), 1, 4, ... never
+    kw = dict(iters=15, search_net=net.to(torch.float32) if search32 else None)
+    zero = torch.zeros(B, 1, dtype=torch.float64)
+    tight = rn.optimize_spec_bound(net, C, zero, inter, lo, hi, **kw).lower[:, 0]
+    group = torch.arange(B) % 3
+    d = torch.where(group == 0, -crown[:, 0] + 1e-3,
+                    torch.where(group == 1, -y_min - 0.05, -(0.1 * crown[:, 0] + 0.9 * tight)))
+    res = rn.optimize_spec_bound(net, C, d.unsqueeze(-1), inter, lo, hi, **kw)
+    assert bool((res.lower[group != 1] > 0).all())
+    assert bool((res.lower[:, 0] <= y_min + d + 1e-9).all())  # sound on the samples
+    one = (group == 1).nonzero()[:, 0]
+    alone = rn.optimize_spec_bound(net, C[one], d[one].unsqueeze(-1),
+                                   [(zl[one], u[one]) for zl, u in inter], lo[one], hi[one],
+                                   **kw)
+    assert torch.allclose(res.lower[one], alone.lower, atol=1e-6)
+    assert all(torch.allclose(a[one], b, atol=1e-5) for a, b in zip(res.alphas, alone.alphas))

@@ -148,6 +148,10 @@ class Relax(NamedTuple):
         return Relax(*(t.to(dtype) if t is not None and t.is_floating_point() else t
                        for t in self))
 
+    def select(self, idx: torch.Tensor) -> Relax:
+        """Rows ``idx`` of every field."""
+        return Relax(*(None if t is None else t[idx] for t in self))
+
     def select_lines(self, idx: torch.Tensor) -> Relax:
         """Rows ``idx`` of the lines only (``su``, ``tu``, ``sl``): enough for a CROWN pass
         without alpha, at less than half the gathering."""
@@ -411,36 +415,73 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
         best, A_x = evaluate(alphas, betas)
         if iters <= 0:
             return SpecBound(best, A_x, list(alphas), betas)
-    sC, sd, slo, shi = C.to(sdt), d.to(sdt), cast(lo, sdt), cast(hi, sdt)
+    # the parameters of every problem (written back from the search as problems finish)
+    al_all = [a.detach().to(sdt).expand(B, *a.shape[1:]).clone() for a in alphas]
+    bt_all = (None if betas is None
+              else [b.detach().to(sdt).expand(B, *b.shape[1:]).clone() for b in betas])
+    lrs = [lr_alpha] * len(al_all) + ([] if bt_all is None else [lr_beta] * len(bt_all))
+    # the problems still searched: a problem whose bound is positive on every row is proved
+    # by its current parameters and leaves the search (its rows cost nothing more)
+    act = torch.arange(B)
+    if best is not None:
+        act = act[~(best > 0).all(-1)]
+    shared = one_row(lo) and one_row(hi)
     srelax = relax if same else [r.to(sdt) for r in relax]
-    al = [a.detach().to(sdt).clone().requires_grad_(True) for a in alphas]
-    groups = [(p, lr_alpha) for p in al]
-    bt = None
-    if betas is not None:
-        bt = [b.detach().to(sdt).clone().requires_grad_(True) for b in betas]
-        groups += [(p, lr_beta) for p in bt]
+
+    def rows_of(t: torch.Tensor | None, idx: torch.Tensor):
+        if t is None or t.shape[0] != B:  # (one row broadcast to every problem)
+            return t
+        return t[idx]
+
+    def gather(idx: torch.Tensor):
+        n = idx.numel()
+        blo = (cast(lo, sdt)[:1].expand(n, -1), cast(hi, sdt)[:1].expand(n, -1)) if shared \
+            else (rows_of(lo, idx).to(sdt), rows_of(hi, idx).to(sdt))
+        return (rows_of(C, idx).to(sdt), rows_of(d, idx).to(sdt), *blo,
+                [r.select(idx) if r.su.shape[0] == B else r for r in srelax],
+                None if splits is None else [rows_of(t, idx) for t in splits])
+
+    def leaves(idx: torch.Tensor):
+        ps = [t[idx].clone().requires_grad_(True) for t in al_all]
+        if bt_all is not None:
+            ps += [t[idx].clone().requires_grad_(True) for t in bt_all]
+        return ps
+
+    def write_back(ps, idx: torch.Tensor):
+        for t, p in zip(al_all + (bt_all or []), ps):
+            t[idx] = p.detach()
+
+    sub = gather(act)
+    ps = leaves(act)
+    live = torch.ones(act.numel(), dtype=torch.bool)  # searched problems not yet proved
     # plain Adam (torch.optim would import torch._dynamo: seconds of start-up per process)
-    m1 = [torch.zeros_like(p) for p, _ in groups]
-    m2 = [torch.zeros_like(p) for p, _ in groups]
+    m1 = [torch.zeros_like(p) for p in ps]
+    m2 = [torch.zeros_like(p) for p in ps]
     b1, b2, eps = 0.9, 0.999, 1e-8
+    na = len(al_all)
     with torch.enable_grad():
         for it in range(1, iters + 1):
-            if deadline is not None and time.perf_counter() > deadline:
+            if not bool(live.any()) or (deadline is not None and time.perf_counter() > deadline):
                 break
-            lower, Ax, _ = spec_bound(snet, sC, sd, inter, slo, shi, al, bt, splits,
-                                      relax=srelax)
+            sC, sd, slo, shi, rel, ssplits = sub
+            lower, Ax, _ = spec_bound(snet, sC, sd, None, slo, shi, ps[:na], ps[na:] or None,
+                                      ssplits, relax=rel)
             if same:
                 if best is None:
-                    best, A_x = lower.detach(), Ax.detach()
+                    best, A_x = lower.detach().clone(), Ax.detach().clone()
                 else:
-                    better = lower.detach() > best
+                    better = lower.detach() > best[act]
                     if bool(better.any()):
-                        best = torch.where(better, lower.detach(), best)
-                        A_x = torch.where(better.unsqueeze(-1), Ax.detach(), A_x)
+                        best[act] = torch.where(better, lower.detach(), best[act])
+                        A_x[act] = torch.where(better.unsqueeze(-1), Ax.detach(), A_x[act])
+            done = (lower.detach() > 0).all(-1) & live
             loss = -lower.clamp(max=1.0).sum()
-            grads = torch.autograd.grad(loss, [p for p, _ in groups], allow_unused=True)
+            grads = torch.autograd.grad(loss, ps, allow_unused=True)
+            if bool(done.any()):  # proved with these parameters: keep them, stop searching
+                write_back([p[done] for p in ps], act[done])
+                live &= ~done
             with torch.no_grad():
-                for (p, lr), g, a, v in zip(groups, grads, m1, m2):
+                for p, lr, g, a, v in zip(ps, lrs, grads, m1, m2):
                     if g is None:
                         continue
                     a.mul_(b1).add_(g, alpha=1 - b1)
@@ -449,13 +490,20 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                     # sqrt(v + eps²), not sqrt(v) + eps: the same step, but zero entries of
                     # v (parameters without gradient) take a slow path in torch's sqrt on CPU
                     p.sub_(step * a / (v + eps * eps).sqrt_())
-                for a in al:
+                for a in ps[:na]:
                     a.clamp_(0.0, 1.0)
-                if bt is not None:
-                    for b in bt:
-                        b.clamp_(min=0.0)
-    al = [a.detach() for a in al]
-    bt = None if bt is None else [b.detach() for b in bt]
+                for b in ps[na:]:
+                    b.clamp_(min=0.0)
+            if int(live.sum()) < 0.75 * live.numel():  # drop the proved ones (a gather)
+                write_back([p[live] for p in ps], act[live])
+                act = act[live]
+                sub = gather(act)
+                ps = leaves(act)
+                m1 = [t[live] for t in m1]
+                m2 = [t[live] for t in m2]
+                live = torch.ones(act.numel(), dtype=torch.bool)
+    write_back([p[live] for p in ps], act[live])
+    al, bt = al_all, bt_all
     lower, Ax = evaluate(al, bt)  # the final parameters, in the network's dtype
     if best is None:  # (the deadline came before the first iterate)
         return SpecBound(lower, Ax, al, bt)
