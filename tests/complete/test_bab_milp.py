@@ -221,7 +221,8 @@ def test_root_alpha_intermediate_bounds_are_sound_and_tighter():
 def test_bab_config_rejects_unknown_choices():
     from nncert.errors import ConfigError
 
-    for kw in ({"input_heuristic": "widest"}, {"heuristic": "x"}, {"branching": "both"}):
+    for kw in ({"input_heuristic": "widest"}, {"heuristic": "x"}, {"branching": "both"},
+               {"refine_share": 1.5}, {"refine_share": -0.1}):
         with pytest.raises(ConfigError, match="BaBConfig"):
             bab.BaBConfig(**kw)
 
@@ -272,8 +273,8 @@ def test_timeout_is_prompt():
 @given(seed=st.integers(0, 10_000), q=st.floats(0.05, 0.6))
 def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
     """A conjunction of a single-row clause and a two-row disjunction on 3-output nets: ReLU
-    BaB (rows closed per subdomain, float32 search, refined intermediate bounds or not, one
-    tree per clause or shared splits) and the MILP must not contradict each other, nor a dense
+    BaB (rows closed per subdomain, float32 search, refined intermediate bounds — all, some
+    or none —, one tree per clause or shared splits) and the MILP must not contradict each other, nor a dense
     grid."""
     g = random_mlp(seed, (2, 8, 8, 3))
     x = torch.rand(4000, 2, dtype=torch.float64) * 2 - 1
@@ -294,9 +295,10 @@ def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
 
     end = time.perf_counter() + 20.0
     answers = set()
-    for refine, trees in ((True, True), (False, True), (True, False)):
+    for refine, trees, share in ((True, True, 1.0), (False, True, 1.0), (True, False, 1.0),
+                                 (True, True, 0.3)):
         cfg = bab.BaBConfig(timeout_s=20.0, attack_every=0, refine_intermediate=refine,
-                            clause_trees=trees, milp_leaf_unstable=0)
+                            clause_trees=trees, milp_leaf_unstable=0, refine_share=share)
         out = bab.relu_bab(net, lo, hi, spec, cfg, end, check)
         if out.status == "falsified":
             assert check(out.counterexample.x.reshape(1, -1)) is not None
@@ -344,6 +346,40 @@ def test_refined_child_bounds_are_sound_and_no_looser():
             assert bool((kl >= pl - 1e-12).all() and (ku <= pu + 1e-12).all())
             zi = z[inside]
             assert bool((zi >= kl - 1e-9).all() and (zi <= ku + 1e-9).all())
+
+
+def test_refining_only_some_neurons_is_sound_and_keeps_the_others():
+    """Re-bounding only a subset of a child's neurons (``only``) keeps every other neuron's
+    parent bounds, and the refined ones contain every sampled pre-activation."""
+    net, lo, hi, parent, j = _split_candidate(3, (3, 12, 12, 12, 2), 0)
+    x = lo + torch.rand(20000, 3, dtype=torch.float64) * (hi - lo)
+    pre = net.pre_activations(x)
+    splits = [torch.zeros(1, 12, dtype=torch.int8) for _ in range(3)]
+    splits[0][0, j] = 1
+    clipped = rn.clip_by_splits(parent, splits)
+    only = [torch.arange(12).reshape(1, -1) % 3 == 0 for _ in range(3)]
+    kid = rn.crown_intermediate(net, lo.expand(1, -1), hi.expand(1, -1), splits, fwd=clipped,
+                                after=torch.zeros(1, dtype=torch.long), only=only)
+    full = rn.crown_intermediate(net, lo.expand(1, -1), hi.expand(1, -1), splits, fwd=clipped,
+                                 after=torch.zeros(1, dtype=torch.long))
+    inside = pre[0][:, j] >= 0
+    for (kl, ku), (pl, pu), z in zip(kid, clipped, pre):
+        zi = z[inside]
+        assert bool((zi >= kl - 1e-9).all() and (zi <= ku + 1e-9).all())
+        assert bool((kl >= pl - 1e-12).all() and (ku <= pu + 1e-12).all())
+    # layer 1 (its inputs' bounds are the same in both): the chosen neurons as in the full
+    # refinement, the others no tighter, and some of them looser
+    (kl, ku), (fl, fu), sel = kid[1], full[1], only[1]
+    assert torch.allclose(kl[sel], fl[sel]) and torch.allclose(ku[sel], fu[sel])
+    assert bool((kl[~sel] <= fl[~sel] + 1e-12).all() and (ku[~sel] >= fu[~sel] - 1e-12).all())
+    assert bool(((kl < fl - 1e-9) | (ku > fu + 1e-9)).any())
+
+
+def test_top_share_marks_the_highest_positive_scores():
+    score = torch.tensor([[0.0, 3.0, 1.0, 2.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.1]])
+    assert branching.top_share(score, 0.5).tolist() == [
+        [False, True, False, True, False], [False, False, False, False, True]]
+    assert not branching.top_share(torch.zeros(1, 4), 1.0).any()
 
 
 def test_queue_pops_lowest_first_and_returns_every_row_once():

@@ -66,10 +66,12 @@ class BaBConfig:
     input_alpha_max_unstable: int = 32  # ... that have at most this many unstable ReLUs
     input_alpha_lr: float = 0.3  # ... Adam step size
     refine_intermediate: bool = True  # ReLU splitting: re-bound each child's layers after its
-    # split (CROWN, only the neurons left unstable)
+    # split (CROWN, only the neurons left unstable) ...
+    refine_share: float = 0.1  # ... or only this share of each layer's unstable neurons, those
+    # with the highest BaBSR scores in the parent
     queue_mb: int = 4096  # memory cap of the open subdomains (UNKNOWN beyond); each holds
     # its box or splits, per-layer bounds and warm-start alphas (and betas)
-    clause_trees: bool = False  # ReLU splitting: each open clause of a domain is split on
+    clause_trees: bool = True  # ReLU splitting: each open clause of a domain is split on
     # its own (one tree per clause) instead of all clauses sharing the splits
     search_dtype: str = "float32"  # ReLU splitting: dtype of the alpha/beta search (the
     # bounds that decide are re-evaluated in the network's dtype)
@@ -84,6 +86,8 @@ class BaBConfig:
                                       ("float32", "float64"))):
             if value not in allowed:
                 raise ConfigError(f"BaBConfig.{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 <= self.refine_share <= 1.0:
+            raise ConfigError(f"BaBConfig.refine_share must lie in [0, 1], got {self.refine_share}")
 
 
 @dataclass
@@ -455,8 +459,12 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         kinter = rn.clip_by_splits([(zl.repeat(2, 1), u.repeat(2, 1)) for zl, u in inter], kids)
         empty = rn.empty_domains(kinter)
         if config.refine_intermediate:
+            only = None
+            if config.refine_share < 1.0:
+                only = [br.top_share(sc[keep_d], config.refine_share).repeat(2, 1)
+                        for sc in scores]
             kinter = rn.crown_intermediate(net, lo.expand(nb, -1), hi.expand(nb, -1), kids,
-                                           fwd=kinter, after=layer.repeat(2))
+                                           fwd=kinter, after=layer.repeat(2), only=only)
             empty |= rn.empty_domains(kinter)
         kopen = d["open"][keep_d].repeat(2, 1) & ~empty.unsqueeze(-1)
         kalpha = d["alpha"][keep_d].repeat(2, 1, 1)

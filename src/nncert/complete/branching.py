@@ -78,6 +78,17 @@ def babsr_scores(inter: list[rn.Layer], layer_As: list[torch.Tensor], worst_row:
     return out
 
 
+def top_share(score: torch.Tensor, share: float) -> torch.Tensor:
+    """(B, n) mask of each row's ``ceil(share · m)`` highest positive scores (m: the row's
+    positive ones)."""
+    m = (score > 0).sum(-1, keepdim=True)
+    k = torch.ceil(m * share).long()
+    order = score.argsort(-1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(score.shape[-1]).expand_as(order).contiguous())
+    return (rank < k) & (score > 0)
+
+
 def flat_argmax(scores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(layer, index) of the best score per domain; layer −1 when no candidate."""
     cat = torch.cat(scores, -1)

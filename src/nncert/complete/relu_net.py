@@ -283,13 +283,16 @@ def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: 
 def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
                        splits: list[torch.Tensor] | None = None,
                        fwd: list[Layer] | None = None,
-                       after: torch.Tensor | None = None) -> list[Layer]:
+                       after: torch.Tensor | None = None,
+                       only: list[torch.Tensor] | None = None) -> list[Layer]:
     """Backward CROWN bounds of every pre-activation (intersected with ``fwd`` when given;
     sound when ``fwd`` is sound on each box and ``splits`` hold there).
 
     ``after`` (B,): back-substitute box b's layers only beyond layer ``after[b]`` (the others
     keep ``fwd`` and the interval step): for a ReLU-split child whose parent's bounds are
-    ``fwd``, only the layers after its new split can change."""
+    ``fwd``, only the layers after its new split can change. ``only`` (per layer, (B, n_k)
+    bool): back-substitute only these neurons (the others keep ``fwd`` and the interval
+    step)."""
     B = lo.shape[0]
     shared = one_row(lo) and one_row(hi)
     inter: list[Layer] = []
@@ -318,6 +321,8 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
             unst = (il < 0) & (iu > 0)
             if after is not None:
                 unst &= (after < k).unsqueeze(-1)
+            if only is not None:
+                unst &= only[k]
             npairs = int(unst.sum())
             if npairs > B * n // 2:  # mostly unstable: every neuron of every box, no gathering
                 eye = torch.eye(n, dtype=lo.dtype, device=lo.device)
