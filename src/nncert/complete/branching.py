@@ -85,7 +85,8 @@ def top_share(score: torch.Tensor, share: float) -> torch.Tensor:
     k = torch.ceil(m * share).long()
     order = score.argsort(-1, descending=True)
     rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(score.shape[-1]).expand_as(order).contiguous())
+    ranks = torch.arange(score.shape[-1], device=score.device).expand_as(order).contiguous()
+    rank.scatter_(-1, order, ranks)
     return (rank < k) & (score > 0)
 
 

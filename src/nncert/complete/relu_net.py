@@ -427,7 +427,7 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     lrs = [lr_alpha] * len(al_all) + ([] if bt_all is None else [lr_beta] * len(bt_all))
     # the problems still searched: a problem whose bound is positive on every row is proved
     # by its current parameters and leaves the search (its rows cost nothing more)
-    act = torch.arange(B)
+    act = torch.arange(B, device=C.device)
     if best is not None:
         act = act[~(best > 0).all(-1)]
     shared = one_row(lo) and one_row(hi)
@@ -458,7 +458,8 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
 
     sub = gather(act)
     ps = leaves(act)
-    live = torch.ones(act.numel(), dtype=torch.bool)  # searched problems not yet proved
+    # the searched problems not yet proved
+    live = torch.ones(act.numel(), dtype=torch.bool, device=C.device)
     # plain Adam (torch.optim would import torch._dynamo: seconds of start-up per process)
     m1 = [torch.zeros_like(p) for p in ps]
     m2 = [torch.zeros_like(p) for p in ps]
@@ -506,7 +507,7 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                 ps = leaves(act)
                 m1 = [t[live] for t in m1]
                 m2 = [t[live] for t in m2]
-                live = torch.ones(act.numel(), dtype=torch.bool)
+                live = torch.ones(act.numel(), dtype=torch.bool, device=C.device)
     write_back([p[live] for p in ps], act[live])
     al, bt = al_all, bt_all
     lower, Ax = evaluate(al, bt)  # the final parameters, in the network's dtype
