@@ -274,8 +274,8 @@ def test_timeout_is_prompt():
 def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
     """A conjunction of a single-row clause and a two-row disjunction on 3-output nets: ReLU
     BaB (rows closed per subdomain, float32 search, refined intermediate bounds — all, some
-    or none —, one tree per clause or shared splits) and the MILP must not contradict each other, nor a dense
-    grid."""
+    or none —, one tree per clause or shared splits) and the MILP must not contradict each
+    other, nor a dense grid."""
     g = random_mlp(seed, (2, 8, 8, 3))
     x = torch.rand(4000, 2, dtype=torch.float64) * 2 - 1
     with torch.no_grad():
