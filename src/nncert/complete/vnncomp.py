@@ -218,7 +218,7 @@ def run_suite(instances_csv, root, out_csv, jobs: int = 1, timeout: float | None
     threads = threads if threads > 0 else max(1, (os.cpu_count() or 1) // jobs)
     it = bar(range(len(todo)), total=len(todo), desc="vnncomp", enabled=progress)
     pool = ProcessPoolExecutor(max_workers=jobs)
-    interrupted = False
+    all_done = False
     try:
         pending = {}
         queue = list(todo)
@@ -238,13 +238,12 @@ def run_suite(instances_csv, root, out_csv, jobs: int = 1, timeout: float | None
                 _append_row(out, (inst.onnx, inst.vnnlib, word, f"{t:.3f}"))
                 done[(inst.onnx, inst.vnnlib)] = (word, t)
                 next(it, None)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
+        all_done = True
     finally:
-        # after a normal run the workers are idle: wait for them, or the interpreter's exit
-        # hook can race the pool's closing pipes ("Bad file descriptor" at exit)
-        pool.shutdown(wait=not interrupted, cancel_futures=True)
+        # after a complete run the workers are idle: wait for them (without waiting, the
+        # interpreter's exit hook can race the pool's closing pipes: "Bad file descriptor");
+        # after Ctrl-C or an error, do not wait for the instances still running
+        pool.shutdown(wait=all_done, cancel_futures=True)
     expected = read_expected(root / "expected.csv")
     return summarize(instances, done, expected)
 
