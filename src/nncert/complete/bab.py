@@ -46,7 +46,7 @@ class BaBConfig:
     branching: str = "auto"
     heuristic: str = "fsb"
     input_heuristic: str = "width"  # input splitting: "width" (first-layer reach) or "sb"
-    fsb_topk: int = 12  # FSB: candidates scored per domain (ReLU splitting)
+    fsb_topk: int = 8  # FSB: candidates scored per domain (ReLU splitting)
     input_split_max_dim: int = 16
     max_domains: int = 500_000
     batch_size: int = 1024  # input splitting: boxes per bounding call
