@@ -20,8 +20,18 @@ sound bounds (interval, zonotope, deeppoly, crown, alpha-crown), complete verifi
 PixelDP). Start with `nncert demo`; every subcommand has its own --help."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``nncert: error: SUBCOMMAND: message (see --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sub = self.prog.removeprefix("nncert").strip()
+        where = f"{sub}: " if sub else ""
+        hint = f"nncert {sub} --help" if sub else "nncert --help"
+        self.exit(2, f"nncert: error: {where}{message} (see {hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nncert", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
