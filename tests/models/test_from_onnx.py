@@ -412,3 +412,34 @@ def test_every_shared_benchmark_model_matches_onnxruntime():
             g = parity(path)
             if "mnistfc" in str(path):
                 assert g.input_shape == (784, 1) and g.output_shape == (10,)
+
+
+def test_empty_and_graphless_files_say_so(tmp_path):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match=r"empty \(0 bytes\)"):
+        from_onnx(empty)
+    bare = tmp_path / "bare.onnx"
+    onnx.save(helper.make_model(helper.make_graph([], "g", [], [])), str(bare))
+    with pytest.raises(ModelError, match="no ONNX graph"):
+        from_onnx(bare)
+
+
+def test_bad_attribute_names_node_and_op(tmp_path):
+    """A LeakyRelu slope outside [0, 1] is a clean error naming the node, not a ValueError."""
+    path = make(tmp_path / "m.onnx", [nd("LeakyRelu", ["x"], "y", alpha=1.5)], [1, 4])
+    with pytest.raises(ModelError, match=r"'node_y' \(LeakyRelu\).*slope"):
+        from_onnx(path)
+
+
+def test_gzip_compressed_model_loads_and_runs(tmp_path):
+    """``net.onnx.gz`` (later VNN-COMPs ship models that way) loads, and onnxruntime runs it."""
+    import gzip
+
+    path = make(tmp_path / "m.onnx", [nd("Gemm", ["x", "w", "b"], "h", transB=1), nd("Relu", ["h"], "y")],
+                [1, 4], {"w": _w(3, 4), "b": _w(3)})
+    gz = tmp_path / "m.onnx.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    g = parity(gz)
+    x = torch.rand(5, *g.input_shape)
+    assert torch.equal(run_onnx(gz, x), run_onnx(path, x))

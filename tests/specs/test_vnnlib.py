@@ -153,7 +153,17 @@ def test_empty_input_box_drops_its_disjunct():
                 (and (>= X_0 0) (<= X_0 1) (<= Y_0 1))))"""
     [(box, spec)] = parse_vnnlib(text)
     assert box.lo.item() == 0 and spec.d.tolist() == [[-1.0]]
-    assert parse_vnnlib(decls(1, 1) + "(assert (>= X_0 1)) (assert (<= X_0 0)) (assert (<= Y_0 0))") == []
+
+
+def test_inverted_input_box_is_malformed_not_unsat():
+    """lower > upper on an input is a broken file: an error naming the lines, never 'unsat'."""
+    with pytest.raises(SpecError, match=r"X_0 has lower bound 1 above its upper bound 0.*lines"):
+        parse_vnnlib(decls(1, 1) + "(assert (>= X_0 1))\n(assert (<= X_0 0))\n(assert (<= Y_0 0))")
+    every_disjunct_empty = decls(1, 1) + """
+    (assert (or (and (>= X_0 1) (<= X_0 0) (<= Y_0 0))
+                (and (>= X_0 3) (<= X_0 2) (<= Y_0 1))))"""
+    with pytest.raises(SpecError, match="inverted input box"):
+        parse_vnnlib(every_disjunct_empty)
 
 
 def test_disjunct_without_output_constraint_can_never_hold():

@@ -17,6 +17,7 @@ float rounding (checked on the shared benchmarks by ``bench/onnx_parity.py``).
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -509,13 +510,29 @@ def _fold(ctx: _Ctx, node: onnx.NodeProto, consts: list[np.ndarray | None]) -> l
 
 
 def _read(path) -> onnx.ModelProto:
+    """The model in ``path`` (plain or gzip-compressed, e.g. ``net.onnx.gz``)."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
+    raw = p.read_bytes()
+    if not raw:
+        raise ModelError(f"{p} is empty (0 bytes): not an ONNX model")
     try:
-        return onnx.load(str(p))
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+            model = onnx.load_from_string(raw)
+        else:
+            model = onnx.load(str(p))
     except Exception as e:
-        raise ModelError(f"{p} is not a valid ONNX model: {e}") from e
+        raise ModelError(f"{p} is not a valid ONNX model: {_one_line(e)}") from e
+    if not model.graph.node and not model.graph.input:
+        raise ModelError(f"{p} holds no ONNX graph (no nodes, no inputs)")
+    return model
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64}
@@ -583,7 +600,11 @@ def _build_node(ctx: _Ctx, node: onnx.NodeProto) -> None:
     if builder is None:
         raise UnsupportedOpError(node.op_type, node.name or node.output[0],
                                  WHERE + _HINTS.get(node.op_type, ""), SUPPORTED)
-    ctx.values[node.output[0]] = builder(ctx, node)
+    try:
+        ctx.values[node.output[0]] = builder(ctx, node)
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise ModelError(f"ONNX node {node.name or node.output[0]!r} ({node.op_type}) cannot be "
+                         f"read: {_one_line(e)}") from e
 
 
 def _live(nodes: list[Node], output: str) -> list[Node]:

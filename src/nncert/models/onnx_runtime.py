@@ -9,6 +9,7 @@ dim (1 or symbolic) — or the whole ONNX shape when it has none.
 from __future__ import annotations
 
 import functools
+import gzip
 import math
 
 import numpy as np
@@ -23,10 +24,15 @@ def _session(path: str):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    source: str | bytes = path
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":  # a gzip-compressed model (net.onnx.gz)
+            f.seek(0)
+            source = gzip.decompress(f.read())
     try:
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ModelError(f"onnxruntime cannot load {path}: {e}") from e
+        raise ModelError(f"onnxruntime cannot load {path}: {' '.join(str(e).split())[:200]}") from e
 
 
 def _drop_batch(y: np.ndarray) -> np.ndarray:

@@ -184,7 +184,7 @@ class _Parser:
                 self.declare(_Tok(name, ln), _Tok(sort, ls))
                 return
             _, op, a, la, b, lb, line = node
-            bound = self.simple_bound(op, a, b)
+            bound = self.simple_bound(op, a, b, line)
             if bound is not None:
                 self.common.append(bound)
             else:
@@ -206,16 +206,16 @@ class _Parser:
         elif head.text not in _IGNORED:
             raise self.error(f"unknown command {head.text!r}", head.line)
 
-    def simple_bound(self, op: str, a: str, b: str) -> tuple | None:
+    def simple_bound(self, op: str, a: str, b: str, line: int) -> tuple | None:
         """The input bound of ``(op X_i number)`` or ``(op number X_i)``, else None (fast path)."""
         if op == "=":
             return None
         var = self.vars.get(a)
         if var is not None and var.kind == "X" and _NUMBER.fullmatch(b):
-            return ("x", var.index, op[0] == "<", float(b))
+            return ("x", var.index, op[0] == "<", float(b), line)
         var = self.vars.get(b)
         if var is not None and var.kind == "X" and _NUMBER.fullmatch(a):
-            return ("x", var.index, op[0] == ">", float(a))
+            return ("x", var.index, op[0] == ">", float(a), line)
         return None
 
     def declare(self, name: _Tok, sort: _Tok) -> None:
@@ -248,7 +248,7 @@ class _Parser:
     # -- formulas → DNF (a list of conjunctions of atoms) ---------------------------------------------
     def dnf(self, f: _Tok | _Node | _Cmp) -> list[list[tuple]]:
         if isinstance(f, _Cmp):
-            bound = self.simple_bound(f.op, f.a.text, f.b.text)
+            bound = self.simple_bound(f.op, f.a.text, f.b.text, f.line)
             if bound is not None:
                 return [[bound]]
             return self.atoms_dnf(self.comparison(f.op, [f.a, f.b], f.line))
@@ -314,7 +314,7 @@ class _Parser:
             raise self.error("a constraint on several inputs (" + ", ".join(sorted(coefs))
                              + ") is not a box bound; not supported", line)
         (name, c), = coefs.items()
-        return ("x", self.vars[name].index, c > 0, -const / c)
+        return ("x", self.vars[name].index, c > 0, -const / c, line)
 
     # -- linear terms: ({variable name: coefficient}, constant) ---------------------------------------
     def linear(self, t: _Tok | _Node | _Cmp) -> tuple[dict[str, float], float]:
@@ -386,21 +386,27 @@ class _Parser:
             return []
         base_lo, base_hi = [-math.inf] * n_in, [math.inf] * n_in
         common_rows = self.apply(self.common, base_lo, base_hi)
+        self.check_not_inverted(self.common, np.array(base_lo), np.array(base_hi))
         disjuncts: list[list[tuple]] = [[]]
         for d in self.disjunctions:
             disjuncts = self.product(disjuncts, d, None)
         groups: dict[tuple[bytes, bytes], _Group] = {}
+        first_empty = None
         for conj in disjuncts:
             lo, hi = list(base_lo), list(base_hi)
             rows = common_rows + self.apply(conj, lo, hi)
             lo_a, hi_a = np.array(lo), np.array(hi)
             if (lo_a > hi_a).any():
-                continue  # an empty input box: this disjunct cannot be violated
+                # one combination of disjuncts with no input: skipped while others remain
+                first_empty = first_empty or (self.common + conj, lo_a, hi_a)
+                continue
             self.check_bounded(lo_a, hi_a)
             key = (lo_a.tobytes(), hi_a.tobytes())
             if key not in groups:
                 groups[key] = _Group(lo_a, hi_a, [])
             groups[key].clauses.append(rows)
+        if not groups and first_empty is not None:
+            self.check_not_inverted(*first_empty)
         return list(groups.values())
 
     @staticmethod
@@ -409,7 +415,7 @@ class _Parser:
         rows = []
         for a in atoms:
             if a[0] == "x":
-                _, i, upper, v = a
+                _, i, upper, v, _ = a
                 if upper:
                     hi[i] = min(hi[i], v)
                 else:
@@ -417,6 +423,17 @@ class _Parser:
             else:
                 rows.append((a[1], a[2]))
         return rows
+
+    def check_not_inverted(self, atoms: list[tuple], lo: np.ndarray, hi: np.ndarray) -> None:
+        """An input box with lower > upper is a malformed file, not an empty (unsat) property."""
+        bad = np.flatnonzero(lo > hi)
+        if not bad.size:
+            return
+        i = int(bad[0])
+        lines = sorted({a[4] for a in atoms if a[0] == "x" and a[1] == i})
+        where = ", ".join(str(n) for n in lines)
+        raise self.error(f"input X_{i} has lower bound {lo[i]:g} above its upper bound {hi[i]:g} "
+                         f"(bounds on lines {where}): an inverted input box", lines[-1] if lines else None)
 
     def check_bounded(self, lo: np.ndarray, hi: np.ndarray) -> None:
         bad = np.flatnonzero(~np.isfinite(lo) | ~np.isfinite(hi))
