@@ -2,8 +2,13 @@
 
 * ``run``: one ONNX + VNN-LIB pair → the competition's result file (sat + witness, unsat,
   timeout, unknown; ``error`` when the instance cannot be run).
-* ``suite``: every row of an instances.csv → results.csv (resumable), with a summary against
-  the folder's expected.csv; a wrong answer is printed loudly and makes the exit status 1.
+  The verifier runs in a child process that is killed if it overruns: the command returns
+  within about the timeout + 0.5 s (counted from its start) and the file then says ``timeout``.
+* ``suite``: every row of an instances.csv → results.csv (resumable; ``error`` rows are run
+  again), with a summary against the folder's expected.csv. An instance whose worker crashes is
+  that instance's ``error``; one still running at its timeout + 1 s is stopped (``timeout``);
+  the suite goes on either way. Paths must stay under --root unless --allow-outside-root.
+  Exit status 1 only for a wrong answer, which is printed loudly.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import argparse
 import math
 import os
 import sys
-import time
+from pathlib import Path
 
 from ..errors import ConfigError, NncertError
 from .common import add_device_arg, resolve_device, write_atomic
@@ -51,56 +56,78 @@ def register(subparsers) -> None:
                    help="torch threads per instance (default 1: the networks are small; "
                    "0 = cores / jobs)")
     s.add_argument("--cex-dir", default=None, help="write each sat witness to this folder")
+    s.add_argument("--allow-outside-root", action="store_true",
+                   help="allow instance paths outside --root (absolute, '..', escaping symlinks)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run_suite_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
+def _check_out_path(path: str, flag: str = "--out") -> None:
+    """ConfigError before any computing when ``path`` cannot be a file we write: it is a folder,
+    or one of its parents is a file. (To be replaced by ``nncert.utils.check_writable``.)"""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder, not a file")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"cannot write {flag} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"cannot write {flag} {path}: folder {parent} is not writable")
+            return
+
+
+def _write_out(path: str, text: str) -> None:
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {path}: {e.strerror or e}") from e
+
+
 def run_one(args: argparse.Namespace) -> int:
-    import torch
+    from ..complete.supervise import process_age
+    from ..complete.vnncomp import run_instance_hard
 
-    from ..complete.vnncomp import run_instance
-
+    _check_out_path(args.out)
     try:
         if not (args.timeout > 0 and math.isfinite(args.timeout)):
             raise ConfigError(f"timeout must be a positive number of seconds, got {args.timeout}")
-        torch.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
+        if args.threads < 0:
+            raise ConfigError(f"--threads must be ≥ 0, got {args.threads}")
         device = resolve_device(args.device)
-        if device.type != "cpu":
-            print("nncert: note: vnncomp run computes on the CPU", file=sys.stderr)
-        t0 = time.perf_counter()
-        res = run_instance(args.onnx, args.vnnlib, args.timeout)
-    except (NncertError, OSError) as e:
-        write_atomic(args.out, "error\n")
-        if isinstance(e, OSError) and not isinstance(e, NncertError):
-            raise NncertErrorWrapper(f"{e.strerror or e}: {e.filename}") from e
+    except NncertError:
+        _write_out(args.out, "error\n")
         raise
-    except Exception as e:
-        write_atomic(args.out, "error\n")
-        if getattr(args, "debug", False):
-            raise
-        print(f"nncert: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    write_atomic(args.out, res.to_vnncomp())
-    print(f"{res.verdict.vnncomp()} in {time.perf_counter() - t0:.2f} s ({res.method})")
-    return 0
-
-
-class NncertErrorWrapper(NncertError):  # noqa: N818
-    pass
+    if device.type != "cpu":
+        print("nncert: note: vnncomp run computes on the CPU", file=sys.stderr)
+    _write_out(args.out, "timeout\n")  # what the file says if this process is killed
+    threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
+    res = run_instance_hard(args.onnx, args.vnnlib, args.timeout, threads, spent=process_age())
+    _write_out(args.out, res.text)
+    if res.error is None:
+        how = "hard stop: the verifier overran" if res.stopped else res.method
+        print(f"{res.word} in {res.time_s:.2f} s ({how})")
+        return 0
+    if res.internal and getattr(args, "debug", False):
+        print(res.trace, file=sys.stderr, end="")
+    prefix = "internal error: " if res.internal else ""
+    print(f"nncert: error: {prefix}{res.error}", file=sys.stderr)
+    return 2
 
 
 def run_suite_cmd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..complete.vnncomp import run_suite
 
     root = args.root or str(Path(args.instances).resolve().parent)
-    if args.timeout is not None and not args.timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds, got {args.timeout}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise ConfigError(f"timeout must be a positive number of seconds, got {args.timeout}")
+    _check_out_path(args.out)
+    if args.cex_dir:
+        _check_out_path(str(Path(args.cex_dir) / "x.txt"), "--cex-dir")
     summary = run_suite(args.instances, root, args.out, jobs=args.jobs, timeout=args.timeout,
                         progress=not args.no_progress, cex_dir=args.cex_dir,
-                        threads=args.threads)
+                        threads=args.threads, allow_outside_root=args.allow_outside_root)
     print(summary.text())
     if summary.wrong:
         bar = "!" * 72
