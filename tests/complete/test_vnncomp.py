@@ -12,8 +12,17 @@ from complete_fixtures import abs_net, random_mlp, vnnlib_text, write_mlp_onnx
 
 from nncert.cli.main import main
 from nncert.complete import VerifyConfig, verify
-from nncert.complete.vnncomp import load_instance, read_instances, run_instance, run_suite
-from nncert.errors import ConfigError
+from nncert.complete.vnncomp import (
+    TEST_HOOK_ENV,
+    load_instance,
+    read_instance_table,
+    read_instances,
+    read_results,
+    run_instance,
+    run_instance_hard,
+    run_suite,
+)
+from nncert.errors import ConfigError, DataError
 from nncert.result import Verdict
 from nncert.specs import Box, OutputSpec, VerificationProblem
 
@@ -164,6 +173,175 @@ def test_read_instances_override(tmp_path):
     p.write_text("x.onnx,y.vnnlib,116\n")
     assert read_instances(p)[0].timeout == 116
     assert read_instances(p, 5.0)[0].timeout == 5.0
+
+
+def _write_instances(path: Path, rows) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+def _abs_suite(tmp_path, names=("a.onnx",)):
+    for name in names:
+        write_mlp_onnx(abs_net(), tmp_path / name)
+    (tmp_path / "unsat.vnnlib").write_text(vnnlib_text([-1.0], [1.0], "(<= Y_0 -0.1)", 1))
+    (tmp_path / "sat.vnnlib").write_text(vnnlib_text([-1.0], [1.0], "(<= Y_0 0.5)", 1))
+    return tmp_path
+
+
+def _results(out: Path) -> dict:
+    return {k: w for k, (w, _t) in read_results(out).items()}
+
+
+def test_suite_crashed_worker_is_only_its_instance_error(tmp_path, monkeypatch):
+    """A worker killed by SIGKILL (a real crash) fails its own instance only; the healthy
+    worker's instance and the later ones are answered, and the summary counts the crash."""
+    d = _abs_suite(tmp_path, ("a.onnx", "crash.onnx"))
+    _write_instances(d / "instances.csv", [("crash.onnx", "unsat.vnnlib", 10),
+                                           ("a.onnx", "unsat.vnnlib", 10),
+                                           ("a.onnx", "sat.vnnlib", 10)])
+    monkeypatch.setenv(TEST_HOOK_ENV, "crash:crash.onnx")
+    out = d / "results.csv"
+    s = run_suite(d / "instances.csv", d, out, jobs=2, progress=False)
+    assert _results(out) == {("crash.onnx", "unsat.vnnlib"): "error",
+                             ("a.onnx", "unsat.vnnlib"): "unsat", ("a.onnx", "sat.vnnlib"): "sat"}
+    assert s.crashed == 1 and s.errors == 1 and s.total == 3 and "crashed" in s.text()
+    # resume retries the error row: without the crash it is answered, the others are kept
+    monkeypatch.delenv(TEST_HOOK_ENV)
+    s = run_suite(d / "instances.csv", d, out, jobs=1, progress=False)
+    assert _results(out)[("crash.onnx", "unsat.vnnlib")] == "unsat" and s.errors == 0
+    assert out.read_text().count("\n") == 4
+
+
+def test_suite_hard_stop_records_timeout_and_goes_on(tmp_path, monkeypatch):
+    """A worker that never returns (library code ignoring its deadline) is killed at timeout +
+    grace: its instance is ``timeout`` and the suite finishes the others."""
+    d = _abs_suite(tmp_path, ("a.onnx", "hang.onnx"))
+    _write_instances(d / "instances.csv", [("hang.onnx", "unsat.vnnlib", 0.5),
+                                           ("a.onnx", "unsat.vnnlib", 10)])
+    monkeypatch.setenv(TEST_HOOK_ENV, "hang:hang.onnx")
+    out = d / "results.csv"
+    s = run_suite(d / "instances.csv", d, out, jobs=1, progress=False, grace=0.2)
+    assert _results(out) == {("hang.onnx", "unsat.vnnlib"): "timeout",
+                             ("a.onnx", "unsat.vnnlib"): "unsat"}
+    assert s.stopped == 1 and s.errors == 0
+
+
+def test_run_instance_hard_stop_and_crash(tmp_path, monkeypatch):
+    d = _abs_suite(tmp_path, ("a.onnx", "hang.onnx", "crash.onnx"))
+    monkeypatch.setenv(TEST_HOOK_ENV, "hang:hang.onnx")
+    r = run_instance_hard(d / "hang.onnx", d / "unsat.vnnlib", 0.5, grace=0.2)
+    assert r.text == "timeout\n" and r.stopped and r.error is None
+    assert run_instance_hard(d / "a.onnx", d / "unsat.vnnlib", 10).text == "unsat\n"
+    monkeypatch.setenv(TEST_HOOK_ENV, "crash:crash.onnx")
+    r = run_instance_hard(d / "crash.onnx", d / "unsat.vnnlib", 10)
+    assert r.text == "error\n" and "SIGKILL" in r.error and not r.internal
+    # time already spent (interpreter start-up) counts against the timeout
+    assert run_instance_hard(d / "a.onnx", d / "unsat.vnnlib", 1.0, spent=2.0).text == "timeout\n"
+
+
+def test_cli_run_hard_stop_writes_timeout(tmp_path, monkeypatch, capsys):
+    d = _abs_suite(tmp_path, ("hang.onnx",))
+    monkeypatch.setenv(TEST_HOOK_ENV, "hang:hang.onnx")
+    out = d / "res.txt"
+    out.write_text("unsat\n")  # a stale answer of an earlier run must not survive
+    rc = main(["vnncomp", "run", "--onnx", str(d / "hang.onnx"), "--vnnlib",
+               str(d / "unsat.vnnlib"), "--timeout", "0.5", "--out", str(out)])
+    assert rc == 0 and out.read_text() == "timeout\n"
+    assert "hard stop" in capsys.readouterr().out
+
+
+def test_suite_paths_with_commas_and_quotes_round_trip(tmp_path):
+    name = 'net, "v1".onnx'
+    d = _abs_suite(tmp_path, (name,))
+    _write_instances(d / "instances.csv", [(name, "unsat.vnnlib", 10), (name, "sat.vnnlib", 10)])
+    out = d / "results.csv"
+    run_suite(d / "instances.csv", d, out, progress=False)
+    assert _results(out) == {(name, "unsat.vnnlib"): "unsat", (name, "sat.vnnlib"): "sat"}
+    before = out.read_bytes()
+    run_suite(d / "instances.csv", d, out, progress=False)  # resume: nothing to do
+    assert out.read_bytes() == before and b"\r" not in before
+
+
+def test_suite_duplicate_rows_run_once(tmp_path):
+    d = _abs_suite(tmp_path)
+    rows = [("a.onnx", "unsat.vnnlib", 10), ("a.onnx", "unsat.vnnlib", 10),
+            ("a.onnx", "sat.vnnlib", 10), ("a.onnx", "unsat.vnnlib", 5)]
+    _write_instances(d / "instances.csv", rows)
+    assert read_instance_table(d / "instances.csv")[1] == 2
+    out = d / "results.csv"
+    s = run_suite(d / "instances.csv", d, out, progress=False)
+    assert s.total == 2 and s.duplicates == 2 and "2 duplicate instance rows dropped" in s.text()
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_suite_resume_drops_torn_and_normalises_line_ends(tmp_path):
+    d = _abs_suite(tmp_path)
+    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 10),
+                                           ("a.onnx", "sat.vnnlib", 10)])
+    out = d / "results.csv"
+    # a CRLF file whose last append was cut short
+    out.write_bytes(b"onnx,vnnlib,result,time_s\r\na.onnx,unsat.vnnlib,unsat,0.5\r\na.onnx,sat.vn")
+    s = run_suite(d / "instances.csv", d, out, progress=False)
+    assert out.read_text().startswith("onnx,vnnlib,result,time_s\na.onnx,unsat.vnnlib,unsat,0.5\n")
+    assert b"\r" not in out.read_bytes() and s.total == 2
+    assert _results(out)[("a.onnx", "sat.vnnlib")] == "sat"
+
+
+def test_suite_refuses_to_overwrite_another_file(tmp_path):
+    d = _abs_suite(tmp_path)
+    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 10)])
+    before = (d / "instances.csv").read_text()
+    with pytest.raises(DataError, match="not a results file"):
+        run_suite(d / "instances.csv", d, d / "instances.csv", progress=False)
+    assert (d / "instances.csv").read_text() == before
+
+
+def test_suite_paths_confined_to_root(tmp_path):
+    root = tmp_path / "suite"
+    root.mkdir()
+    _abs_suite(root)
+    write_mlp_onnx(abs_net(), tmp_path / "outside.onnx")
+    (root / "link.onnx").symlink_to(tmp_path / "outside.onnx")
+    out = tmp_path / "r.csv"
+    for bad in ("../outside.onnx", str(tmp_path / "outside.onnx"), "link.onnx"):
+        _write_instances(root / "instances.csv", [("a.onnx", "unsat.vnnlib", 10),
+                                                  (bad, "unsat.vnnlib", 10)])
+        with pytest.raises(ConfigError, match=r"instances.csv:2: .*outside the root"):
+            run_suite(root / "instances.csv", root, out, progress=False)
+        assert not out.exists()
+    s = run_suite(root / "instances.csv", root, out, progress=False, allow_outside_root=True)
+    assert s.total == 2 and s.errors == 0
+
+
+def test_suite_wrong_root_is_one_error(tmp_path):
+    (tmp_path / "s").mkdir()
+    d = _abs_suite(tmp_path / "s")
+    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 10)])
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ConfigError, match="none of the 1 networks"):
+        run_suite(d / "instances.csv", tmp_path / "other", tmp_path / "r.csv", progress=False)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("a.onnx,x.vnnlib,abc\n", "instances.csv:1: timeout 'abc'"),
+    ("a.onnx,x.vnnlib,-3\n", "instances.csv:1: timeout '-3'"),
+    ("onnx,vnnlib,timeout\na.onnx,x.vnnlib,nan\n", "instances.csv:2: timeout"),
+    ("a.onnx,b,c.vnnlib,60\n", "quote a path"),
+    ("a.onnx\n", "got 1 fields"),
+])
+def test_read_instances_bad_rows(tmp_path, text, needle):
+    p = tmp_path / "instances.csv"
+    p.write_text(text)
+    with pytest.raises(DataError, match=needle):
+        read_instances(p)
+
+
+def test_suite_cli_errors_are_summarised_not_fatal(tmp_path, capsys):
+    d = _suite_dir(tmp_path)
+    rc = main(["vnncomp", "suite", "--instances", str(d / "instances.csv"),
+               "--out", str(d / "r.csv"), "--no-progress"])
+    io = capsys.readouterr()
+    assert rc == 0 and "errors 2" in io.out and "Traceback" not in io.err
 
 
 @pytest.mark.slow
