@@ -430,6 +430,7 @@ def run_suite(instances_csv, root, out_csv, jobs: int = 1, timeout: float | None
         raise ConfigError(f"root folder {root} does not exist or is not a folder")
     instances, dups = read_instance_table(instances_csv, timeout)
     paths = instance_paths(instances, root, instances_csv, allow_outside_root)
+    expected = read_expected(root / "expected.csv")  # a bad file fails before any work
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _resume(out)
@@ -454,7 +455,7 @@ def run_suite(instances_csv, root, out_csv, jobs: int = 1, timeout: float | None
     tasks = (Task(i, (*map(str, paths[i.key]), i.timeout, threads, cex_path(i)), i.timeout + grace)
              for i in todo)
     supervise(_worker, tasks, jobs, finished)
-    s = summarize(instances, done, read_expected(root / "expected.csv"))
+    s = summarize(instances, done, expected)
     s.duplicates, s.crashed, s.stopped = dups, counts["crashed"], counts["killed"]
     return s
 
