@@ -342,6 +342,34 @@ def test_suite_cli_errors_are_summarised_not_fatal(tmp_path, capsys):
     assert rc == 0 and "errors 2" in io.out and "Traceback" not in io.err
 
 
+def test_vnncomp_scripts(tmp_path):
+    """The VNN-COMP shell scripts on a tiny instance: prepare, run (result file), and a bad
+    VNN-LIB rejected by prepare in one line."""
+    import os
+    import subprocess
+    import sys
+
+    d = _abs_suite(tmp_path)
+    (d / "bad.vnnlib").write_text("(assert (<= X_0\n")
+    env = dict(os.environ, NNCERT_PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    scripts = ROOT / "vnncomp_scripts"
+    for name in ("install_tool.sh", "prepare_instance.sh", "run_instance.sh"):
+        assert os.access(scripts / name, os.X_OK), name
+
+    def sh(*argv):
+        return subprocess.run(["bash", *map(str, argv)], env=env, capture_output=True, text=True,
+                              timeout=600, stdin=subprocess.DEVNULL)
+
+    assert sh(scripts / "prepare_instance.sh", "v1", "t", d / "a.onnx", d / "unsat.vnnlib").returncode == 0
+    r = sh(scripts / "run_instance.sh", "v1", "t", d / "a.onnx", d / "unsat.vnnlib", d / "o.txt", 300)
+    assert r.returncode == 0 and (d / "o.txt").read_text() == "unsat\n"
+    r = sh(scripts / "prepare_instance.sh", "v1", "t", d / "a.onnx", d / "bad.vnnlib")
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("nncert: error:")]
+    assert r.returncode != 0 and len(err) == 1 and "Traceback" not in r.stderr
+    assert sh(scripts / "install_tool.sh", "v2").returncode == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not ACAS.is_dir(), reason="needs ../shared/benchmarks/acasxu")
 @pytest.mark.parametrize("net,prop,expected", [
