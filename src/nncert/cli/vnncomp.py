@@ -85,14 +85,28 @@ def _write_out(path: str, text: str) -> None:
         raise ConfigError(f"cannot write --out {path}: {e.strerror or e}") from e
 
 
+def _own_process(args: argparse.Namespace) -> bool:
+    """Whether this process was started for this command (not ``main`` called from a test or
+    a notebook)."""
+    return "vnncomp" in sys.argv and str(args.out) in sys.argv
+
+
 def _startup_spent(args: argparse.Namespace) -> float:
     """Seconds this process spent before the command started (interpreter start-up, imports),
-    which count against the timeout as the VNN-COMP harness counts them. 0 when ``main`` was
-    called from another program (tests, a notebook): its process is not this command."""
+    which count against the timeout as the VNN-COMP harness counts them."""
     from ..complete.supervise import process_age
 
-    own = "vnncomp" in sys.argv and str(args.out) in sys.argv
-    return process_age() if own else 0.0
+    return process_age() if _own_process(args) else 0.0
+
+
+def _done(args: argparse.Namespace, status: int) -> int:
+    """Return ``status``; in a process of its own, exit at once: the answer is written and the
+    interpreter's teardown with torch loaded takes seconds on a loaded machine."""
+    if _own_process(args):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -115,14 +129,19 @@ def run_one(args: argparse.Namespace) -> int:
     res = run_instance_hard(args.onnx, args.vnnlib, args.timeout, threads, spent=_startup_spent(args))
     _write_out(args.out, res.text)
     if res.error is None:
-        how = "hard stop: the verifier overran" if res.stopped else res.method
+        how = res.method
+        if res.stopped:
+            how = ("hard stop: the verifier overran" if res.time_s > res.startup_s
+                   else "no time left after start-up")
+        if res.startup_s:
+            how += f"; start-up and imports {res.startup_s:.2f} s"
         print(f"{res.word} in {res.time_s:.2f} s ({how})")
-        return 0
+        return _done(args, 0)
     if res.internal and getattr(args, "debug", False):
         print(res.trace, file=sys.stderr, end="")
     prefix = "internal error: " if res.internal else ""
     print(f"nncert: error: {prefix}{res.error}", file=sys.stderr)
-    return 2
+    return _done(args, 2)
 
 
 def run_suite_cmd(args: argparse.Namespace) -> int:

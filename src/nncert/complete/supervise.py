@@ -8,7 +8,8 @@ Promises (what ``vnncomp run`` and ``vnncomp suite`` rely on):
   :func:`supervise` reports it as ``killed`` within a few tens of milliseconds of the deadline;
 * a worker that dies (SIGKILL, out of memory, segfault, ``os._exit``) fails only the task it was
   running (``crashed``); its slot gets a fresh process and the other tasks go on;
-* on return or on an exception (Ctrl-C included) no worker process is left running.
+* on return or on an exception (Ctrl-C included) no worker process is left running: the
+  workers are killed as soon as the last answer is in (nothing of theirs is pending then).
 
 Workers ignore SIGINT: Ctrl-C reaches the parent, which stops them.
 """
@@ -140,12 +141,9 @@ class _Slot:
             self.proc.kill()
         self.close()
 
-    def close(self, polite: bool = False) -> None:
+    def close(self) -> None:
         if self.proc is not None:
-            if polite and self.proc.is_alive():
-                with contextlib.suppress(OSError):
-                    self.conn.send(None)
-            self.proc.join(_JOIN_S if polite else _JOIN_S / 5)
+            self.proc.join(_JOIN_S / 5)
             if self.proc.is_alive():
                 self.proc.kill()
                 self.proc.join(_JOIN_S)
@@ -161,7 +159,6 @@ def supervise(fn: Callable, tasks: Iterable[Task], jobs: int,
     ctx = ctx or mp_context()
     slots = [_Slot(ctx, fn) for _ in range(max(1, jobs))]
     queue = deque(tasks)
-    ok = False
     try:
         while queue or any(s.task is not None for s in slots):
             for s in slots:
@@ -174,10 +171,9 @@ def supervise(fn: Callable, tasks: Iterable[Task], jobs: int,
                 if out is not None:
                     task, s.task = s.task, None
                     on_done(task, out)
-        ok = True
     finally:
-        for s in slots:
-            s.close(polite=ok)
+        for s in slots:  # idle or abandoned: nothing of theirs is pending, so no polite exit
+            s.kill()
 
 
 def _wait_any(slots: list[_Slot]) -> None:

@@ -123,6 +123,7 @@ class RunOutcome:
     trace: str = ""
     stopped: bool = False
     time_s: float = 0.0
+    startup_s: float = 0.0  # of time_s: spent before the verifier started (the ``spent`` argument)
 
     @property
     def word(self) -> str:
@@ -151,21 +152,20 @@ def run_instance_hard(onnx_path, vnnlib_path, timeout: float, threads: int = 1,
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
     budget = timeout - spent
     if budget < 0.05:
-        return RunOutcome("timeout\n", stopped=True, time_s=spent)
+        return RunOutcome("timeout\n", stopped=True, time_s=spent, startup_s=spent)
     outcomes: list[Outcome] = []
     task = Task("instance", (str(onnx_path), str(vnnlib_path), budget, threads), budget + grace)
     supervise(_solve, [task], 1, lambda _t, out: outcomes.append(out))
     out = outcomes[0]
-    t = spent + out.elapsed
+    t = {"time_s": spent + out.elapsed, "startup_s": spent}
     if out.kind == "ok":
         text, method, err = out.value
-        return RunOutcome(text, method, one_line(err) if err else None, time_s=t)
+        return RunOutcome(text, method, one_line(err) if err else None, **t)
     if out.kind == "killed":
-        return RunOutcome("timeout\n", stopped=True, time_s=t)
+        return RunOutcome("timeout\n", stopped=True, **t)
     if out.kind == "crashed":
-        return RunOutcome("error\n", error=f"the verifier crashed: {out.detail}", time_s=t)
-    return RunOutcome("error\n", error=one_line(out.detail), internal=True, trace=out.trace,
-                      time_s=t)
+        return RunOutcome("error\n", error=f"the verifier crashed: {out.detail}", **t)
+    return RunOutcome("error\n", error=one_line(out.detail), internal=True, trace=out.trace, **t)
 
 
 # -- suites -----------------------------------------------------------------------------------
