@@ -4,16 +4,20 @@ Starts ``--load`` CPU-bound busy-loop processes (default 2, killed at the end), 
 mnistfc instances (256x4 / 256x6, no tool solved them in VNN-COMP 2021, so they run into their
 timeout) through the real CLI:
 
-* ``vnncomp run``: answer time = wall time of the whole command (interpreter start-up included,
-  as the VNN-COMP harness counts it), from outside the process;
+* ``vnncomp run`` (``nncert vnncomp run``, and ``vnncomp_scripts/run_instance.sh``, which
+  calls the lighter ``python -m nncert.cli.vnncomp`` entry): answer time = wall time of the
+  whole command (interpreter start-up included, as the VNN-COMP harness counts it), from
+  outside the process;
 * ``vnncomp suite`` (one small instances.csv): answer time = the ``time_s`` of each row
   (from the moment the instance was handed to its worker) and the suite's wall time.
 
 Overshoot = answer time − timeout. The target is ≤ +2 s whatever the load. Writes a Markdown
 table to ``bench/out/timeout_bench.md`` (and prints it).
 
-    python bench/timeout_bench.py --quick          # ~1 minute: 2 runs + a 2-instance suite, 10 s
-    python bench/timeout_bench.py                  # 4 runs + a 4-instance suite, 10 and 20 s
+    python bench/timeout_bench.py --quick   # ~1-2 minutes: a CLI run, a script run, a 2-instance
+                                            # suite, timeout 10 s
+    python bench/timeout_bench.py           # 4 instances x (CLI, script) + a 4-instance suite,
+                                            # at 10 s and 20 s (~8 minutes)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
+SCRIPTS = HERE.parent / "vnncomp_scripts"
 MNISTFC = HERE.parent.parent / "shared" / "benchmarks" / "mnistfc"
 # expected "unknown" in mnistfc/expected.csv: no VNN-COMP 2021 tool solved them
 HARD = [("onnx/mnist-net_256x4.onnx", "vnnlib/prop_1_0.03.vnnlib"),
@@ -60,16 +65,22 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def bench_run(onnx: str, vnnlib: str, timeout: float, tmp: Path) -> dict:
-    out = tmp / f"run_{Path(onnx).stem}_{Path(vnnlib).stem}_{timeout:g}.txt"
+def bench_run(onnx: str, vnnlib: str, timeout: float, tmp: Path, entry: str) -> dict:
+    """One instance through ``nncert vnncomp run`` (entry "cli") or run_instance.sh ("script")."""
+    out = tmp / f"{entry}_{Path(onnx).stem}_{Path(vnnlib).stem}_{timeout:g}.txt"
+    if entry == "script":
+        cmd = ["bash", str(SCRIPTS / "run_instance.sh"), "v1", "mnistfc", str(MNISTFC / onnx),
+               str(MNISTFC / vnnlib), str(out), f"{timeout:g}"]
+    else:
+        cmd = _cli("run", "--onnx", MNISTFC / onnx, "--vnnlib", MNISTFC / vnnlib,
+                   "--timeout", timeout, "--out", out)
     t0 = time.monotonic()
-    proc = subprocess.run(_cli("run", "--onnx", MNISTFC / onnx, "--vnnlib", MNISTFC / vnnlib,
-                               "--timeout", timeout, "--out", out),
-                          env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=dict(_env(), NNCERT_PYTHON=sys.executable),
+                          capture_output=True, text=True)
     wall = time.monotonic() - t0
     answer = out.read_text().split("\n", 1)[0] if out.exists() else f"(no file, rc {proc.returncode})"
     m = re.search(r"start-up and imports ([0-9.]+) s", proc.stdout)
-    return {"mode": "run", "instance": f"{Path(onnx).stem} {Path(vnnlib).stem}",
+    return {"mode": f"run ({entry})", "instance": f"{Path(onnx).stem} {Path(vnnlib).stem}",
             "timeout": timeout, "answer": answer, "time": wall,
             "startup": f"{float(m.group(1)):.2f}" if m else "?"}
 
@@ -106,7 +117,8 @@ def table(rows: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~1 minute: 2 runs + a 2-instance suite")
+    ap.add_argument("--quick", action="store_true",
+                    help="~1-2 minutes: a CLI run, a script run, a 2-instance suite")
     ap.add_argument("--load", type=int, default=2, help="busy-loop load processes (default 2)")
     ap.add_argument("--timeouts", default=None, help="comma-separated seconds (default 10,20; "
                     "--quick: 10)")
@@ -126,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             for t in timeouts:
-                for onnx, vnnlib in HARD[:n]:
-                    rows.append(bench_run(onnx, vnnlib, t, tmp))
-                    print(table(rows[-1:])[-1], flush=True)
+                for k, (onnx, vnnlib) in enumerate(HARD[:n]):
+                    for entry in (["cli", "script"][k % 2:k % 2 + 1] if args.quick
+                                  else ["cli", "script"]):
+                        rows.append(bench_run(onnx, vnnlib, t, tmp, entry))
+                        print(table(rows[-1:])[-1], flush=True)
                 srows, wall = bench_suite(HARD[:n], t, tmp)
                 rows += srows
                 walls.append((t, len(srows), wall))

@@ -3,6 +3,8 @@ traceback, nothing computed or overwritten, and no file content echoed beyond a 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,3 +94,16 @@ def test_run_echoes_only_a_short_excerpt_of_a_bad_file(suite, tmp_path):
                      tmp_path / "passwd", "--timeout", "300", "--out", out)
     assert_clean_error(run)
     assert SECRET[:60] not in run.stderr and out.read_text() == "error\n"
+
+
+def test_light_entry_point_errors_are_one_line(suite):
+    """``python -m nncert.cli.vnncomp`` (used by run_instance.sh) handles errors like ``nncert``."""
+    run = run_nncert("vnncomp", "run", "--onnx", suite / "a.onnx", "--vnnlib", suite / "nope.vnnlib",
+                     "--timeout", "300", "--out", suite / "r.txt")
+    assert_clean_error(run, "nope.vnnlib")
+    env = {"PYTHONPATH": str(Path(__file__).parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nncert.cli.vnncomp", "suite", "--instances",
+                           suite / "instances.csv", "--out", suite / "a.onnx" / "r.csv"],
+                          capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "is a file" in lines[0], proc.stderr

@@ -88,7 +88,8 @@ def _write_out(path: str, text: str) -> None:
 def _own_process(args: argparse.Namespace) -> bool:
     """Whether this process was started for this command (not ``main`` called from a test or
     a notebook)."""
-    return "vnncomp" in sys.argv and str(args.out) in sys.argv
+    named = "vnncomp" in sys.argv or sys.argv[0].endswith("vnncomp.py")
+    return named and str(args.out) in sys.argv[1:]
 
 
 def _startup_spent(args: argparse.Namespace) -> float:
@@ -166,3 +167,29 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
         print(bar, file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nncert.cli.vnncomp ACTION ...``: ``nncert vnncomp`` alone, without importing
+    the other subcommands (seconds of start-up, which count against a VNN-COMP timeout; the
+    vnncomp_scripts use this entry). Same errors and exit statuses as ``nncert``."""
+    from .main import _Parser
+
+    parser = _Parser(prog="nncert")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(["vnncomp", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except NncertError as e:
+        if args.debug:
+            raise
+        print(f"nncert: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nncert: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
