@@ -89,7 +89,8 @@ def _own_process(args: argparse.Namespace) -> bool:
     """Whether this process was started for this command (not ``main`` called from a test or
     a notebook)."""
     named = "vnncomp" in sys.argv or sys.argv[0].endswith("vnncomp.py")
-    return named and str(args.out) in sys.argv[1:]
+    out = str(args.out)
+    return named and any(a == out or a.endswith("=" + out) for a in sys.argv[1:])
 
 
 def _startup_spent(args: argparse.Namespace) -> float:

@@ -209,9 +209,13 @@ def read_instance_table(path, timeout_override: float | None = None) -> tuple[li
     dropped). Blank lines, ``#`` comments and an ``onnx,...`` header are skipped."""
     out: dict[tuple[str, str], Instance] = {}
     dups = 0
-    for i, row in enumerate(read_rows(path, "instances file")):
-        if row.fields[0].strip().startswith("#") or (i == 0 and row.fields[0].strip() == "onnx"):
+    first = True
+    for row in read_rows(path, "instances file"):
+        head = row.fields[0].strip()
+        if head.startswith("#") or (first and head == "onnx"):
+            first = first and head.startswith("#")
             continue
+        first = False
         inst = _parse_instance(row, path)
         if timeout_override is not None:
             inst = replace(inst, timeout=timeout_override)
