@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     s.add_argument("--instances", required=True, help="instances.csv: onnx,vnnlib,timeout")
     s.add_argument("--root", default=None, help="folder the csv paths are relative to "
                    "(default: the csv's folder)")
-    s.add_argument("--out", required=True, help="results.csv (rows already there are kept)")
+    s.add_argument("--out", required=True,
+                   help="results.csv (finished rows are kept; error rows run again)")
     s.add_argument("--jobs", type=int, default=1, help="instances run in parallel (default 1)")
     s.add_argument("--timeout", type=_timeout, default=None,
                    help="override every instance's timeout (seconds)")

@@ -11,7 +11,8 @@ Promises (what ``vnncomp run`` and ``vnncomp suite`` rely on):
 * on return or on an exception (Ctrl-C included) no worker process is left running: the
   workers are killed as soon as the last answer is in (nothing of theirs is pending then).
 
-Workers ignore SIGINT: Ctrl-C reaches the parent, which stops them.
+Workers ignore SIGINT: Ctrl-C reaches the parent, which stops them. On Linux a worker is also
+killed by the kernel when its parent dies (PR_SET_PDEATHSIG), so none outlives a killed parent.
 """
 
 from __future__ import annotations
@@ -62,9 +63,24 @@ def mp_context() -> mp.context.BaseContext:
     return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
-def _serve(conn, fn: Callable) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when its parent dies (killed by the VNN-COMP
+    harness, by SIGTERM, ...), so that no orphan keeps computing."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+def _serve(conn, fn: Callable, parent: int) -> None:
     """Worker main loop: receive argument tuples, send back ("ok", value) or ("raised", ...)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     while True:
         try:
             args = conn.recv()
@@ -110,7 +126,8 @@ class _Slot:
     def _spawn(self) -> None:
         self.close()
         parent, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=_serve, args=(child, self.fn), daemon=True)
+        self.proc = self.ctx.Process(target=_serve, args=(child, self.fn, os.getpid()),
+                                     daemon=True)
         self.proc.start()
         child.close()
         self.conn = parent
