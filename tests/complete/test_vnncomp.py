@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,51 @@ def test_cli_run_hard_stop_writes_timeout(tmp_path, monkeypatch, capsys):
                str(d / "unsat.vnnlib"), "--timeout", "0.5", "--out", str(out)])
     assert rc == 0 and out.read_text() == "timeout\n"
     assert "hard stop" in capsys.readouterr().out
+
+
+def _children(pid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_worker_dies_with_a_killed_suite(tmp_path):
+    """SIGKILL of the suite process (as a harness would do) leaves no worker computing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    d = _abs_suite(tmp_path, ("hang.onnx",))
+    _write_instances(d / "instances.csv", [("hang.onnx", "unsat.vnnlib", 300)])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1",
+               **{TEST_HOOK_ENV: "hang:hang.onnx"})
+    proc = subprocess.Popen([sys.executable, "-m", "nncert.cli.vnncomp", "suite", "--instances",
+                             d / "instances.csv", "--out", d / "r.csv", "--no-progress"], env=env)
+    try:
+        for _ in range(1200):  # polling budget, not a timing assertion
+            kids = _children(proc.pid)
+            if kids or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert kids, "no worker started"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for _ in range(600):
+        if not any(_alive(k) for k in kids):
+            break
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids)
 
 
 def test_suite_paths_with_commas_and_quotes_round_trip(tmp_path):
