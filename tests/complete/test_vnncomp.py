@@ -15,6 +15,7 @@ from nncert.complete import VerifyConfig, verify
 from nncert.complete.vnncomp import (
     TEST_HOOK_ENV,
     load_instance,
+    one_line,
     read_instance_table,
     read_instances,
     read_results,
@@ -247,6 +248,14 @@ def test_cli_run_hard_stop_writes_timeout(tmp_path, monkeypatch, capsys):
                str(d / "unsat.vnnlib"), "--timeout", "0.5", "--out", str(out)])
     assert rc == 0 and out.read_text() == "timeout\n"
     assert "hard stop" in capsys.readouterr().out
+
+
+def test_one_line_cuts_file_excerpts_keeps_prose():
+    secret = "root:x:0:0:" + "S" * 80
+    msg = one_line(f"p:1: unexpected '{secret}'\nnext\x1b[31m line; the model's x, the file's y")
+    assert "S" * 40 not in msg and "'root:x:0:0:" in msg and "\n" not in msg and "\x1b" not in msg
+    assert msg.endswith("the model's x, the file's y")
+    assert len(one_line("x" * 1000)) == 300
 
 
 def _children(pid: int) -> list[int]:

@@ -85,12 +85,11 @@ def write_result(path, text: str) -> None:
     write_atomic(path, text)
 
 
-
 def one_line(message: str, limit: int = 300) -> str:
-    """An error message safe to print: one line, printable ASCII, each quoted excerpt of a file
-    cut to 40 characters, at most ``limit`` characters in all."""
+    """An error message safe to print: one line, printable ASCII, each quoted token (an excerpt
+    of a file: ``'...'`` without blanks) cut to 40 characters, at most ``limit`` in all."""
     text = " ".join(str(message).split())
-    text = re.sub(r"'([^']{40})[^']+'", r"'\1...'", text)
+    text = re.sub(r"'([^'\s]{40})[^'\s]+'", r"'\1...'", text)
     text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
