@@ -2,8 +2,13 @@
 
 * ``run``: one ONNX + VNN-LIB pair → the competition's result file (sat + witness, unsat,
   timeout, unknown; ``error`` when the instance cannot be run).
-* ``suite``: every row of an instances.csv → results.csv (resumable), with a summary against
-  the folder's expected.csv; a wrong answer is printed loudly and makes the exit status 1.
+  The verifier runs in a child process that is killed if it overruns: the command returns
+  within about the timeout + 0.5 s (counted from its start) and the file then says ``timeout``.
+* ``suite``: every row of an instances.csv → results.csv (resumable; ``error`` rows are run
+  again), with a summary against the folder's expected.csv. An instance whose worker crashes is
+  that instance's ``error``; one still running at its timeout + 1 s is stopped (``timeout``);
+  the suite goes on either way. Paths must stay under --root unless --allow-outside-root.
+  Exit status 1 only for a wrong answer, which is printed loudly.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import argparse
 import math
 import os
 import sys
-import time
+from pathlib import Path
 
 from ..errors import ConfigError, NncertError
 from .common import add_device_arg, resolve_device, write_atomic
@@ -43,7 +48,8 @@ def register(subparsers) -> None:
     s.add_argument("--instances", required=True, help="instances.csv: onnx,vnnlib,timeout")
     s.add_argument("--root", default=None, help="folder the csv paths are relative to "
                    "(default: the csv's folder)")
-    s.add_argument("--out", required=True, help="results.csv (rows already there are kept)")
+    s.add_argument("--out", required=True,
+                   help="results.csv (finished rows are kept; error rows run again)")
     s.add_argument("--jobs", type=int, default=1, help="instances run in parallel (default 1)")
     s.add_argument("--timeout", type=_timeout, default=None,
                    help="override every instance's timeout (seconds)")
@@ -51,56 +57,108 @@ def register(subparsers) -> None:
                    help="torch threads per instance (default 1: the networks are small; "
                    "0 = cores / jobs)")
     s.add_argument("--cex-dir", default=None, help="write each sat witness to this folder")
+    s.add_argument("--allow-outside-root", action="store_true",
+                   help="allow instance paths outside --root (absolute, '..', escaping symlinks)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run_suite_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
+def _check_out_path(path: str, flag: str = "--out") -> None:
+    """ConfigError before any computing when ``path`` cannot be a file we write: it is a folder,
+    or one of its parents is a file. (To be replaced by ``nncert.utils.check_writable``.)"""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder, not a file")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"cannot write {flag} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"cannot write {flag} {path}: folder {parent} is not writable")
+            return
+
+
+def _write_out(path: str, text: str) -> None:
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {path}: {e.strerror or e}") from e
+
+
+def _own_process(args: argparse.Namespace) -> bool:
+    """Whether this process was started for this command (not ``main`` called from a test or
+    a notebook)."""
+    named = "vnncomp" in sys.argv or sys.argv[0].endswith("vnncomp.py")
+    out = str(args.out)
+    return named and any(a == out or a.endswith("=" + out) for a in sys.argv[1:])
+
+
+def _startup_spent(args: argparse.Namespace) -> float:
+    """Seconds this process spent before the command started (interpreter start-up, imports),
+    which count against the timeout as the VNN-COMP harness counts them."""
+    from ..complete.supervise import process_age
+
+    return process_age() if _own_process(args) else 0.0
+
+
+def _done(args: argparse.Namespace, status: int) -> int:
+    """Return ``status``; in a process of its own, exit at once: the answer is written and the
+    interpreter's teardown with torch loaded takes seconds on a loaded machine."""
+    if _own_process(args):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
 def run_one(args: argparse.Namespace) -> int:
-    import torch
+    from ..complete.vnncomp import run_instance_hard
 
-    from ..complete.vnncomp import run_instance
-
+    _check_out_path(args.out)
     try:
         if not (args.timeout > 0 and math.isfinite(args.timeout)):
             raise ConfigError(f"timeout must be a positive number of seconds, got {args.timeout}")
-        torch.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
+        if args.threads < 0:
+            raise ConfigError(f"--threads must be ≥ 0, got {args.threads}")
         device = resolve_device(args.device)
-        if device.type != "cpu":
-            print("nncert: note: vnncomp run computes on the CPU", file=sys.stderr)
-        t0 = time.perf_counter()
-        res = run_instance(args.onnx, args.vnnlib, args.timeout)
-    except (NncertError, OSError) as e:
-        write_atomic(args.out, "error\n")
-        if isinstance(e, OSError) and not isinstance(e, NncertError):
-            raise NncertErrorWrapper(f"{e.strerror or e}: {e.filename}") from e
+    except NncertError:
+        _write_out(args.out, "error\n")
         raise
-    except Exception as e:
-        write_atomic(args.out, "error\n")
-        if getattr(args, "debug", False):
-            raise
-        print(f"nncert: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    write_atomic(args.out, res.to_vnncomp())
-    print(f"{res.verdict.vnncomp()} in {time.perf_counter() - t0:.2f} s ({res.method})")
-    return 0
-
-
-class NncertErrorWrapper(NncertError):  # noqa: N818
-    pass
+    if device.type != "cpu":
+        print("nncert: note: vnncomp run computes on the CPU", file=sys.stderr)
+    _write_out(args.out, "timeout\n")  # what the file says if this process is killed
+    threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
+    res = run_instance_hard(args.onnx, args.vnnlib, args.timeout, threads, spent=_startup_spent(args))
+    _write_out(args.out, res.text)
+    if res.error is None:
+        how = res.method
+        if res.stopped:
+            how = ("hard stop: the verifier overran" if res.time_s > res.startup_s
+                   else "no time left after start-up")
+        if res.startup_s:
+            how += f"; start-up and imports {res.startup_s:.2f} s"
+        print(f"{res.word} in {res.time_s:.2f} s ({how})")
+        return _done(args, 0)
+    if res.internal and getattr(args, "debug", False):
+        print(res.trace, file=sys.stderr, end="")
+    prefix = "internal error: " if res.internal else ""
+    print(f"nncert: error: {prefix}{res.error}", file=sys.stderr)
+    return _done(args, 2)
 
 
 def run_suite_cmd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..complete.vnncomp import run_suite
 
     root = args.root or str(Path(args.instances).resolve().parent)
-    if args.timeout is not None and not args.timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds, got {args.timeout}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise ConfigError(f"timeout must be a positive number of seconds, got {args.timeout}")
+    _check_out_path(args.out)
+    if args.cex_dir:
+        _check_out_path(str(Path(args.cex_dir) / "x.txt"), "--cex-dir")
     summary = run_suite(args.instances, root, args.out, jobs=args.jobs, timeout=args.timeout,
                         progress=not args.no_progress, cex_dir=args.cex_dir,
-                        threads=args.threads)
+                        threads=args.threads, allow_outside_root=args.allow_outside_root)
     print(summary.text())
     if summary.wrong:
         bar = "!" * 72
@@ -111,3 +169,29 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
         print(bar, file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nncert.cli.vnncomp ACTION ...``: ``nncert vnncomp`` alone, without importing
+    the other subcommands (seconds of start-up, which count against a VNN-COMP timeout; the
+    vnncomp_scripts use this entry). Same errors and exit statuses as ``nncert``."""
+    from .main import _Parser
+
+    parser = _Parser(prog="nncert")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(["vnncomp", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except NncertError as e:
+        if args.debug:
+            raise
+        print(f"nncert: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nncert: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
