@@ -146,3 +146,11 @@ def test_json_lines_keep_records_and_skip_a_cut_last_line(tmp_path):
     w.write({"b": 1})
     w.close()
     assert read_json_lines(p) == [{"b": 1}]
+
+
+def test_one_line_strips_colour_and_newlines():
+    from nncert.utils import one_line
+
+    text = "\x1b[31mError(s) in loading:\x1b[0m\n\tMissing key(s): 'a'\n\n  Unexpected: 'b'"
+    assert one_line(text) == "Error(s) in loading: Missing key(s): 'a' Unexpected: 'b'"
+    assert len(one_line("x" * 1000)) == 400

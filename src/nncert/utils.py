@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
 import sys
@@ -33,6 +34,16 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "",
     show = enabled and (sys.stderr.isatty() or os.environ.get("NNCERT_PROGRESS") == "1")
     return iter(tqdm(items, total=total, desc=desc, file=sys.stderr, disable=not show,
                      dynamic_ncols=True, leave=False))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def one_line(text: object, limit: int = 400) -> str:
+    """``text`` (e.g. a torch or numpy exception) as one line without terminal colour codes:
+    fit for a one-line error message."""
+    flat = " ".join(_ANSI.sub("", str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 # -- checking an output path before computing -------------------------------------------------
