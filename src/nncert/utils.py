@@ -3,7 +3,7 @@
 Output files promise three things: (1) a regular file is never seen half-written (a temporary
 file in the same directory is renamed over it, with the mode ``open(path, "w")`` would give: the
 old file's mode, or 0o666 minus the umask for a new one); (2) symlinks, devices and pipes are
-written *through* (``--out /dev/stdout`` or a link to a file keeps being what it was); (3)
+written *through* (``--out /dev/stdout`` or a link to a file stays what it was); (3)
 :func:`check_writable` says before any computation whether the path can be written at all.
 """
 
@@ -60,13 +60,13 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     p = Path(path)
     if str(path) == "":
         raise ConfigError(f"{what}: empty path")
-    target = Path(os.path.realpath(p))
-    if target.is_dir():
+    if os.path.isdir(p):
         raise ConfigError(f"cannot write {what} {p}: it is a directory")
-    if target.exists():
-        if not os.access(target, os.W_OK):
+    if os.path.exists(p):  # follows links: a file, a device, a pipe
+        if not os.access(p, os.W_OK):
             raise ConfigError(f"cannot write {what} {p}: permission denied")
         return p
+    target = Path(os.path.realpath(p))  # a new file, or the target of a dangling link
     base = _nearest_existing(target.parent)
     if not base.is_dir():
         raise ConfigError(f"cannot write {what} {p}: {base} is not a directory")
@@ -86,6 +86,33 @@ def sync(f: IO) -> None:
         pass
 
 
+def is_special(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists (following links) and is not a regular file: a device, a pipe,
+    a socket (``/dev/stdout`` when it is a pipe, whose resolved name does not exist)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_stdout(path: Path) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def open_through(path: str | os.PathLike, mode: str) -> tuple[IO, bool]:
+    """``(file, owned)``: ``open(path, mode)``, or ``sys.stdout`` itself (not owned: do not close)
+    when ``path`` is this process's standard output (``/dev/stdout``), so that what is written
+    there and what is printed do not overwrite each other."""
+    if _is_stdout(Path(path)) and mode.startswith(("w", "a")):
+        sys.stdout.flush()
+        return (sys.stdout.buffer if "b" in mode else sys.stdout), False
+    return open(path, mode), True  # noqa: SIM115 - the caller closes it
+
+
 def _temp_beside(target: Path) -> tuple[Path, int]:
     """A new file next to ``target``, created with mode 0o666 minus the umask (as ``open``)."""
     for _ in range(100):
@@ -100,15 +127,20 @@ def _temp_beside(target: Path) -> tuple[Path, int]:
 @contextmanager
 def open_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open ``path`` for writing (``mode`` "w" or "wb"). A regular file (or a new one) is
-    replaced atomically when the block ends without error; a symlink is followed (the link
-    stays, its target is replaced); a device, pipe or other non-regular file is written
-    through directly. On an error a regular file keeps its old content."""
+    replaced atomically when the block ends without error (on an error it keeps its old
+    content); a symlink (``/dev/stdout``), device, pipe or other non-regular file is opened
+    and written through, as ``open(path, mode)`` would."""
     p = Path(path)
-    target = Path(os.path.realpath(p))
-    if target.exists() and not target.is_file():
-        with open(target, mode) as f:
+    if p.is_symlink() or is_special(p):
+        f, own = open_through(p, mode)
+        try:
             yield f
+            f.flush()
+        finally:
+            if own:
+                f.close()
         return
+    target = Path(os.path.realpath(p))
     target.parent.mkdir(parents=True, exist_ok=True)
     old_mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
     try:
@@ -147,14 +179,17 @@ class JsonLines:
     def __init__(self, path: str | os.PathLike, append: bool = False):
         self.path = Path(path)
         Path(os.path.realpath(self.path)).parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO = open(self.path, "a" if append else "w")  # noqa: SIM115 - see close()
+        self._f, self._own = open_through(self.path, "a" if append else "w")
 
     def write(self, record: Any) -> None:
         self._f.write(json.dumps(record) + "\n")
         sync(self._f)
 
     def close(self) -> None:
-        self._f.close()
+        if self._own:
+            self._f.close()
+        else:
+            self._f.flush()
 
 
 def read_json_lines(path: str | os.PathLike) -> list[Any]:
