@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import operator
 import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -425,26 +426,37 @@ def from_torch(module: nn.Module, input_shape, simplify: bool = True) -> Graph:
     return graph
 
 
-def load_weights(path) -> dict[str, torch.Tensor]:
-    """The state dict (tensors by name) in a ``torch.save`` file, read with
-    ``torch.load(weights_only=True)``: no code in the file runs. A file holding a pickled
-    object (a whole module) is refused with a ModelError that says what to do instead."""
+ADVICE = ("Export the model to ONNX, or save its state_dict and name its architecture, or pass "
+          "--trust-pickle for a file you trust")
+
+
+def read_torch_file(path, advice: str = ADVICE) -> object:
+    """What a ``torch.save`` file holds, read with ``torch.load(weights_only=True)``: tensors,
+    numbers, strings, lists and dicts only, no code in the file runs. A pickled object (a whole
+    module) or another file is a one-line ModelError that says what to do instead."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4"
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():
             raise ModelError(
                 f"{p} holds pickled Python objects (a whole module?), which nncert does not "
-                "unpickle: a pickle can run code. Export the model to ONNX, or save its "
-                "state_dict and name its architecture, or pass --trust-pickle for a file you "
-                "trust") from None
+                f"unpickle: a pickle can run code. {advice}") from None
         reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
         raise ModelError(f"{p} is not a torch weights file ({one_line(reason)})") from None
     except Exception as e:  # noqa: BLE001 - any read failure is a bad file
         raise ModelError(f"{p} is not a loadable torch file: {one_line(e)}") from None
+
+
+def load_weights(path) -> dict[str, torch.Tensor]:
+    """The state dict (tensors by name) in a ``torch.save`` file (see :func:`read_torch_file`:
+    nothing in the file runs); ``{"state_dict": ...}`` checkpoints are accepted too."""
+    p = Path(path)
+    obj = read_torch_file(p)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(

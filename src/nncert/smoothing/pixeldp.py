@@ -312,13 +312,12 @@ def save_pixeldp(net: PixelDPNet, path: str | Path) -> None:
 def load_pixeldp(path: str | Path, device: torch.device | str = "cpu") -> PixelDPNet:
     """Read a network written by :func:`save_pixeldp` (``torch.load(weights_only=True)``: no
     code in the file runs). Any defect is a one-line ModelError naming the file."""
+    from ..models.from_torch import read_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"PixelDP model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ModelError(f"{path}: not a PixelDP model file ({one_line(e, 200)})") from None
+    payload = read_torch_file(path, "A PixelDP model file is written by `nncert pixeldp train`")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not an nncert PixelDP model (written by `nncert pixeldp train`)")
     try:
