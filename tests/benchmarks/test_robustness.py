@@ -28,3 +28,51 @@ def test_unconfirmed_counterexamples_become_unknown():
 
     rows, _ = _rows(reference)
     assert all(r["verdict"] == "unknown" for r in rows)
+
+
+def test_points_outside_the_domain_are_refused():
+    """A ball clipped to [0, 1] around a centre outside [0, 1] is not a ball around the point:
+    certifying it gave wrong certificates (issue 12, finding 1)."""
+    import pytest
+
+    from nncert.errors import DataError
+
+    g = zoo.random_graph("relu", 0)
+    x = zoo.sample_inputs(g, 4).clamp(0, 1)
+    labels = g(x).argmax(1)
+    x[2, 0] = 1.5
+    with pytest.raises(DataError, match="point 2"):
+        list(certify_points(g, x, labels, RobustnessConfig(eps=0.01)))
+    rows = list(certify_points(g, x, labels, RobustnessConfig(eps=0.01, clip=None)))
+    assert len(rows) == 4
+
+
+def test_a_certificate_for_a_misclassified_point_is_an_internal_error(monkeypatch):
+    import pytest
+
+    import nncert.benchmarks.robustness as rob
+    from nncert.result import Result, Verdict
+
+    g = zoo.random_graph("relu", 0)
+    x = zoo.sample_inputs(g, 3).clamp(0, 1)
+    wrong = (g(x).argmax(1) + 1) % 3
+    monkeypatch.setattr(rob, "certify", lambda problem, *a: [
+        Result(Verdict.VERIFIED, "fake", 0.0) for _ in range(problem.batch_size)])
+    with pytest.raises(rob.InvariantError, match="VERIFIED"):
+        list(certify_points(g, x, wrong, RobustnessConfig(eps=0.01)))
+
+
+def test_normalization_checks_channels_and_values():
+    import pytest
+
+    from nncert.benchmarks.robustness import with_normalization
+    from nncert.errors import ConfigError
+
+    g = zoo.random_graph("relu", 0)
+    c = g.input_shape[0]
+    with pytest.raises(ConfigError, match=f"has {c + 2} values"):
+        with_normalization(g, [0.1] * (c + 2), None)
+    for std in ([0.0], [-1.0], [float("nan")]):
+        with pytest.raises(ConfigError, match="std"):
+            with_normalization(g, None, std)
+    assert with_normalization(g, [0.5], [2.0]).input_shape == g.input_shape

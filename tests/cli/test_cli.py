@@ -32,7 +32,10 @@ def mnist_like(tmp_path_factory):
 
 
 def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -79,7 +82,7 @@ def test_bad_input_is_one_clear_line(capsys, mnist_like, tmp_path, case):
         expect = "ONNX"
     elif case == "negative-eps":
         args[-1] = "-0.1"
-        expect = "epsilon"
+        expect = "--eps"
     else:
         small = tmp_path / "small.csv"
         np.savetxt(small, np.zeros((2, 3073)), fmt="%d", delimiter=",")  # CIFAR-sized
@@ -89,6 +92,88 @@ def test_bad_input_is_one_clear_line(capsys, mnist_like, tmp_path, case):
     assert code == 2
     assert err.startswith("nncert: error:") and expect in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_verify_streams_rows_and_keeps_them_when_killed(capsys, mnist_like, tmp_path, monkeypatch):
+    """A run that dies after k rows (simulated: an exception from the method) leaves k rows
+    in OUT.partial.jsonl; a complete run assembles OUT and removes the partial file."""
+    import nncert.benchmarks.robustness as rob
+
+    model, data = mnist_like
+    out = tmp_path / "r.json"
+    real = rob.certify
+    calls = {"n": 0}
+
+    def dying(problem, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("killed")
+        return real(problem, *a, **k)
+
+    monkeypatch.setattr(rob, "certify", dying)
+    with pytest.raises(MemoryError):
+        main(["verify", "--model", str(model), "--data", str(data), "--eps", "0.001",
+              "--batch", "1", "--out", str(out)])
+    partial = tmp_path / "r.json.partial.jsonl"
+    rows = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1] and not out.exists()
+    monkeypatch.setattr(rob, "certify", real)
+    code, _, _ = run_cli(capsys, "verify", "--model", model, "--data", data, "--eps", "0.001",
+                         "--batch", "2", "--out", out)
+    assert code == 0 and not partial.exists()
+    assert len(json.loads(out.read_text())["results"]) == 5
+
+
+def test_verify_jsonl_output(capsys, mnist_like, tmp_path):
+    model, data = mnist_like
+    out = tmp_path / "r.jsonl"
+    code, _, _ = run_cli(capsys, "verify", "--model", model, "--data", data, "--eps", "0.001",
+                         "--batch", "2", "--out", out)
+    assert code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in lines[:-1]] == list(range(5))
+    assert lines[-1]["summary"]["count"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
+
+
+def test_verify_refuses_points_outside_the_domain(capsys, mnist_like, tmp_path):
+    """The issue's case: pixels 0-255 read with --scale 1 lie outside [0, 1]. Clipping the
+    ball while the point lies outside gave certificates at a wrong centre."""
+    model, data = mnist_like
+    code, _, err = run_cli(capsys, "verify", "--model", model, "--data", data, "--eps", "0.01",
+                           "--scale", "1")
+    assert code == 2 and "outside [0, 1]" in err
+    big = tmp_path / "big.csv"
+    rows = np.zeros((2, 785))
+    rows[1, 5] = 300
+    np.savetxt(big, rows, fmt="%d", delimiter=",")
+    code, _, err = run_cli(capsys, "verify", "--model", model, "--data", big, "--eps", "0.01")
+    assert code == 2 and "image 1" in err and "300" in err
+
+
+def test_verified_never_exceeds_correct(capsys, mnist_like, tmp_path):
+    from nncert.benchmarks.robustness import InvariantError, RobustnessConfig, summarize
+
+    rows = [{"label": 1, "prediction": 2, "verdict": "verified", "time_s": 0.0}]
+    with pytest.raises(InvariantError):
+        summarize(rows, RobustnessConfig(eps=0.1))
+
+
+def test_verify_pt_model_needs_trust_pickle(capsys, mnist_like, tmp_path):
+    model, data = mnist_like
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    pt = tmp_path / "m.pt"
+    torch.save(net, pt)
+    code, _, err = run_cli(capsys, "verify", "--model", pt, "--data", data, "--eps", "0.001")
+    assert code == 2 and "--trust-pickle" in err
+    code, out, err = run_cli(capsys, "verify", "--model", pt, "--data", data, "--eps", "0.001",
+                             "--trust-pickle")
+    assert code == 0 and "verified" in out and "warning: unpickling" in err
+    code, out, _ = run_cli(capsys, "info", pt, "--input-shape", "1,28,28", "--trust-pickle")
+    assert code == 0 and "input shape:  (1, 28, 28)" in out
+    code, _, err = run_cli(capsys, "info", pt, "--trust-pickle")
+    assert code == 2 and "--input-shape" in err
 
 
 def test_demo_runs(capsys):

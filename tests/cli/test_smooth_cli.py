@@ -11,7 +11,10 @@ from nncert.cli.main import main
 
 
 def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -26,6 +29,8 @@ def digits_model(tmp_path_factory):
 
 def read_tsv(path):
     lines = path.read_text().splitlines()
+    assert lines[0].startswith("# nncert ")  # the settings line
+    lines = lines[1:]
     header = lines[0].split("\t")
     return header, [dict(zip(header, line.split("\t"))) for line in lines[1:]]
 
@@ -112,6 +117,57 @@ def test_interrupt_keeps_finished_rows(capsys, digits_model, tmp_path, monkeypat
                                 "0.25", "--n0", "10", "--n", "50", "--count", "5", "--out", out)
     assert code == 130 and "INTERRUPTED" in stdout and "interrupted" in err
     assert len(read_tsv(out)[1]) == 2
+    # the rerun resumes: the 2 finished points are kept, the 3 others certified
+    monkeypatch.setattr(Smooth, "certify", real)
+    with open(out, "a") as f:
+        f.write("2\t7\t")  # a row cut short by a kill is dropped
+    code, stdout, err = run_cli(capsys, "smooth", "certify", "--model", digits_model, "--sigma",
+                                "0.25", "--n0", "10", "--n", "50", "--count", "5", "--out", out)
+    assert code == 0 and "2 rows kept, 3 points to go" in err and stdout.startswith("5 points")
+    assert [int(r["idx"]) for r in read_tsv(out)[1]] == [0, 1, 2, 3, 4]
+    # other settings: a clear error, the file untouched
+    before = out.read_text()
+    code, _, err = run_cli(capsys, "smooth", "certify", "--model", digits_model, "--sigma",
+                           "0.5", "--n0", "10", "--n", "50", "--count", "5", "--out", out)
+    assert code == 2 and "other settings" in err and "sigma=0.25" in err and "sigma=0.5" in err
+    assert out.read_text() == before
+
+
+def test_foreign_out_file_is_never_overwritten(capsys, digits_model, tmp_path):
+    out = tmp_path / "r.tsv"
+    out.write_text("precious\n")
+    code, _, err = run_cli(capsys, "smooth", "certify", "--model", digits_model, "--sigma",
+                           "0.25", "--n0", "10", "--n", "50", "--count", "1", "--out", out)
+    assert code == 2 and "not written by" in err and out.read_text() == "precious\n"
+
+
+def test_pt_models_state_dict_with_arch_or_trusted_pickle(capsys, tmp_path):
+    """.pt base classifiers: a state_dict with --arch (weights_only, nothing unpickled); a
+    whole pickled module only with --trust-pickle (and a warning)."""
+    sd = tmp_path / "m.pt"
+    assert main(["smooth", "train", "--data", "digits:train", "--count", "100", "--sigma", "0.25",
+                 "--epochs", "1", "--arch", "mlp", "--out", str(sd)]) == 0
+    capsys.readouterr()
+    common = ["--sigma", "0.25", "--n0", "10", "--n", "50", "--count", "2"]
+    code, _, err = run_cli(capsys, "smooth", "certify", "--model", sd, *common,
+                           "--out", tmp_path / "a.tsv")
+    assert code == 2 and "--arch" in err
+    code, _, err = run_cli(capsys, "smooth", "certify", "--model", sd, "--arch", "cnn", *common,
+                           "--out", tmp_path / "a.tsv")
+    assert code == 2 and "do not fit architecture 'cnn'" in err and err.count("\n") == 1
+    code, _, _ = run_cli(capsys, "smooth", "certify", "--model", sd, "--arch", "mlp", *common,
+                         "--out", tmp_path / "a.tsv")
+    assert code == 0 and len(read_tsv(tmp_path / "a.tsv")[1]) == 2
+    from nncert.smoothing.train import small_mlp
+
+    whole = tmp_path / "whole.pt"
+    torch.save(small_mlp((1, 8, 8), 10), whole)
+    code, _, err = run_cli(capsys, "smooth", "predict", "--model", whole, *common[:2], "--n", "50",
+                           "--count", "2", "--out", tmp_path / "p.tsv")
+    assert code == 2 and "--trust-pickle" in err and not (tmp_path / "p.tsv").exists()
+    code, _, err = run_cli(capsys, "smooth", "predict", "--model", whole, "--trust-pickle",
+                           *common[:2], "--n", "50", "--count", "2", "--out", tmp_path / "p.tsv")
+    assert code == 0 and "warning: unpickling" in err
 
 
 def test_pixeldp_train_and_certify(capsys, tmp_path):

@@ -9,7 +9,7 @@ from torch import nn
 
 from nncert.errors import ModelError, UnsupportedOpError
 from nncert.models import load, ops
-from nncert.models.from_torch import from_torch, from_torch_file
+from nncert.models.from_torch import from_torch, from_torch_file, load_weights
 
 
 def parity(module: nn.Module, shape, n=100, rtol=1e-5, **kw):
@@ -172,21 +172,62 @@ def test_input_shape_validation():
         load(nn.ReLU())
 
 
-def test_torch_file_roundtrip(tmp_path):
+def test_torch_file_roundtrip_only_when_trusted(tmp_path):
     m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     p = tmp_path / "m.pt"
     torch.save(m, p)
-    g = from_torch_file(p, (3,))
+    with pytest.raises(ModelError, match="does not unpickle"):
+        from_torch_file(p, (3,))
+    with pytest.raises(ModelError, match="trust-pickle"):
+        load(p, input_shape=(3,))
+    g = from_torch_file(p, (3,), trust_pickle=True)
     x = torch.rand(7, 3)
     torch.testing.assert_close(g(x), m(x))
-    assert load(p, input_shape=(3,)).output_shape == (2,)
-    with pytest.raises(ModelError, match="input_shape"):
+    assert load(p, input_shape=(3,), trust_pickle=True).output_shape == (2,)
+    with pytest.raises(ModelError, match="input"):
         from_torch_file(p, None)
     torch.save(m.state_dict(), tmp_path / "sd.pt")
     with pytest.raises(ModelError, match="state_dict"):
         from_torch_file(tmp_path / "sd.pt", (3,))
     with pytest.raises(ModelError, match="not found"):
         from_torch_file(tmp_path / "missing.pt", (3,))
+    (tmp_path / "text.pt").write_text("not a torch file\nsecond line")
+    with pytest.raises(ModelError, match="not a") as e:
+        from_torch_file(tmp_path / "text.pt", (3,))
+    assert "\n" not in str(e.value)
+
+
+class _Payload:
+    """Unpickling this runs code: it would create the file named by ``marker``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_in_a_model_file_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "x": _Payload(str(marker))}, p)
+    with pytest.raises(ModelError, match="does not unpickle"):
+        load(p, input_shape=(2,))
+    with pytest.raises(ModelError):
+        load_weights(p)
+    assert not marker.exists()
+
+
+def test_load_weights_reads_state_dicts(tmp_path):
+    m = nn.Sequential(nn.Linear(3, 2))
+    torch.save(m.state_dict(), tmp_path / "a.pt")
+    torch.save({"state_dict": m.state_dict(), "epoch": 3}, tmp_path / "b.pt")
+    for name in ("a.pt", "b.pt"):
+        sd = load_weights(tmp_path / name)
+        assert set(sd) == {"0.weight", "0.bias"}
+    torch.save([1, 2], tmp_path / "c.pt")
+    with pytest.raises(ModelError, match="not a state_dict"):
+        load_weights(tmp_path / "c.pt")
 
 
 def test_load_dispatches_modules():

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..bounds import certify
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError
 from ..models import ops
 from ..models.graph import Graph, prepend
 from ..result import Result, Verdict
@@ -35,30 +35,75 @@ class RobustnessConfig:
     method_config: Any = None
 
     def __post_init__(self) -> None:
-        if not self.eps >= 0:
-            raise ConfigError(f"epsilon must be ≥ 0, got {self.eps}")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise ConfigError(f"epsilon must be a finite number ≥ 0, got {self.eps}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be ≥ 1, got {self.batch_size}")
 
 
+class InvariantError(RuntimeError):
+    """An internal soundness check failed (a bug, never bad input): a certificate was about to
+    be given to a point whose own prediction is wrong."""
+
+
+def _check_normalization(graph: Graph, mean: list[float], std: list[float]) -> None:
+    channels = graph.input_shape[0]
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise ConfigError(f"--{name} has {len(values)} values (one per channel) but the model "
+                              f"input {graph.input_shape} has {channels} channels (its first "
+                              f"dim); give 1 value or {channels}")
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"--{name} values must be finite, got {values}")
+    if not all(v > 0 for v in std):
+        raise ConfigError(f"--std values must be > 0, got {std}")
+
+
 def with_normalization(graph: Graph, mean: list[float] | None, std: list[float] | None) -> Graph:
-    """``graph`` preceded by ``(x − mean) / std`` (per channel); unchanged when both are None."""
+    """``graph`` preceded by ``(x − mean) / std`` (per channel: along the first input dim);
+    unchanged when both are None. Wrong counts, std ≤ 0 or non-finite values are errors."""
     if mean is None and std is None:
         return graph
     mean = mean if mean is not None else [0.0]
     std = std if std is not None else [1.0]
+    _check_normalization(graph, mean, std)
     op = ops.normalize(mean, std, ndim=len(graph.input_shape)).to(graph.device, graph.dtype)
     return prepend(graph, op, "normalize")
 
 
-def prepare_inputs(images: torch.Tensor, graph: Graph, scale: float) -> torch.Tensor:
+def prepare_inputs(images: torch.Tensor, graph: Graph, scale: float,
+                   domain: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
     """``images / scale`` reshaped to the model's input shape (same number of values), on the
-    model's device and dtype. A size mismatch is a ShapeError naming both shapes."""
+    model's device and dtype. A size mismatch is a ShapeError naming both shapes; a scaled
+    pixel outside ``domain`` is a DataError naming the image and the value (the certificates
+    are for balls clipped to the domain, which must contain their centre)."""
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ConfigError(f"the pixel scale must be a finite number > 0, got {scale}")
     n = images.shape[0]
+    if n == 0:
+        raise DataError("the dataset holds no images")
     if images[0].numel() != graph.num_inputs:
         raise ShapeError("dataset image vs model input", graph.input_shape, tuple(images.shape[1:]))
     x = images.reshape(n, *graph.input_shape) / scale
+    if domain is not None:
+        outside = _first_outside(x, domain)
+        if outside is not None:
+            i, v = outside
+            raise DataError(f"image {i} has pixel value {v * scale:g}, outside [{domain[0] * scale:g}, "
+                            f"{domain[1] * scale:g}] (the input domain [{domain[0]:g}, {domain[1]:g}] "
+                            f"times the scale {scale:g}); pass the scale that matches the data")
     return x.to(device=graph.device, dtype=graph.dtype)
+
+
+def _first_outside(x: torch.Tensor, domain: tuple[float, float]) -> tuple[int, float] | None:
+    """(index, value) of the first point with a value outside ``domain`` (NaN included)."""
+    flat = x.reshape(x.shape[0], -1)
+    bad = ~((flat >= domain[0]) & (flat <= domain[1]))
+    rows = bad.any(1).nonzero()
+    if rows.numel() == 0:
+        return None
+    i = int(rows[0])
+    return i, float(flat[i][bad[i]][0])
 
 
 def _confirmed(result: Result, spec: OutputSpec, reference: Callable | None) -> Result:
@@ -86,6 +131,12 @@ def certify_points(
     a misclassified point is FALSIFIED with the point itself as counterexample, re-checked on
     the graph and, when given, on ``reference`` (the source model, e.g. onnxruntime: inputs in
     the graph's input space, outputs flat)."""
+    if config.clip is not None:
+        outside = _first_outside(x, config.clip)
+        if outside is not None:
+            raise DataError(f"point {outside[0]} has value {outside[1]:g} outside the input domain "
+                            f"{list(config.clip)}: a ball clipped to the domain must contain its "
+                            "centre")
     for start in range(0, x.shape[0], config.batch_size):
         xb = x[start:start + config.batch_size]
         yb = labels[start:start + config.batch_size]
@@ -97,6 +148,9 @@ def certify_points(
             pred = graph(xb).flatten(1).argmax(1)
         per_item = (time.perf_counter() - t0) / xb.shape[0]
         for i, r in enumerate(results):
+            if r.verdict is Verdict.VERIFIED and int(pred[i]) != int(yb[i]):
+                raise InvariantError(f"point {start + i} was VERIFIED with {config.method} but its "
+                                     f"own prediction {int(pred[i])} is not its label {int(yb[i])}")
             row = {
                 "index": start + i,
                 "label": int(yb[i]),
@@ -114,6 +168,9 @@ def summarize(rows: list[dict[str, Any]], config: RobustnessConfig) -> dict[str,
     n = len(rows)
     verified = sum(r["verdict"] == Verdict.VERIFIED.value for r in rows)
     correct = sum(r["label"] == r["prediction"] for r in rows)
+    if verified > sum(r["verdict"] == Verdict.VERIFIED.value and r["label"] == r["prediction"]
+                      for r in rows):
+        raise InvariantError(f"{verified} points verified but only {correct} classified correctly")
     return {
         "count": n,
         "method": config.method,

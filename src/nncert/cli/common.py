@@ -1,16 +1,27 @@
-"""Helpers shared by the subcommands: device choice and argument types. Progress bars and
-atomic files live in ``nncert.utils`` (library code uses them too) and are re-exported here."""
+"""Helpers shared by the subcommands: device choice, argument types and model loading.
+Progress bars and output files live in ``nncert.utils`` (library code uses them too) and are
+re-exported here."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError
+from ..models import load
+from ..models.graph import Graph
+from ..utils import check_writable as check_writable
+from ..utils import one_line as one_line
+from ..utils import open_output as open_output
 from ..utils import progress as progress
 from ..utils import write_atomic as write_atomic
 from ..utils import write_json as write_json
+
+TORCH_SUFFIXES = (".pt", ".pth")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -22,21 +33,101 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ConfigError(f"invalid device {name!r}: {e}") from e
+        raise ConfigError(f"invalid device {name!r}: {one_line(e)}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here")
     return dev
 
 
+# -- argument types: argparse turns an ArgumentTypeError into one usage line -------------------
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    """A finite number > 0."""
+    v = _float(text)
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return v
 
 
 def nonnegative_float(text: str) -> float:
-    v = float(text)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    """A finite number ≥ 0."""
+    v = _float(text)
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
     return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return v
+
+
+def finite_floats(text: str) -> list[float]:
+    """Comma-separated finite numbers, e.g. ``0.4914,0.4822,0.4465``."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+def positive_floats(text: str) -> list[float]:
+    """Comma-separated finite numbers > 0 (e.g. per-channel std)."""
+    values = finite_floats(text)
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be > 0, got {text!r}")
+    return values
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """A shape without the batch dim, e.g. ``1,28,28`` or ``784``."""
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated dims such as 1,28,28, got {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"dims must be ≥ 1, got {text!r}")
+    return dims
+
+
+# -- models ------------------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser, input_shape_help: str | None = None) -> None:
+    """``--input-shape`` and ``--trust-pickle``, for commands that read .pt model files."""
+    p.add_argument("--input-shape", type=shape, default=None,
+                   help=input_shape_help or "input shape of a .pt model without the batch dim, "
+                        "e.g. 1,28,28 (ONNX files carry theirs)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a .pt file holding a whole pickled nn.Module: unpickling runs "
+                        "any code in the file, so only for files you trust (default: refuse; "
+                        "prefer ONNX)")
+
+
+def is_torch_file(path: str | Path) -> bool:
+    return Path(path).suffix in TORCH_SUFFIXES
+
+
+def load_model(path: str | Path, input_shape: tuple[int, ...] | None,
+               trust_pickle: bool = False) -> Graph:
+    """``nncert.load`` for the CLI: a warning line on stderr before a trusted pickle is read."""
+    if is_torch_file(path) and input_shape is None:
+        raise ConfigError(f"{path}: a .pt model does not record its input shape; pass "
+                          "--input-shape (e.g. 1,28,28)")
+    if is_torch_file(path) and trust_pickle:
+        print(f"nncert: warning: unpickling {path} (--trust-pickle): this runs any code the "
+              "file holds", file=sys.stderr)
+    return load(path, input_shape, trust_pickle=trust_pickle)

@@ -7,7 +7,7 @@ import importlib
 
 from ..benchmarks.demo import DemoConfig, run_demo
 from ..bounds import METHODS
-from .common import write_json
+from .common import check_writable, write_json
 
 
 def _available(methods: tuple[str, ...]) -> list[str]:
@@ -22,6 +22,8 @@ def _available(methods: tuple[str, ...]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_writable(args.out, "--out")
     config = DemoConfig(epochs=args.epochs, count=args.count, seed=args.seed)
     methods = _available(config.methods)
     print(f"training a {'-'.join(map(str, (64, *config.hidden, 10)))} ReLU network "

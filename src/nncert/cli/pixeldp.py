@@ -10,6 +10,7 @@ of certified accuracy against size and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from ..smoothing.pixeldp import (
     save_pixeldp,
 )
 from ..smoothing.train import load_images, train_pixeldp
-from .common import add_device_arg, resolve_device
-from .smooth import Report, RowWriter, Tally, certify_rows, model_inputs
+from .common import add_device_arg, check_writable, resolve_device
+from .smooth import Report, RowWriter, Tally, certify_rows, default_plot, model_inputs
 
 
 def _sizes(text: str) -> list[float]:
@@ -42,6 +43,7 @@ def _sizes(text: str) -> list[float]:
 def run_train(args: argparse.Namespace) -> int:
     config = PixelDPConfig(epsilon=args.epsilon, delta=args.delta, L=args.L, norm=args.norm,
                            mechanism=args.mechanism)
+    check_writable(args.out, "--out")
     device = resolve_device(args.device)
     images, labels, name = load_images(args.data, args.count)
     if len(labels) == 0:
@@ -67,15 +69,20 @@ def run_certify(args: argparse.Namespace) -> int:
     stats.check_count(args.batch, "--batch")
     if args.count is not None:
         stats.check_count(args.count, "--count", 0)
+    check_writable(args.out, "--out")
+    plot = default_plot(args.out, args.plot)
+    if plot is not None:
+        check_writable(plot, "--plot")
     device = resolve_device(args.device)
     net = load_pixeldp(args.model, device)
     images, labels, name = load_images(args.data, args.count)
     x = model_inputs(images, net.input_shape)
     cfg = net.config
     sizes = args.sizes or [0.0, 0.5 * cfg.L, cfg.L, 1.5 * cfg.L, 2.0 * cfg.L]
-    out = Path(args.out)
-    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
-    writer = RowWriter(out, ["idx", "label", "predict", "size", "correct", "time", "epsilon"])
+    settings = {"model": os.path.abspath(args.model), "data": str(args.data), "n": args.n,
+                "alpha": args.alpha, "batch": args.batch, "seed": args.seed}
+    writer = RowWriter(args.out, ["idx", "label", "predict", "size", "correct", "time", "epsilon"],
+                       "pixeldp certify", settings)
 
     def one(i: int):
         cert = certify(net, x[i], args.n, args.alpha, args.batch, seed=args.seed + i)
@@ -140,7 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="noise seed; point i uses SEED + i")
     c.add_argument("--sizes", type=_sizes, default=None,
                    help="sizes of the table (default: 0, L/2, L, 1.5L, 2L)")
-    c.add_argument("--out", required=True, help="TSV of results, one row per point")
+    c.add_argument("--out", required=True,
+                   help="TSV of results, one row per point; an existing OUT with the same "
+                        "settings is resumed")
     c.add_argument("--plot", default=None, help="PNG plot (default: OUT with .png)")
     add_device_arg(c)
     c.set_defaults(func=run_certify)

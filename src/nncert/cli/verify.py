@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -17,17 +19,25 @@ from ..benchmarks.robustness import (
 )
 from ..bounds import METHODS
 from ..data import load_dataset
-from ..models import load
+from ..errors import DataError
 from ..models.graph import Graph
 from ..models.onnx_runtime import run_onnx
-from .common import add_device_arg, progress, resolve_device, write_json
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+from ..utils import JsonLines, is_special
+from .common import (
+    add_device_arg,
+    add_model_args,
+    check_writable,
+    finite_floats,
+    is_torch_file,
+    load_model,
+    nonnegative_float,
+    positive_float,
+    positive_floats,
+    positive_int,
+    progress,
+    resolve_device,
+    write_json,
+)
 
 
 def _onnx_reference(model: str, graph: Graph, source: Graph):
@@ -45,35 +55,101 @@ def _onnx_reference(model: str, graph: Graph, source: Graph):
     return run
 
 
-def _write(args: argparse.Namespace, rows: list[dict], config: RobustnessConfig,
-           interrupted: bool = False) -> dict:
-    """The summary; also written with the rows to ``--out`` (atomically) when given."""
+class _RowSink:
+    """Rows written as they are decided, so a killed run keeps them. ``--out X.jsonl``: JSON
+    Lines, one row per line, and a last line ``{"summary": ...}``. Any other ``--out X``: rows
+    go to ``X.partial.jsonl`` while running; at the end (or on Ctrl-C) X gets the JSON
+    ``{summary, results}`` and the partial file is removed (a symlink, device or pipe X gets
+    no partial file)."""
+
+    def __init__(self, out: str | None):
+        self.out = out
+        self.jsonl = out is not None and out.endswith(".jsonl")
+        self.partial = None if out is None or self.jsonl else _partial_path(out)
+        self._lines: JsonLines | None = None
+
+    def check(self) -> None:
+        """Before computing: every file this sink will write can be written."""
+        if self.out is not None:
+            check_writable(self.out, "--out")
+        if self.partial is not None:
+            check_writable(self.partial, "--out (rows while running)")
+
+    def open(self) -> None:
+        path = self.out if self.jsonl else self.partial
+        if path is not None:
+            self._lines = JsonLines(path)
+
+    def row(self, row: dict) -> None:
+        if self._lines is not None:
+            self._lines.write(row)
+
+    def finish(self, summary: dict, rows: list[dict]) -> None:
+        if self.jsonl and self._lines is not None:
+            self._lines.write({"summary": summary})
+        self.close()
+        if self.out is not None and not self.jsonl:
+            write_json(self.out, {"summary": summary, "results": rows})
+            if self.partial is not None and os.path.lexists(self.partial):
+                os.unlink(self.partial)
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+            self._lines = None
+
+
+def _partial_path(out: str) -> Path | None:
+    """Beside a plain file path only: a symlink (``/dev/stdout``), device or pipe is written at
+    the end (use a ``.jsonl`` name to stream rows into it)."""
+    if Path(out).is_symlink() or is_special(out):
+        return None
+    return Path(out).with_name(Path(out).name + ".partial.jsonl")
+
+
+def _summary(args: argparse.Namespace, rows: list[dict], config: RobustnessConfig,
+             interrupted: bool = False) -> dict:
     summary = summarize(rows, config)
     summary.update(model=str(args.model), data=str(args.data), interrupted=interrupted)
-    if args.out:
-        write_json(args.out, {"summary": summary, "results": rows})
     return summary
 
 
+def _load(args: argparse.Namespace):
+    """(graph with normalisation, source graph, dataset): the data first, so that a .pt model
+    without --input-shape takes the dataset's image shape."""
+    data = load_dataset(args.data, count=args.count)
+    if len(data) == 0:
+        raise DataError(f"{args.data}: the dataset holds no images")
+    shape = args.input_shape or (tuple(data.images.shape[1:]) if is_torch_file(args.model) else None)
+    source = load_model(args.model, shape, args.trust_pickle).to(resolve_device(args.device))
+    return with_normalization(source, args.mean, args.std), source, data
+
+
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    sink = _RowSink(args.out)
+    sink.check()
+    resolve_device(args.device)
     config = RobustnessConfig(eps=args.eps, method=args.method,
                               p=math.inf if args.p == "inf" else 2.0, batch_size=args.batch)
-    source = load(args.model).to(device)
-    graph = with_normalization(source, args.mean, args.std)
+    graph, source, data = _load(args)
     reference = _onnx_reference(args.model, graph, source)
-    data = load_dataset(args.data, count=args.count)
-    x = prepare_inputs(data.images, graph, args.scale or data.pixel_max)
+    x = prepare_inputs(data.images, graph, args.scale if args.scale is not None else data.pixel_max)
     rows: list[dict] = []
     bar = progress(range(x.shape[0]), total=x.shape[0], desc=f"verify {args.method}")
+    sink.open()
     try:
         for row in certify_points(graph, x, data.labels, config, reference=reference):
             rows.append(row)
+            sink.row(row)
             next(bar, None)
     except KeyboardInterrupt:
-        _write(args, rows, config, interrupted=True)
+        sink.finish(_summary(args, rows, config, interrupted=True), rows)
         raise
-    summary = _write(args, rows, config)
+    except BaseException:
+        sink.close()  # the rows decided so far stay on disk
+        raise
+    summary = _summary(args, rows, config)
+    sink.finish(summary, rows)
     print(f"{summary['verified']}/{summary['count']} verified "
           f"(certified accuracy {summary['certified_accuracy']:.1%}, clean accuracy "
           f"{summary['clean_accuracy']:.1%}) with {args.method} at eps={args.eps} "
@@ -87,25 +163,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify", help="certify local robustness of dataset points with a bound method",
         description="For each test point x with label l, try to prove that every input within "
-                    "the L_p ball of radius EPS around x (clipped to [0,1]) is classified l. "
+                    "the L_p ball of radius EPS around x (clipped to [0,1]) is classified l; a "
+                    "point is certified only if it is itself classified l. "
                     "Inputs are pixels scaled to [0,1] (divided by --scale); --mean/--std add "
                     "the model's normalisation as an explicit first layer. VERIFIED is a sound "
                     "certificate; UNKNOWN means the method could not decide.",
     )
-    p.add_argument("--model", required=True, help="ONNX file (or .pt with a whole nn.Module)")
+    p.add_argument("--model", required=True,
+                   help="ONNX file (or a .pt file with a whole pickled nn.Module: needs "
+                        "--trust-pickle)")
     p.add_argument("--data", required=True,
                    help="dataset: ERAN CSV, MNIST IDX images file (labels file beside it), "
                         "CIFAR-10 batch (.npz or python pickle), or 'digits' (embedded)")
-    p.add_argument("--eps", type=float, required=True, help="radius in [0,1] pixel units")
+    p.add_argument("--eps", type=nonnegative_float, required=True,
+                   help="radius in [0,1] pixel units")
     p.add_argument("--method", default="interval", choices=sorted(METHODS),
                    help="bound method (default: interval)")
     p.add_argument("--p", default="inf", choices=["inf", "2"], help="norm of the ball")
-    p.add_argument("--count", type=int, default=None, help="certify only the first N points")
-    p.add_argument("--batch", type=int, default=64, help="points bounded at once (default 64)")
-    p.add_argument("--scale", type=float, default=None,
-                   help="divide raw pixels by this (default: the dataset's max, e.g. 255)")
-    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean, e.g. 0.1307")
-    p.add_argument("--std", type=_floats, default=None, help="per-channel std, e.g. 0.3081")
-    p.add_argument("--out", default=None, help="write JSON {summary, results} here")
+    p.add_argument("--count", type=positive_int, default=None,
+                   help="certify only the first N points")
+    p.add_argument("--batch", type=positive_int, default=64,
+                   help="points bounded at once (default 64)")
+    p.add_argument("--scale", type=positive_float, default=None,
+                   help="divide raw pixels by this (default: the dataset's max, e.g. 255); "
+                        "every pixel must lie in [0, SCALE]")
+    p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean, e.g. 0.1307")
+    p.add_argument("--std", type=positive_floats, default=None, help="per-channel std, e.g. 0.3081")
+    p.add_argument("--out", default=None,
+                   help="write JSON {summary, results} here (rows go to OUT.partial.jsonl while "
+                        "running); with a .jsonl suffix: JSON Lines, one row per line as it is "
+                        "decided, then a {\"summary\": ...} line")
+    add_model_args(p, "input shape of a .pt model without the batch dim (default: the dataset's "
+                      "image shape)")
     add_device_arg(p)
     p.set_defaults(func=run)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..utils import one_line
 from .idx import read_bytes
 
 # A python batch holds a dict of bytes, lists and numpy arrays; nothing else may be unpickled
@@ -62,7 +63,7 @@ def load_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as e:  # any unpickling failure means a corrupt or foreign file
-        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {one_line(e)})") from e
     if not isinstance(batch, dict):
         raise DataError(f"{path}: a CIFAR-10 batch is a dict, got {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -85,7 +86,7 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                                 f"(it has {', '.join(z.files) or 'none'})")
             return _finish(path, z["data"], z["labels"])
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz archive ({e})") from e
+        raise DataError(f"{path}: not a readable .npz archive ({one_line(e)})") from e
 
 
 def find_test_batch(directory: Path) -> Path | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..utils import one_line
 
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # (image file name pattern, its label file) for both naming schemes of the MNIST mirrors
@@ -33,7 +34,7 @@ def read_bytes(path: Path) -> bytes:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
+            raise DataError(f"{path}: corrupt or truncated gzip data ({one_line(e)})") from e
     return raw
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import operator
+import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, UnsupportedOpError
+from ..utils import one_line
 from . import ops
 from .from_onnx import Data, const_for
 from .graph import Graph, Node
@@ -423,23 +426,68 @@ def from_torch(module: nn.Module, input_shape, simplify: bool = True) -> Graph:
     return graph
 
 
-def from_torch_file(path, input_shape, simplify: bool = True) -> Graph:
-    """Load a ``.pt``/``.pth`` file holding a whole pickled ``nn.Module``.
+ADVICE = ("Export the model to ONNX, or save its state_dict and name its architecture, or pass "
+          "--trust-pickle for a file you trust")
 
-    Security: this unpickles the file (``torch.load(weights_only=False)``), which can run
-    arbitrary code. Load only files you trust; prefer ONNX for files from elsewhere.
-    """
-    if input_shape is None:
-        raise ModelError(f"loading {path} needs input_shape (without the batch dim)")
+
+def read_torch_file(path, advice: str = ADVICE) -> object:
+    """What a ``torch.save`` file holds, read with ``torch.load(weights_only=True)``: tensors,
+    numbers, strings, lists and dicts only, no code in the file runs. A pickled object (a whole
+    module) or another file is a one-line ModelError that says what to do instead."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4"
+            return torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            raise ModelError(
+                f"{p} holds pickled Python objects (a whole module?), which nncert does not "
+                f"unpickle: a pickle can run code. {advice}") from None
+        reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        raise ModelError(f"{p} is not a torch weights file ({one_line(reason)})") from None
+    except Exception as e:  # noqa: BLE001 - any read failure is a bad file
+        raise ModelError(f"{p} is not a loadable torch file: {one_line(e)}") from None
+
+
+def load_weights(path) -> dict[str, torch.Tensor]:
+    """The state dict (tensors by name) in a ``torch.save`` file (see :func:`read_torch_file`:
+    nothing in the file runs); ``{"state_dict": ...}`` checkpoints are accepted too."""
+    p = Path(path)
+    obj = read_torch_file(p)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise ModelError(f"{p} holds a {type(obj).__name__}, not a state_dict (tensors by name)")
+    return obj
+
+
+def from_torch_file(path, input_shape, simplify: bool = True, trust_pickle: bool = False) -> Graph:
+    """A Graph from a ``.pt``/``.pth`` file holding a whole pickled ``nn.Module``.
+
+    Security: only with ``trust_pickle=True`` is the file unpickled
+    (``torch.load(weights_only=False)``, which can run any code in the file). Without it the
+    file is read with ``weights_only=True`` and refused with a ModelError: a state dict needs
+    its architecture (build the module, ``load_state_dict``, pass the module to ``load``).
+    """
+    if input_shape is None:
+        raise ModelError(f"loading {path} needs the input shape without the batch dim "
+                         "(e.g. --input-shape 1,28,28)")
+    p = Path(path)
+    if not trust_pickle:
+        load_weights(p)  # refuses pickles; a state dict falls through to the error below
+        raise ModelError(f"{p} holds a state_dict (weights only), not a model: name its "
+                         "architecture (nncert smooth: --arch) or export the model to ONNX")
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    try:
         obj = torch.load(str(p), map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ModelError(f"{p} is not a loadable torch file: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ModelError(f"{p} is not a loadable torch file: {one_line(e)}") from None
     if not isinstance(obj, nn.Module):
         raise ModelError(f"{p} holds a {type(obj).__name__}, not a whole nn.Module (a state_dict "
                          "needs its module class: build the module, load_state_dict, pass the module)")
     return from_torch(obj, input_shape, simplify=simplify)
-

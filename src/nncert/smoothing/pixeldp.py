@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ModelError, ShapeError
+from ..errors import ConfigError, ModelError, NncertError, ShapeError
+from ..utils import one_line, open_output
 from . import stats
 
 NORMS = ("l2", "l1")
@@ -304,27 +305,31 @@ def save_pixeldp(net: PixelDPNet, path: str | Path) -> None:
         "num_classes": net.num_classes, "config": net.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with open_output(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_pixeldp(path: str | Path, device: torch.device | str = "cpu") -> PixelDPNet:
-    """Read a network written by :func:`save_pixeldp`."""
+    """Read a network written by :func:`save_pixeldp` (``torch.load(weights_only=True)``: no
+    code in the file runs). Any defect is a one-line ModelError naming the file."""
+    from ..models.from_torch import read_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"PixelDP model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ModelError(f"{path}: not a PixelDP model file ({e})") from e
+    payload = read_torch_file(path, "A PixelDP model file is written by `nncert pixeldp train`")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not an nncert PixelDP model (written by `nncert pixeldp train`)")
-    config = PixelDPConfig(**payload["config"])
-    net = build_pixeldp(payload["arch"], tuple(payload["input_shape"]), payload["num_classes"], config)
-    net.load_state_dict(payload["state_dict"])
+    try:
+        config = PixelDPConfig(**payload["config"])
+        net = build_pixeldp(payload["arch"], tuple(payload["input_shape"]), payload["num_classes"],
+                            config)
+        net.load_state_dict(payload["state_dict"])
+    except NncertError as e:
+        raise ModelError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: a damaged PixelDP model file ({type(e).__name__}: "
+                         f"{one_line(e, 300)})") from None
     return net.to(device).eval()
 
 

@@ -33,6 +33,7 @@ import torch
 
 from ..errors import ConfigError, ShapeError
 from ..models.graph import Graph
+from ..utils import one_line
 from . import stats
 
 
@@ -166,7 +167,7 @@ class Smooth:
                 try:
                     out = self.model(x.unsqueeze(0))
                 except (RuntimeError, ValueError) as e:
-                    raise ShapeError(f"base classifier does not run on this input ({e})",
+                    raise ShapeError(f"base classifier does not run on this input ({one_line(e)})",
                                      shape, shape) from e
             got = tuple(out.shape)
             if len(got) != 2 or got[0] != 1 or got[1] < 2:

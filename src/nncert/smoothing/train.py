@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
+from ..utils import one_line, open_output
 from . import stats
 from .pixeldp import PixelDPNet
 
@@ -54,19 +55,47 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": small_cnn, "mlp": small_ml
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> None:
-    """Write ``model`` as ONNX with a dynamic batch dim (readable by ``nncert.load``)."""
+    """Write ``model`` as ONNX with a dynamic batch dim (readable by ``nncert.load``); the file
+    is replaced atomically (see ``nncert.utils.open_output``)."""
+    import io
     import warnings
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     example = torch.zeros((1, *input_shape))
-    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["input"],
+        torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["input"],
                           output_names=["output"], dynamic_axes={"input": {0: "N"}})
-    tmp.replace(path)
+    with open_output(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Write ``model.state_dict()`` (tensors only: read back without unpickling code)."""
+    with open_output(path, "wb") as f:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
+
+
+def load_architecture(path: str | Path, arch: str, input_shape: tuple[int, ...]) -> nn.Module:
+    """Architecture ``arch`` (see :data:`MODELS`) for ``input_shape`` with the weights of a
+    state-dict file, read with ``torch.load(weights_only=True)``: nothing in the file runs. The
+    number of classes is the length of the last 1-D tensor (the output bias)."""
+    from ..models.from_torch import load_weights
+
+    if arch not in MODELS:
+        raise ConfigError(f"unknown architecture {arch!r}; choose from {sorted(MODELS)}")
+    weights = load_weights(path)
+    biases = [v for v in weights.values() if v.dim() == 1]
+    if not biases:
+        raise ModelError(f"{path}: no 1-D tensor (output bias) in the state_dict")
+    model = MODELS[arch](tuple(input_shape), int(biases[-1].numel()))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ModelError(f"{path}: the weights do not fit architecture {arch!r} for inputs "
+                         f"{tuple(input_shape)}: {one_line(e)}") from None
+    return model.eval()
 
 
 # -- data ---------------------------------------------------------------------------------
