@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "nncert"
 
 # DESIGN.md's pipeline order; a module may import only from earlier layers (or its own).
 LAYERS = [
-    "errors", "utils", "result", "models", "data", "specs", "attacks", "bounds", "complete",
+    "errors", "tables", "utils", "result", "models", "data", "specs", "attacks", "bounds", "complete",
     "smoothing", "semantic", "training", "benchmarks", "cli",
 ]
 

@@ -45,7 +45,7 @@ CASES = {
     "missing model": (["info", "{d}/nope.onnx"], "not found"),
     "unknown subcommand": (["bogus"], "invalid choice"),
     "bad float": (["verify", "--model", "{d}/net.onnx", "--data", "digits", "--eps", "abc"],
-                  "invalid float value"),
+                  "--eps: expected a number"),
     "inverted box": (["vnncomp", "run", "--onnx", "{d}/net.onnx", "--vnnlib", "{d}/inverted.vnnlib",
                       "--timeout", "5", "--out", "{d}/out/r.txt"], "inverted input box"),
     "unclosed paren": (["vnncomp", "run", "--onnx", "{d}/net.onnx", "--vnnlib", "{d}/unclosed.vnnlib",

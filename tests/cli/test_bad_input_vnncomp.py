@@ -56,7 +56,7 @@ def test_suite_non_utf8_results_file_is_kept(suite):
 
 def test_suite_out_under_a_file(suite):
     (suite / "somefile").write_text("x")
-    assert_clean_error(_suite(suite, "--out", suite / "somefile" / "r.csv"), "is a file")
+    assert_clean_error(_suite(suite, "--out", suite / "somefile" / "r.csv"), "is not a directory")
 
 
 def test_run_out_under_a_file(suite):
@@ -64,7 +64,7 @@ def test_run_out_under_a_file(suite):
     run = run_nncert("vnncomp", "run", "--onnx", suite / "a.onnx", "--vnnlib",
                      suite / "unsat.vnnlib", "--timeout", "300", "--out",
                      suite / "somefile" / "r.txt")
-    assert_clean_error(run, "is a file")
+    assert_clean_error(run, "is not a directory")
 
 
 def test_suite_path_outside_root_rejected_and_not_read(suite, tmp_path):
@@ -106,4 +106,4 @@ def test_light_entry_point_errors_are_one_line(suite):
                            suite / "instances.csv", "--out", suite / "a.onnx" / "r.csv"],
                           capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "is a file" in lines[0], proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and "is not a directory" in lines[0], proc.stderr

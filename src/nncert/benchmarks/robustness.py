@@ -33,12 +33,19 @@ class RobustnessConfig:
     batch_size: int = 64
     clip: tuple[float, float] | None = (0.0, 1.0)
     method_config: Any = None
+    timeout_s: float = 60.0  # method "complete": the budget of each point
 
     def __post_init__(self) -> None:
         if not (self.eps >= 0 and math.isfinite(self.eps)):
             raise ConfigError(f"epsilon must be a finite number ≥ 0, got {self.eps}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be ≥ 1, got {self.batch_size}")
+        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout_s}")
+
+
+#: ``RobustnessConfig.method`` for complete verification (``nncert.complete.verify``) per point
+COMPLETE = "complete"
 
 
 class InvariantError(RuntimeError):
@@ -142,8 +149,11 @@ def certify_points(
         yb = labels[start:start + config.batch_size]
         t0 = time.perf_counter()
         problem = robustness_problem(graph, xb, yb, config.eps, config.p, config.clip)
-        results = [_confirmed(r, problem.output_spec[i], reference)
-                   for i, r in enumerate(certify(problem, config.method, config.method_config))]
+        if config.method == COMPLETE:
+            results = _decided(graph, xb, yb, config)
+        else:
+            results = certify(problem, config.method, config.method_config)
+        results = [_confirmed(r, problem.output_spec[i], reference) for i, r in enumerate(results)]
         with torch.no_grad():
             pred = graph(xb).flatten(1).argmax(1)
         per_item = (time.perf_counter() - t0) / xb.shape[0]
@@ -156,12 +166,30 @@ def certify_points(
                 "label": int(yb[i]),
                 "prediction": int(pred[i]),
                 "verdict": r.verdict.value,
-                "time_s": round(per_item, 6),
+                "time_s": round(r.time_s if config.method == COMPLETE else per_item, 6),
                 "margin_lower": float(r.lower.min()) if r.lower is not None else None,
             }
+            if config.method == COMPLETE:
+                row["strategy"] = r.method
             if on_result is not None:
                 on_result(row)
             yield row
+
+
+def _decided(graph: Graph, xb: torch.Tensor, yb: torch.Tensor, config: RobustnessConfig) -> list[Result]:
+    """Complete verification of each point's ball, one at a time, ``config.timeout_s`` each
+    (``config.method_config``: a ``VerifyConfig``, whose timeout is replaced)."""
+    import dataclasses
+
+    from ..complete.verify import VerifyConfig, verify
+
+    base = config.method_config or VerifyConfig()
+    vcfg = dataclasses.replace(base, timeout_s=config.timeout_s)
+    out = []
+    for i in range(xb.shape[0]):
+        problem = robustness_problem(graph, xb[i:i + 1], yb[i:i + 1], config.eps, config.p, config.clip)
+        out.append(verify(problem, vcfg))
+    return out
 
 
 def summarize(rows: list[dict[str, Any]], config: RobustnessConfig) -> dict[str, Any]:
@@ -180,4 +208,14 @@ def summarize(rows: list[dict[str, Any]], config: RobustnessConfig) -> dict[str,
         "verified": verified,
         "certified_accuracy": verified / n if n else 0.0,
         "mean_time_s": sum(r["time_s"] for r in rows) / n if n else 0.0,
+        **({"decided_by": _strategies(rows)} if config.method == COMPLETE else {}),
     }
+
+
+def _strategies(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """verdict → {strategy that reached it: count} (complete verification only)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        per = out.setdefault(r["verdict"], {})
+        per[r.get("strategy", "?")] = per.get(r.get("strategy", "?"), 0) + 1
+    return out

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
 
 from ..errors import NncertError
+from ..utils import one_line
 
 #: subcommand modules, in the order ``--help`` lists them
 SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp")
@@ -30,7 +33,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nncert: error: {where}{message} (see {hint})\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the parser of that subcommand alone (the others'
+    modules are not imported: seconds of start-up, which count against VNN-COMP timeouts)."""
     parser = _Parser(
         prog="nncert", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -39,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show full tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in SUBCOMMANDS if only is None else (only,):
         module = f"nncert.cli.{name}"
         if importlib.util.find_spec(module) is None:
             continue
@@ -47,23 +52,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, when it is a known one."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in SUBCOMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        build_parser().print_help()
         return 0
     try:
         return int(args.func(args) or 0)
     except NncertError as e:
         if args.debug:
             raise
-        print(f"nncert: error: {e}", file=sys.stderr)
+        print(f"nncert: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except BrokenPipeError:
+        # the reader went away (`nncert info M | head`): not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:
         if args.debug:
             raise
-        print(f"nncert: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"nncert: error: {one_line(e.strerror or e)}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nncert: interrupted; results written so far are kept", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..benchmarks.robustness import (
+    COMPLETE,
     RobustnessConfig,
     certify_points,
     prepare_inputs,
@@ -130,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     sink.check()
     resolve_device(args.device)
     config = RobustnessConfig(eps=args.eps, method=args.method,
-                              p=math.inf if args.p == "inf" else 2.0, batch_size=args.batch)
+                              p=math.inf if args.p == "inf" else 2.0,
+                              batch_size=1 if args.method == COMPLETE else args.batch,
+                              timeout_s=args.timeout)
     graph, source, data = _load(args)
     reference = _onnx_reference(args.model, graph, source)
     x = prepare_inputs(data.images, graph, args.scale if args.scale is not None else data.pixel_max)
@@ -154,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
           f"(certified accuracy {summary['certified_accuracy']:.1%}, clean accuracy "
           f"{summary['clean_accuracy']:.1%}) with {args.method} at eps={args.eps} "
           f"in {sum(r['time_s'] for r in rows):.2f} s")
+    if "decided_by" in summary:
+        print("decided by: " + "; ".join(
+            f"{verdict} " + ", ".join(f"{how} {n}" for how, n in sorted(per.items()))
+            for verdict, per in sorted(summary["decided_by"].items())))
     if args.out:
         print(f"results written to {args.out}", file=sys.stderr)
     return 0
@@ -161,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "verify", help="certify local robustness of dataset points with a bound method",
+        "verify", help="certify local robustness of dataset points (bounds or complete)",
         description="For each test point x with label l, try to prove that every input within "
                     "the L_p ball of radius EPS around x (clipped to [0,1]) is classified l; a "
                     "point is certified only if it is itself classified l. "
@@ -177,8 +184,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "CIFAR-10 batch (.npz or python pickle), or 'digits' (embedded)")
     p.add_argument("--eps", type=nonnegative_float, required=True,
                    help="radius in [0,1] pixel units")
-    p.add_argument("--method", default="interval", choices=sorted(METHODS),
-                   help="bound method (default: interval)")
+    p.add_argument("--method", default="interval", choices=[*sorted(METHODS), COMPLETE],
+                   help="bound method (default: interval), or 'complete': decide each point "
+                        "(attack, bounds, branch-and-bound or MILP; nncert.complete.verify) "
+                        "within --timeout seconds, recording which strategy decided it")
+    p.add_argument("--timeout", type=positive_float, default=60.0,
+                   help="seconds per point for --method complete (default 60)")
     p.add_argument("--p", default="inf", choices=["inf", "2"], help="norm of the ball")
     p.add_argument("--count", type=positive_int, default=None,
                    help="certify only the first N points")

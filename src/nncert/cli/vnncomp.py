@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, NncertError
+from ..utils import check_writable
 from .common import add_device_arg, resolve_device, write_atomic
 
 
@@ -64,21 +65,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
-def _check_out_path(path: str, flag: str = "--out") -> None:
-    """ConfigError before any computing when ``path`` cannot be a file we write: it is a folder,
-    or one of its parents is a file. (To be replaced by ``nncert.utils.check_writable``.)"""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder, not a file")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"cannot write {flag} {path}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ConfigError(f"cannot write {flag} {path}: folder {parent} is not writable")
-            return
-
-
 def _write_out(path: str, text: str) -> None:
     try:
         write_atomic(path, text)
@@ -115,7 +101,7 @@ def _done(args: argparse.Namespace, status: int) -> int:
 def run_one(args: argparse.Namespace) -> int:
     from ..complete.vnncomp import run_instance_hard
 
-    _check_out_path(args.out)
+    check_writable(args.out, "--out")
     try:
         if not (args.timeout > 0 and math.isfinite(args.timeout)):
             raise ConfigError(f"timeout must be a positive number of seconds, got {args.timeout}")
@@ -153,9 +139,9 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
     root = args.root or str(Path(args.instances).resolve().parent)
     if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
         raise ConfigError(f"timeout must be a positive number of seconds, got {args.timeout}")
-    _check_out_path(args.out)
+    check_writable(args.out, "--out")
     if args.cex_dir:
-        _check_out_path(str(Path(args.cex_dir) / "x.txt"), "--cex-dir")
+        check_writable(str(Path(args.cex_dir) / "x.txt"), "--cex-dir")
     summary = run_suite(args.instances, root, args.out, jobs=args.jobs, timeout=args.timeout,
                         progress=not args.no_progress, cex_dir=args.cex_dir,
                         threads=args.threads, allow_outside_root=args.allow_outside_root)

@@ -186,12 +186,12 @@ def prepend(graph: Graph, op: Op, name: str = "prep") -> Graph:
         name += "_"
     x = torch.zeros((1, *graph.input_shape), dtype=graph.dtype, device=graph.device)
     try:
-        same = tuple(op.forward(x).shape[1:]) == graph.input_shape
-    except RuntimeError:
-        same = False
-    if not same:
-        raise ShapeError(f"prepended {op.kind} must keep the input shape", graph.input_shape,
-                         graph.input_shape)
+        got = tuple(op.forward(x).shape[1:])
+    except RuntimeError as e:
+        raise ShapeError(f"prepended {op.kind} cannot take the model input "
+                         f"({' '.join(str(e).split())[:120]})", graph.input_shape, ()) from e
+    if got != graph.input_shape:
+        raise ShapeError(f"prepended {op.kind} must keep the input shape", graph.input_shape, got)
     nodes = [Node(name, op, (graph.input_name,))]
     for n in graph.nodes:
         nodes.append(Node(n.name, n.op, tuple(name if s == graph.input_name else s for s in n.inputs)))

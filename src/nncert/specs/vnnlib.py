@@ -32,6 +32,7 @@ import torch
 
 from ..errors import ShapeError, SpecError
 from ..models.graph import Graph
+from ..tables import excerpt
 from .input_sets import Box, InputSet
 from .output import OutputSpec
 from .problem import VerificationProblem
@@ -98,7 +99,7 @@ def _read_commands(text: str, path: str | None) -> list[_Node | tuple]:
         kind = m.lastindex
         if kind == _ATOM:
             if not stack:
-                raise SpecError(f"unexpected {m.group(_ATOM)!r} outside parentheses", line, path)
+                raise SpecError(f"unexpected {excerpt(m.group(_ATOM))} outside parentheses", line, path)
             stack[-1].items.append(_Tok(m.group(_ATOM), line))
         elif kind == _PAREN:
             if m.group(_PAREN) == "(":
@@ -204,7 +205,7 @@ class _Parser:
                 raise self.error("assert takes exactly one formula", node.line)
             self.assertion(self.dnf(node.items[1]))
         elif head.text not in _IGNORED:
-            raise self.error(f"unknown command {head.text!r}", head.line)
+            raise self.error(f"unknown command {excerpt(head.text)}", head.line)
 
     def simple_bound(self, op: str, a: str, b: str, line: int) -> tuple | None:
         """The input bound of ``(op X_i number)`` or ``(op number X_i)``, else None (fast path)."""
@@ -221,10 +222,10 @@ class _Parser:
     def declare(self, name: _Tok, sort: _Tok) -> None:
         m = _VAR_NAME.fullmatch(name.text)
         if m is None:
-            raise self.error(f"unsupported variable name {name.text!r} (VNN-LIB uses X_i for inputs "
+            raise self.error(f"unsupported variable name {excerpt(name.text)} (VNN-LIB uses X_i for inputs "
                              "and Y_i for outputs)", name.line)
         if sort.text != "Real":
-            raise self.error(f"variable {name.text} has sort {sort.text!r}; only Real is supported",
+            raise self.error(f"variable {name.text} has sort {excerpt(sort.text)}; only Real is supported",
                              sort.line)
         if name.text in self.vars:
             raise self.error(f"variable {name.text} is declared twice (first at line "
@@ -257,7 +258,7 @@ class _Parser:
                 return [[]]
             if f.text == "false":
                 return []
-            raise self.error(f"expected a formula, got {f.text!r}", f.line)
+            raise self.error(f"expected a formula, got {excerpt(f.text)}", f.line)
         head = f.items[0] if f.items else None
         if not isinstance(head, _Tok):
             raise self.error("expected a formula such as (<= X_0 1.0), (and ...) or (or ...)", f.line)
@@ -274,9 +275,9 @@ class _Parser:
             return out
         if head.text in _COMPARISONS:
             if len(f.items) < 3:
-                raise self.error(f"{head.text!r} needs at least two operands", head.line)
+                raise self.error(f"{excerpt(head.text)} needs at least two operands", head.line)
             return self.atoms_dnf(self.comparison(head.text, f.items[1:], f.line))
-        raise self.error(f"unknown function {head.text!r} in a formula", head.line)
+        raise self.error(f"unknown function {excerpt(head.text)} in a formula", head.line)
 
     def product(self, a: list[list[tuple]], b: list[list[tuple]], line: int) -> list[list[tuple]]:
         if len(a) * len(b) > MAX_DISJUNCTS:
@@ -325,10 +326,10 @@ class _Parser:
         head = t.items[0] if t.items else None
         if not isinstance(head, _Tok) or head.text not in ("+", "-", "*", "/"):
             name = head.text if isinstance(head, _Tok) else "(...)"
-            raise self.error(f"unknown function {name!r} in a term (supported: + - * /)", t.line)
+            raise self.error(f"unknown function {excerpt(name)} in a term (supported: + - * /)", t.line)
         args = [self.linear(a) for a in t.items[1:]]
         if not args:
-            raise self.error(f"{head.text!r} needs at least one operand", head.line)
+            raise self.error(f"{excerpt(head.text)} needs at least one operand", head.line)
         if head.text == "+":
             out = args[0]
             for a in args[1:]:
@@ -361,8 +362,8 @@ class _Parser:
         if _NUMBER.fullmatch(text):
             return {}, float(text)
         if text[0] in "+-.0123456789":
-            raise self.error(f"bad number {text!r}", t.line)
-        raise self.error(f"undeclared variable {text!r}", t.line)
+            raise self.error(f"bad number {excerpt(text)}", t.line)
+        raise self.error(f"undeclared variable {excerpt(text)}", t.line)
 
     # -- after the last command ------------------------------------------------------------------------
     def check_counts(self) -> tuple[int, int]:
