@@ -14,12 +14,12 @@ input set ∩ the split constraints for every β ≥ 0 and is optimised jointly 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
+from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..models.graph import Graph
 from ..specs.input_sets import InputSet
@@ -123,10 +123,10 @@ def _project(params, ranges, betas) -> None:
 
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: float | None = None):
-    """Best lower bound (B, R) of the rows seen over the Adam run (stopped early past
-    ``deadline``, a ``time.perf_counter()`` value), the final parameters and the number of
-    Adam steps taken."""
+                   deadline: Deadline = NEVER):
+    """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters and
+    the number of Adam steps taken. Past ``deadline`` (checked before every step) it raises
+    :class:`~nncert.clock.DeadlineExceededError`."""
     B, R = input_set.batch_size, C.shape[1]
     params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
                                   start or graph.output_name)
@@ -139,14 +139,14 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if groups else None
     best, steps = None, 0
     while True:
+        deadline.check()
         offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in betas}
         lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
                                    need_upper=False, start=start,
                                    relaxation=cfg.crown.relaxation)
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
-        late = deadline is not None and time.perf_counter() > deadline
-        if done or late or steps == cfg.iterations or opt is None or not lower.requires_grad:
+        if done or steps == cfg.iterations or opt is None or not lower.requires_grad:
             return best, {k: v.detach() for k, v in params.items()}, steps
         opt.zero_grad()
         (-lower.sum()).backward()
@@ -196,7 +196,7 @@ def optimize_bounds(
 
 
 def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
-                            deadline: float | None = None):
+                            deadline: Deadline = NEVER):
     """Intermediate bounds each optimised with their own parameters, layer by layer."""
     def rows(name, C, idx, values):
         sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
@@ -204,41 +204,43 @@ def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
                                      cfg, start=name, deadline=deadline)
         return lower[:, :1], -lower[:, 1:]
 
-    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows)
+    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows, deadline=deadline)
 
 
 def optimized_intermediate_bounds(graph: Graph, input_set: InputSet,
                                   config: AlphaCrownConfig | None = None,
-                                  deadline: float | None = None) -> dict[str, Interval]:
+                                  deadline: Deadline = NEVER) -> dict[str, Interval]:
     """Sound bounds of every node over ``input_set``, each activation input's bounds optimised
     by alpha-CROWN with its own slopes, layer by layer (never looser than CROWN's). Past
-    ``deadline`` (``time.perf_counter()``) each remaining layer gets plain CROWN bounds."""
+    ``deadline`` it raises :class:`~nncert.clock.DeadlineExceededError`."""
     with torch.enable_grad():
         return _optimized_intermediate(graph, input_set, config or AlphaCrownConfig(), deadline)
 
 
 def alpha_crown_bounds(problem: VerificationProblem,
-                       config: AlphaCrownConfig | None = None) -> Bounds:
+                       config: AlphaCrownConfig | None = None,
+                       deadline: Deadline = NEVER) -> Bounds:
     """alpha-CROWN bounds of the spec rows: never looser than CROWN's (row by row). With
-    early_stop, only the batch elements CROWN leaves unproved are optimised."""
+    early_stop, only the batch elements CROWN leaves unproved are optimised. Past
+    ``deadline`` it raises :class:`~nncert.clock.DeadlineExceededError`."""
     cfg = config or AlphaCrownConfig()
     g, spec, xs = problem.graph, problem.output_spec, problem.input_set
-    crown = _bounds(problem, cfg.crown, "alpha-crown")
+    crown = _bounds(problem, cfg.crown, "alpha-crown", deadline)
     values = crown.intermediate
     lower, steps = crown.lower.clone(), 0
     with torch.enable_grad():
         if cfg.optimize_intermediate:
-            values = _optimized_intermediate(g, xs, cfg)
+            values = _optimized_intermediate(g, xs, cfg, deadline)
         todo = torch.arange(xs.batch_size, device=lower.device)
         if cfg.early_stop:
             todo = todo[~spec.proved(lower)]
         if todo.numel():
             sub = {k: v[todo] for k, v in values.items()}
             best, _, steps = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
-                                            proved=spec.proved)
+                                            proved=spec.proved, deadline=deadline)
             lower[todo] = torch.maximum(lower[todo], best)
         upper = crown.upper
         if cfg.optimize_upper:
-            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg)
+            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg, deadline=deadline)
             upper = torch.minimum(upper, -neg)
     return Bounds(lower, upper, "alpha-crown", values, stats={"steps": steps})

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..models import ops
 from ..models.graph import Graph, Node
@@ -330,13 +331,15 @@ RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
 
 
 def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int,
-            row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True) -> Interval:
+            row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True,
+            deadline: Deadline = NEVER) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
     ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
     batch elements are processed together, at most ``step`` at a time, so elements with
     few such neurons cost little and results do not depend on the batch. With ``intersect``
-    False the new bounds replace ``iv`` instead of tightening it."""
+    False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
+    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`)."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
     bidx, nidx = flat.nonzero(as_tuple=True)
@@ -344,6 +347,7 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
     for r0 in range(0, bidx.numel(), step):
+        deadline.check()
         b, j = bidx[r0:r0 + step], nidx[r0:r0 + step]
         C = F.one_hot(j, flat.shape[1]).to(lo.dtype).unsqueeze(1)
         l_new, u_new = row_bounds(name, C, b, values)
@@ -357,14 +361,16 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
 
 def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig | None = None,
                         given: Mapping[str, Interval] | None = None,
-                        row_bounds: RowBounds | None = None) -> dict[str, Interval]:
+                        row_bounds: RowBounds | None = None,
+                        deadline: Deadline = NEVER) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
     IBP through the graph; at each node that feeds an activation / MaxPool the interval is
     intersected with a backward-pass bound (``config.intermediate == "crown"``; ``row_bounds``
     replaces the plain backward pass, e.g. by an optimised one). Nodes in ``given`` take those
     bounds instead (they must be sound for the set, or for the subdomain the caller bounds);
-    later nodes build on them.
+    later nodes build on them. Past ``deadline`` it raises
+    :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
     """
     cfg = config or CrownConfig()
     given = given or {}
@@ -379,6 +385,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
         if node.name in given:
             values[node.name] = given[node.name]
             continue
+        deadline.check()
         iv = IBP_TRANSFORMERS[type(node.op)](node.op, *(values[s] for s in node.inputs))
         if node.name in needs:
             if needs[node.name] and cfg.unstable_only and cfg.intersect_ibp:
@@ -386,28 +393,34 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
             else:
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
             step = _rows_per_pass(graph, node.name, cfg)
-            iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp)
+            iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
+                         deadline)
         values[node.name] = iv
     return values
 
 
-def crown_bounds(problem: VerificationProblem, config: CrownConfig | None = None) -> Bounds:
+def crown_bounds(problem: VerificationProblem, config: CrownConfig | None = None,
+                 deadline: Deadline = NEVER) -> Bounds:
     """CROWN bounds of the spec rows, computed directly from ``C`` (never from output
     intervals), intersected with IBP's; intermediate bounds of every node are kept."""
     cfg = config or CrownConfig()
-    return _bounds(problem, cfg, "crown" if cfg.relaxation == "adaptive" else cfg.relaxation)
+    return _bounds(problem, cfg, "crown" if cfg.relaxation == "adaptive" else cfg.relaxation,
+                   deadline)
 
 
-def deeppoly_bounds(problem: VerificationProblem, config: CrownConfig | None = None) -> Bounds:
+def deeppoly_bounds(problem: VerificationProblem, config: CrownConfig | None = None,
+                    deadline: Deadline = NEVER) -> Bounds:
     """DeepPoly (Singh et al. 2019): back-substitution with DeepPoly's relaxations."""
     cfg = dataclasses.replace(config or CrownConfig(), relaxation="deeppoly")
-    return _bounds(problem, cfg, "deeppoly")
+    return _bounds(problem, cfg, "deeppoly", deadline)
 
 
-def _bounds(problem: VerificationProblem, cfg: CrownConfig, name: str) -> Bounds:
+def _bounds(problem: VerificationProblem, cfg: CrownConfig, name: str,
+            deadline: Deadline = NEVER) -> Bounds:
     check_supported(problem.graph, BACKWARD, name)
     g, spec = problem.graph, problem.output_spec
-    values = intermediate_bounds(g, problem.input_set, cfg)
+    values = intermediate_bounds(g, problem.input_set, cfg, deadline=deadline)
+    deadline.check()
     lower, upper = backward_bounds(g, problem.input_set, spec.C, spec.d, values,
                                    relaxation=cfg.relaxation)
     if not cfg.intersect_ibp:

@@ -1,0 +1,69 @@
+"""Worst overshoot of ``nncert vnncomp run`` past its timeout on hard instances.
+
+Runs each instance as its own process (``python -m nncert.cli.main vnncomp run``, with
+PYTHONPATH as given by the caller) and prints, per instance, the result word, the wall time of
+the whole process and ``overshoot = wall − timeout`` (the time between the deadline and the
+answer; interpreter start-up and imports included, since VNN-COMP counts them too).
+
+    PYTHONPATH=$PWD/src python bench/deadline_overshoot.py --timeout 10 [--only mnistfc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path("/work/shared/benchmarks")
+INSTANCES = [
+    ("mnistfc", "onnx/mnist-net_256x6.onnx", "vnnlib/prop_0_0.05.vnnlib"),
+    ("mnistfc", "onnx/mnist-net_256x4.onnx", "vnnlib/prop_3_0.03.vnnlib"),
+    ("cifar10_resnet", "onnx/resnet_2b.onnx", "vnnlib/prop_0_eps_0.008.vnnlib.gz"),
+    ("cifar10_resnet", "onnx/resnet_4b.onnx", "vnnlib/prop_1_eps_0.008.vnnlib.gz"),
+    ("oval21", "onnx/cifar_base_kw.onnx",
+     "vnnlib/cifar_base_kw-img7779-eps0.04771241830065359.vnnlib"),
+    ("oval21", "onnx/cifar_wide_kw.onnx", None),  # first instance of that net in the list
+]
+
+
+def _first(bench: str, onnx: str) -> str:
+    for line in (ROOT / bench / "instances.csv").read_text().splitlines():
+        o, v, _ = line.split(",")
+        if o.strip() == onnx:
+            return v.strip()
+    raise SystemExit(f"no instance of {onnx} in {bench}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--only", default=None, help="benchmark name filter")
+    args = ap.parse_args()
+    worst = -float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        for bench, onnx, vnnlib in INSTANCES:
+            if args.only and args.only not in bench:
+                continue
+            vnnlib = vnnlib or _first(bench, onnx)
+            out = Path(tmp) / "out.txt"
+            cmd = [sys.executable, "-m", "nncert.cli.main", "vnncomp", "run",
+                   "--onnx", str(ROOT / bench / onnx), "--vnnlib", str(ROOT / bench / vnnlib),
+                   "--timeout", str(args.timeout), "--out", str(out)]
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            wall = time.perf_counter() - t0
+            word = out.read_text().split("\n")[0] if out.exists() else f"rc={p.returncode}"
+            worst = max(worst, wall - args.timeout)
+            print(f"{bench:15s} {Path(onnx).stem:18s} {Path(vnnlib).name[:40]:40s} {word:8s} "
+                  f"wall {wall:6.2f} s  overshoot {wall - args.timeout:+6.2f} s", flush=True)
+            if p.returncode not in (0,):
+                print("   stderr:", p.stderr.strip().splitlines()[-1:] if p.stderr else "")
+    print(f"worst overshoot {worst:+.2f} s (timeout {args.timeout} s)")
+
+
+if __name__ == "__main__":
+    main()
