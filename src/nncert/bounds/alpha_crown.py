@@ -14,6 +14,7 @@ input set ∩ the split constraints for every β ≥ 0 and is optimised jointly 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -121,6 +122,21 @@ def _project(params, ranges, betas) -> None:
             b.clamp_(min=0)
 
 
+def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
+    """Step ``t`` (from 1) of Adam with torch.optim.Adam's defaults, learning rates times
+    ``scale`` (the exponential decay). Written out because constructing torch.optim.Adam imports
+    torch._dynamo: seconds that no deadline check can interrupt."""
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    with torch.no_grad():
+        for (p, lr), g, (m, v) in zip(leaves, grads, moments):
+            if g is None:
+                continue
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+            p.addcdiv_(m, denom, value=-lr * scale / (1 - b1**t))
+
+
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
                    deadline: Deadline = NEVER):
@@ -133,10 +149,8 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
     signs = signs or {}
     betas = {n: torch.zeros((B, R, *s.shape[1:]), dtype=C.dtype, device=C.device,
                             requires_grad=True) for n, s in signs.items()}
-    groups = [{"params": list(ts.values()), "lr": lr}
-              for ts, lr in ((params, cfg.lr), (betas, cfg.lr_beta)) if ts]
-    opt = torch.optim.Adam(groups) if groups else None
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if groups else None
+    leaves = [(t, cfg.lr) for t in params.values()] + [(t, cfg.lr_beta) for t in betas.values()]
+    moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t, _ in leaves]
     best, steps = None, 0
     while True:
         deadline.check()
@@ -146,12 +160,10 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
                                    relaxation=cfg.crown.relaxation)
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
-        if done or steps == cfg.iterations or opt is None or not lower.requires_grad:
+        if done or steps == cfg.iterations or not leaves or not lower.requires_grad:
             return best, {k: v.detach() for k, v in params.items()}, steps
-        opt.zero_grad()
-        (-lower.sum()).backward()
-        opt.step()
-        sched.step()
+        grads = torch.autograd.grad(-lower.sum(), [t for t, _ in leaves], allow_unused=True)
+        _adam_step(leaves, grads, moments, steps + 1, cfg.lr_decay ** steps)
         _project(params, ranges, betas)
         steps += 1
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import clock
 from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..models import ops
@@ -326,6 +327,20 @@ def _rows_per_pass(graph: Graph, name: str, cfg: CrownConfig) -> int:
     return max(1, min(cfg.chunk_rows, cfg.max_pass_elements // (2 * max(biggest, 1))))
 
 
+#: rows of the first intermediate pass, and the pass durations (s) between which the number of
+#: rows stays put (doubled below, halved above)
+FIRST_PASS_ROWS = 16
+PASS_SECONDS = (0.05, 0.2)
+
+
+def _next_rows(rows: int, cap: int, seconds: float) -> int:
+    if seconds < PASS_SECONDS[0]:
+        return min(cap, 2 * rows)
+    if seconds > PASS_SECONDS[1]:
+        return max(1, rows // 2)
+    return rows
+
+
 RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
                      tuple[torch.Tensor, torch.Tensor]]
 
@@ -339,16 +354,21 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
     batch elements are processed together, at most ``step`` at a time, so elements with
     few such neurons cost little and results do not depend on the batch. With ``intersect``
     False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
-    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`)."""
+    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
+    ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while they take under
+    ``PASS_SECONDS[0]`` (shrinking above ``PASS_SECONDS[1]``), so that no pass runs long."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
     bidx, nidx = flat.nonzero(as_tuple=True)
     if bidx.numel() == 0:
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
-    for r0 in range(0, bidx.numel(), step):
+    r0, rows = 0, min(step, FIRST_PASS_ROWS)
+    while r0 < bidx.numel():
         deadline.check()
-        b, j = bidx[r0:r0 + step], nidx[r0:r0 + step]
+        t = clock.now()
+        b, j = bidx[r0:r0 + rows], nidx[r0:r0 + rows]
+        r0 += rows
         C = F.one_hot(j, flat.shape[1]).to(lo.dtype).unsqueeze(1)
         l_new, u_new = row_bounds(name, C, b, values)
         if intersect:
@@ -356,6 +376,7 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         else:
             l_new, u_new = l_new[:, 0], u_new[:, 0]
         lo[b, j], hi[b, j] = l_new, u_new
+        rows = _next_rows(rows, step, clock.now() - t)
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
 
 

@@ -267,6 +267,7 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=deadline)
             if config.intermediate == "crown":
                 inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=deadline)
+        deadline.check()
         lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
         cl = _clause_lower(spec, lb, A_x, lo, hi)
         alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)

@@ -261,6 +261,7 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
     Uw, Ub = Lw, Lb
     inter = []
     for k in range(net.num_relu_layers):
+        deadline.check()
         zl = torch.einsum("bjn,bn->bj", Lw, c) - torch.einsum("bjn,bn->bj", Lw.abs(), r) + Lb
         u = torch.einsum("bjn,bn->bj", Uw, c) + torch.einsum("bjn,bn->bj", Uw.abs(), r) + Ub
         if k == 0:
@@ -471,6 +472,7 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     returned are always evaluated in ``net``'s dtype: the best of the warm start and the final
     parameters (and, when the search runs in ``net`` itself, of every iterate). Past
     ``deadline`` (checked before every step) it raises :class:`~nncert.clock.DeadlineExceededError`."""
+    deadline.check()
     B, R = C.shape[:2]
     if alphas is None:
         alphas = init_alphas(inter, R)
@@ -586,6 +588,7 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                 live = torch.ones(act.numel(), dtype=torch.bool, device=C.device)
     write_back([p[live] for p in ps], act[live])
     al, bt = al_all, bt_all
+    deadline.check()
     lower, Ax = evaluate(al, bt)  # the final parameters, in the network's dtype
     if best is None:  # (no iterate ran: an empty batch)
         return SpecBound(lower, Ax, al, bt)
