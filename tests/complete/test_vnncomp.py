@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import pytest
@@ -46,23 +45,6 @@ def test_verify_known_answers():
         assert r.verdict is Verdict.FALSIFIED
         x = r.counterexample.x.reshape(1, 1)
         assert bool(box.contains(x).all()) and float(g(x)[0, 0]) - 0.5 <= 0
-
-
-def test_verify_timeout_is_prompt_on_a_wide_net():
-    """ReLU splitting (many inputs) with the root alpha-CROWN stage: a hard threshold must
-    come back as TIMEOUT within about a second of the budget."""
-    g = random_mlp(3, (40, 200, 200, 200, 2), scale=2.0)
-    lo, hi = -torch.ones(1, 40), torch.ones(1, 40)
-    x = torch.rand(5000, 40) * 2 - 1
-    with torch.no_grad():
-        y = g(x)
-    m = y[:, 0] - y[:, 1]
-    t = float(m.min()) - 0.05 * float(m.max() - m.min())  # below the samples: needs BaB
-    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0]]]), torch.tensor([-t]))
-    t0 = time.perf_counter()
-    r = verify(VerificationProblem(g, Box(lo, hi), spec), VerifyConfig(timeout_s=1.5, attack=None))
-    assert time.perf_counter() - t0 < 2.5
-    assert "alpha-crown" in r.stats["stages"]
 
 
 def test_verify_rejects_bad_timeout():
@@ -143,9 +125,8 @@ def test_suite_resumable_with_summary(tmp_path, capsys):
     assert "error" in capsys.readouterr().err
     # restart: nothing is re-run, finished rows are kept
     before = out.read_text()
-    t0 = time.perf_counter()
     run_suite(d / "instances.csv", d, out, jobs=2, progress=False)
-    assert out.read_text() == before and time.perf_counter() - t0 < 30
+    assert out.read_text() == before
 
 
 def test_suite_cli_flags_wrong_answers(tmp_path, capsys):
