@@ -168,6 +168,24 @@ def test_alpha_crown_iterations_stop_at_the_next_check(monkeypatch, fake, n, int
     assert calls["all"] == n and calls["after"] == 0
 
 
+def test_optimize_bounds_with_splits_stops_at_the_next_check(monkeypatch, fake):
+    """The beta-CROWN entry point (split constraints, several subdomains)."""
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.models import zoo
+
+    g = zoo.mlp(4, "relu", widths=(3, 16, 16, 2)).to(dtype=torch.float64)
+    xs = LpBall(zoo.sample_inputs(g, 2, 4).to(torch.float64), 0.5)
+    values = intermediate_bounds(g, xs)
+    splits = {"n0": torch.tensor([[1] + [0] * 15, [-1] + [0] * 15], dtype=torch.int8)}
+    C = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64).expand(2, -1, -1)
+    calls = expire_on_call(monkeypatch, fake, alpha_crown, "backward_bounds", 3)
+    with pytest.raises(DeadlineExceededError):
+        alpha_crown.optimize_bounds(g, xs, C, None, values,
+                                    AlphaCrownConfig(iterations=30, early_stop=False), splits,
+                                    deadline=Deadline(FAR))
+    assert calls["all"] == 3 and calls["after"] == 0
+
+
 # -- CROWN intermediate passes -------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["crown", "deeppoly"])
 @pytest.mark.parametrize("n", [1, 4])

@@ -106,12 +106,12 @@ def _clip_splits(intermediate: Mapping[str, Interval], splits: Mapping[str, torc
     return out, empty
 
 
-def _complete(graph, input_set, intermediate, cfg: AlphaCrownConfig):
+def _complete(graph, input_set, intermediate, cfg: AlphaCrownConfig, deadline: Deadline = NEVER):
     """``intermediate`` with any missing bounds a backward pass needs filled in by CROWN."""
     needed = set(_relaxed_inputs(graph)) | {graph.input_name}
     if needed <= set(intermediate):
         return intermediate
-    return intermediate_bounds(graph, input_set, cfg.crown, given=intermediate)
+    return intermediate_bounds(graph, input_set, cfg.crown, given=intermediate, deadline=deadline)
 
 
 def _project(params, ranges, betas) -> None:
@@ -179,6 +179,7 @@ def optimize_bounds(
     init_slopes: Mapping[str, torch.Tensor] | None = None,
     *,
     proved: Proved | None = None,
+    deadline: Deadline = NEVER,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """alpha/beta-CROWN lower bounds (B, R) of the rows ``C·y + d`` over each subdomain, and
     the optimised parameters (``slopes`` of ``backward_bounds``, (B, R, *shape) each; pass
@@ -189,6 +190,7 @@ def optimize_bounds(
     +1 (z ≥ 0), −1 (z ≤ 0) or 0 (free). Sound for input set ∩ split constraints. A subdomain
     whose clipped bounds are infeasible (l > u: it is empty) gets lower bound +inf.
     Early stop once ``proved(lower)`` holds for every element (default: every row > 0).
+    Past ``deadline`` it raises :class:`~nncert.clock.DeadlineExceededError`.
     """
     cfg = config or AlphaCrownConfig()
     check_supported(graph, BACKWARD, "alpha-crown")
@@ -197,11 +199,12 @@ def optimize_bounds(
     if splits:
         intermediate, empty = _clip_splits(intermediate, splits)
         signs = {n: s.to(C.dtype) for n, s in splits.items() if bool((s != 0).any())}
-    intermediate = _complete(graph, input_set, intermediate, cfg)
+    intermediate = _complete(graph, input_set, intermediate, cfg, deadline)
     with torch.enable_grad():
         lower, slopes, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
                                        init_slopes=init_slopes,
-                                       proved=proved or (lambda lb: (lb > 0).all(1)))
+                                       proved=proved or (lambda lb: (lb > 0).all(1)),
+                                       deadline=deadline)
     if empty is not None:
         lower = torch.where(empty.unsqueeze(1), torch.full_like(lower, torch.inf), lower)
     return lower, slopes
