@@ -347,14 +347,15 @@ RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
 
 def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int,
             row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True,
-            deadline: Deadline = NEVER) -> Interval:
+            deadline: Deadline = NEVER, adaptive: bool = True) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
     ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
     batch elements are processed together, at most ``step`` at a time, so elements with
     few such neurons cost little and results do not depend on the batch. With ``intersect``
     False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
-    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
+    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`). With
+    ``adaptive`` (for ``row_bounds`` that do not check the deadline themselves) passes start at
     ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while they take under
     ``PASS_SECONDS[0]`` (shrinking above ``PASS_SECONDS[1]``), so that no pass runs long."""
     B = mask.shape[0]
@@ -363,7 +364,7 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
     if bidx.numel() == 0:
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
-    r0, rows = 0, min(step, FIRST_PASS_ROWS)
+    r0, rows = 0, min(step, FIRST_PASS_ROWS) if adaptive else step
     while r0 < bidx.numel():
         deadline.check()
         t = clock.now()
@@ -376,7 +377,8 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         else:
             l_new, u_new = l_new[:, 0], u_new[:, 0]
         lo[b, j], hi[b, j] = l_new, u_new
-        rows = _next_rows(rows, step, clock.now() - t)
+        if adaptive:
+            rows = _next_rows(rows, step, clock.now() - t)
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
 
 
@@ -388,9 +390,10 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
 
     IBP through the graph; at each node that feeds an activation / MaxPool the interval is
     intersected with a backward-pass bound (``config.intermediate == "crown"``; ``row_bounds``
-    replaces the plain backward pass, e.g. by an optimised one). Nodes in ``given`` take those
-    bounds instead (they must be sound for the set, or for the subdomain the caller bounds);
-    later nodes build on them. Past ``deadline`` it raises
+    replaces the plain backward pass, e.g. by an optimised one that checks ``deadline`` at every
+    step; the plain passes are kept short instead, see :func:`_refine`). Nodes in ``given``
+    take those bounds instead (they must be sound for the set, or for the subdomain the caller
+    bounds); later nodes build on them. Past ``deadline`` it raises
     :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
     """
     cfg = config or CrownConfig()
@@ -398,6 +401,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
     values: dict[str, Interval] = {graph.input_name: given.get(
         graph.input_name, Interval(input_set.lower, input_set.upper))}
     needs = _relaxed_inputs(graph) if cfg.intermediate == "crown" else {}
+    adaptive = row_bounds is None
     if row_bounds is None:
         def row_bounds(name, C, idx, vals):
             return backward_bounds(graph, input_set, C, None, vals, start=name,
@@ -415,7 +419,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
-                         deadline)
+                         deadline, adaptive)
         values[node.name] = iv
     return values
 

@@ -471,7 +471,8 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     ``search_net`` (a lower-precision copy, e.g. float32: about twice as fast); the bounds
     returned are always evaluated in ``net``'s dtype: the best of the warm start and the final
     parameters (and, when the search runs in ``net`` itself, of every iterate). Past
-    ``deadline`` (checked before every step) it raises :class:`~nncert.clock.DeadlineExceededError`."""
+    ``deadline`` (checked before every step) it raises
+    :class:`~nncert.clock.DeadlineExceededError`."""
     deadline.check()
     B, R = C.shape[:2]
     if alphas is None:
