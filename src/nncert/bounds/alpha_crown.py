@@ -219,7 +219,8 @@ def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
                                      cfg, start=name, deadline=deadline)
         return lower[:, :1], -lower[:, 1:]
 
-    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows, deadline=deadline)
+    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows, deadline=deadline,
+                               checks_per_pass=cfg.iterations + 1)
 
 
 def optimized_intermediate_bounds(graph: Graph, input_set: InputSet,

@@ -347,24 +347,24 @@ RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
 
 def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int,
             row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True,
-            deadline: Deadline = NEVER, adaptive: bool = True) -> Interval:
+            deadline: Deadline = NEVER, checks_per_pass: int = 1) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
     ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
     batch elements are processed together, at most ``step`` at a time, so elements with
     few such neurons cost little and results do not depend on the batch. With ``intersect``
     False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
-    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`). With
-    ``adaptive`` (for ``row_bounds`` that do not check the deadline themselves) passes start at
-    ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while they take under
-    ``PASS_SECONDS[0]`` (shrinking above ``PASS_SECONDS[1]``), so that no pass runs long."""
+    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
+    ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while the time between two checks (the
+    pass's time over ``checks_per_pass``, the checks ``row_bounds`` makes itself plus one) is
+    under ``PASS_SECONDS[0]``, shrinking above ``PASS_SECONDS[1]``: no stretch runs long."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
     bidx, nidx = flat.nonzero(as_tuple=True)
     if bidx.numel() == 0:
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
-    r0, rows = 0, min(step, FIRST_PASS_ROWS) if adaptive else step
+    r0, rows = 0, min(step, FIRST_PASS_ROWS)
     while r0 < bidx.numel():
         deadline.check()
         t = clock.now()
@@ -377,21 +377,21 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         else:
             l_new, u_new = l_new[:, 0], u_new[:, 0]
         lo[b, j], hi[b, j] = l_new, u_new
-        if adaptive:
-            rows = _next_rows(rows, step, clock.now() - t)
+        rows = _next_rows(rows, step, (clock.now() - t) / checks_per_pass)
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
 
 
 def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig | None = None,
                         given: Mapping[str, Interval] | None = None,
                         row_bounds: RowBounds | None = None,
-                        deadline: Deadline = NEVER) -> dict[str, Interval]:
+                        deadline: Deadline = NEVER,
+                        checks_per_pass: int = 1) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
     IBP through the graph; at each node that feeds an activation / MaxPool the interval is
     intersected with a backward-pass bound (``config.intermediate == "crown"``; ``row_bounds``
-    replaces the plain backward pass, e.g. by an optimised one that checks ``deadline`` at every
-    step; the plain passes are kept short instead, see :func:`_refine`). Nodes in ``given``
+    replaces the plain backward pass, e.g. by an optimised one that checks ``deadline``
+    ``checks_per_pass - 1`` times per pass; see :func:`_refine`). Nodes in ``given``
     take those bounds instead (they must be sound for the set, or for the subdomain the caller
     bounds); later nodes build on them. Past ``deadline`` it raises
     :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
@@ -401,7 +401,6 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
     values: dict[str, Interval] = {graph.input_name: given.get(
         graph.input_name, Interval(input_set.lower, input_set.upper))}
     needs = _relaxed_inputs(graph) if cfg.intermediate == "crown" else {}
-    adaptive = row_bounds is None
     if row_bounds is None:
         def row_bounds(name, C, idx, vals):
             return backward_bounds(graph, input_set, C, None, vals, start=name,
@@ -419,7 +418,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
-                         deadline, adaptive)
+                         deadline, checks_per_pass)
         values[node.name] = iv
     return values
 
