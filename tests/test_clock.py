@@ -73,3 +73,10 @@ def test_the_clock_is_monotonic_seconds():
     a = clock.now()
     b = clock.now()
     assert b >= a
+
+
+def test_since_process_start_is_a_duration():
+    """Seconds since this (test) process started: not negative, finite, never decreasing."""
+    a = clock.since_process_start()
+    b = clock.since_process_start()
+    assert 0.0 <= a <= b < math.inf

@@ -13,6 +13,7 @@ answer).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,21 @@ from dataclasses import dataclass
 def now() -> float:
     """Seconds on a monotonic clock (``time.perf_counter``); tests may replace it."""
     return time.perf_counter()
+
+
+def since_process_start() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), read
+    from /proc on Linux; 0.0 where unknown. For deadlines counted from a process's launch, as
+    VNN-COMP counts them: ``Deadline.after(timeout - since_process_start())``."""
+    try:
+        with open("/proc/self/stat") as f:
+            stat = f.read()
+        start_ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class DeadlineExceededError(Exception):
@@ -57,4 +73,4 @@ class Deadline:
 NEVER = Deadline()
 
 
-__all__ = ["NEVER", "Deadline", "DeadlineExceededError", "now"]
+__all__ = ["NEVER", "Deadline", "DeadlineExceededError", "now", "since_process_start"]
