@@ -130,6 +130,24 @@ def test_attack_stops_at_the_next_check(monkeypatch, fake, n, ball):
     assert fake.expired and calls["all"] == n and calls["after"] == 0
 
 
+@pytest.mark.parametrize("seconds", [0.0, 1.0])
+def test_random_search_chunks_grow_only_while_quick(fake, seconds):
+    """Chunks start at 64 samples and double while a chunk takes under 0.05 s (fake time)."""
+    from nncert.attacks import random_search
+
+    g, net, lo, hi, spec = _hard(gap=0.5)
+    sizes = []
+
+    def fn(x):
+        sizes.append(x.shape[0])
+        fake.t += seconds
+        return net.forward(x)
+
+    random_search(fn, lo, hi, spec, 1000, torch.Generator().manual_seed(0))
+    assert sum(sizes) == 1000
+    assert sizes == ([64, 128, 256, 512, 40] if seconds == 0.0 else [64] * 15 + [40])
+
+
 def test_attack_with_an_expired_deadline_does_nothing(fake):
     g, net, lo, hi, spec = _hard()
     fake.t = 10.0
