@@ -522,6 +522,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         if not bool(open_.any()):
             continue
         pair_open = open_[dom]
+        deadline.check()
         cex = _candidates(net, spec, lo.expand(int(pair_open.sum()), -1),
                           hi.expand(int(pair_open.sum()), -1), res.A_x[pair_open], check)
         if cex is not None:
