@@ -7,7 +7,9 @@
   sign of the gradient with a step size decaying from a fraction of the box width, and the
   iterate is projected back onto the set after every step.
 * ``random_search``: uniform samples of the set (plus its vertices' neighbourhoods for boxes).
-* ``attack(problem, config)``: both, in that order, under a time budget.
+* ``attack(problem, config)``: both, in that order, under a time budget. ``pgd`` and
+  ``random_search`` check their deadline before every step / chunk and raise
+  :class:`~nncert.clock.DeadlineExceededError` past it; ``attack`` then returns "nothing found".
 * ``confirm(problem, x, onnx_path)``: the only way a counterexample leaves this module: the
   point is rounded into the set in the model's dtype, run on the concrete Graph in that dtype
   and, for ONNX models, on onnxruntime; it is returned only when it violates the property
@@ -17,11 +19,12 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
+from . import clock
+from .clock import NEVER, Deadline, DeadlineExceededError
 from .models.graph import Graph
 from .result import Counterexample
 from .specs.input_sets import Box, InputSet
@@ -107,7 +110,7 @@ def confirm(problem: VerificationProblem, x: torch.Tensor, onnx_path: str | None
 # -- search ---------------------------------------------------------------------------------------
 def pgd(fn, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec, restarts: int, steps: int,
         step_size: float = 0.25, generator: torch.Generator | None = None,
-        x_init: torch.Tensor | None = None, deadline: float | None = None):
+        x_init: torch.Tensor | None = None, deadline: Deadline = NEVER):
     """Targeted sign-PGD over boxes ``[lo, hi]`` (B, n) flat, for ``fn`` mapping (N, n) → (N, m).
 
     ``spec`` has batch B (one spec per box). Returns (best x (B, n), best margin (B,)) where the
@@ -125,8 +128,7 @@ def pgd(fn, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec, restarts: int,
     best_x = x[0].clone()
     best_m = torch.full((B,), math.inf, dtype=lo.dtype, device=lo.device)
     for t in range(steps + 1):
-        if deadline is not None and time.perf_counter() > deadline:
-            break
+        deadline.check()
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             y = fn(x.reshape(R * B, n)).reshape(R, B, -1)
@@ -149,13 +151,19 @@ def pgd(fn, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec, restarts: int,
 
 
 def random_search(fn, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec, samples: int,
-                  generator: torch.Generator | None = None, chunk: int = 4096):
-    """Uniform samples and box vertices; returns (best x (B, n), best margin (B,))."""
+                  generator: torch.Generator | None = None, chunk: int = 4096,
+                  deadline: Deadline = NEVER):
+    """Uniform samples and box vertices; returns (best x (B, n), best margin (B,)). Samples are
+    evaluated in chunks of at most ``chunk`` rows, starting at 64 and doubling while a chunk
+    takes under 0.05 s (a big network gets small chunks between two deadline checks)."""
     B, n = lo.shape
     best_x, best_m = (lo + hi) / 2, torch.full((B,), math.inf, dtype=lo.dtype, device=lo.device)
-    done = 0
+    done, cap = 0, max(1, chunk // max(B, 1))
+    step = min(cap, 64)
     while done < samples:
-        k = max(1, min(chunk // max(B, 1), samples - done))
+        deadline.check()
+        t = clock.now()
+        k = max(1, min(step, samples - done))
         u = torch.rand((k, B, n), generator=generator, dtype=lo.dtype).to(lo.device)
         if done == 0 and k >= 2:
             u[1] = (u[1] > 0.5).to(lo.dtype)  # random vertices
@@ -168,18 +176,30 @@ def random_search(fn, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec, samp
         best_m = torch.where(better, mm, best_m)
         best_x = torch.where(better.unsqueeze(-1), x[idx, torch.arange(B)], best_x)
         done += k
+        if clock.now() - t < 0.05:
+            step = min(cap, 2 * step)
     return best_x, best_m
 
 
 def attack(problem: VerificationProblem, config: AttackConfig = AttackConfig(),
            onnx_path: str | None = None, model_graph: Graph | None = None,
-           deadline: float | None = None, fn=None) -> tuple[Counterexample | None, float]:
+           deadline: Deadline = NEVER, fn=None) -> tuple[Counterexample | None, float]:
     """Search a counterexample of a batch-1 problem. Returns (confirmed cex or None, the best
     margin found on the search model). ``fn`` (flat (N, n) → (N, m)) replaces the graph for
-    the search (e.g. a float64 dense copy); confirmation always uses ``model_graph``."""
-    t_end = time.perf_counter() + config.timeout_s
-    if deadline is not None:
-        t_end = min(t_end, deadline)
+    the search (e.g. a float64 dense copy); confirmation always uses ``model_graph``. Stops
+    (nothing found) at ``deadline`` or after ``config.timeout_s``, whichever comes first."""
+    best = [math.inf]
+    try:
+        return _attack(problem, config, onnx_path, model_graph,
+                       deadline.within(config.timeout_s), fn, best)
+    except DeadlineExceededError:
+        return None, best[0]
+
+
+def _attack(problem: VerificationProblem, config: AttackConfig, onnx_path, model_graph,
+            t_end: Deadline, fn, best: list[float]) -> tuple[Counterexample | None, float]:
+    """:func:`attack` with its deadline; ``best[0]`` tracks the best margin so far."""
+    t_end.check()
     gen = torch.Generator().manual_seed(config.seed)
     graph = problem.graph
     shape = problem.input_set.shape
@@ -200,23 +220,22 @@ def attack(problem: VerificationProblem, config: AttackConfig = AttackConfig(),
     x0 = (lo + hi) / 2
     with torch.no_grad():
         m0 = float(spec.margin(fn(x0).reshape(1, 1, -1)).min())
-    best_m = min(best_m, m0)
+    best_m = best[0] = min(best_m, m0)
     if m0 <= 0 and (cex := check(x0)) is not None:
         return cex, best_m
     for r in range(config.rounds):
-        if time.perf_counter() > t_end:
-            break
+        t_end.check()
         if is_box:
             x, m = pgd(fn, lo, hi, spec, config.restarts, config.steps, config.step_size, gen,
                        deadline=t_end)
         else:
             x, m = _pgd_set(fn, problem.input_set, spec, config, gen, t_end)
-        best_m = min(best_m, float(m.min()))
+        best_m = best[0] = min(best_m, float(m.min()))
         if float(m.min()) <= 0 and (cex := check(x)) is not None:
             return cex, best_m
-        if r == 0 and is_box and time.perf_counter() < t_end:
-            x, m = random_search(fn, lo, hi, spec, config.samples, gen)
-            best_m = min(best_m, float(m.min()))
+        if r == 0 and is_box:
+            x, m = random_search(fn, lo, hi, spec, config.samples, gen, deadline=t_end)
+            best_m = best[0] = min(best_m, float(m.min()))
             if float(m.min()) <= 0 and (cex := check(x)) is not None:
                 return cex, best_m
     return None, best_m
@@ -232,8 +251,7 @@ def _pgd_set(fn, input_set: InputSet, spec: OutputSpec, config: AttackConfig, ge
     radius = float((input_set.upper - input_set.lower).max()) / 2 or 1.0
     best_x, best_m = x[0].reshape(1, n), torch.tensor([math.inf], dtype=dt)
     for t in range(config.steps + 1):
-        if time.perf_counter() > t_end:
-            break
+        t_end.check()
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             y = fn(x.reshape(R, n)).reshape(R, 1, -1)

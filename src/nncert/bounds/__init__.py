@@ -7,11 +7,12 @@ method's module is imported only when it is used.
 from __future__ import annotations
 
 import importlib
-import time
 from typing import Any
 
 import torch
 
+from .. import clock
+from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..result import Counterexample, Result, Verdict
 from ..specs.problem import VerificationProblem
@@ -25,6 +26,8 @@ METHODS: dict[str, str] = {
     "crown": "nncert.bounds.crown:crown_bounds",
     "alpha-crown": "nncert.bounds.alpha_crown:alpha_crown_bounds",
 }
+#: methods whose function takes ``deadline`` and checks it inside (the others are one pass)
+CHECKS_DEADLINE = frozenset({"deeppoly", "crown", "alpha-crown"})
 
 
 def _resolve(method: str):
@@ -38,21 +41,27 @@ def _resolve(method: str):
 
 
 def compute_bounds(problem: VerificationProblem, method: str = "interval",
-                   config: Any = None) -> Bounds:
+                   config: Any = None, deadline: Deadline = NEVER) -> Bounds:
     """Sound lower/upper bounds of the spec rows ``C·y + d`` over the input set, (B, R) each.
 
     The problem is moved to the graph's device and dtype first. Raises UnsupportedOpError
-    before any work when the method cannot handle an op, NumericalError on NaN/inf bounds.
+    before any work when the method cannot handle an op, NumericalError on NaN/inf bounds,
+    and :class:`~nncert.clock.DeadlineExceededError` past ``deadline`` (no bounds are returned
+    then; CROWN-family methods check it between their passes, the one-pass methods before
+    and after).
     """
     g = problem.graph
     problem = VerificationProblem(g, problem.input_set.to(g.device, g.dtype),
                                   problem.output_spec.to(g.device, g.dtype), problem.name)
     fn = _resolve(method)
-    t0 = time.perf_counter()
+    kwargs = {"deadline": deadline} if method in CHECKS_DEADLINE else {}
+    deadline.check()
+    t0 = clock.now()
     with torch.no_grad() if method != "alpha-crown" else torch.enable_grad():
-        bounds = fn(problem, config)
+        bounds = fn(problem, config, **kwargs)
+    deadline.check()
     bounds = Bounds(bounds.lower.detach(), bounds.upper.detach(), method, bounds.intermediate,
-                    time.perf_counter() - t0, bounds.stats)
+                    clock.now() - t0, bounds.stats)
     return bounds.check_finite()
 
 
@@ -60,7 +69,7 @@ def certify(problem: VerificationProblem, method: str = "interval",
             config: Any = None) -> list[Result]:
     """One Result per batch element: VERIFIED when the bounds prove the spec, FALSIFIED when
     the set's center already violates it on the concrete graph, else UNKNOWN."""
-    t0 = time.perf_counter()
+    t0 = clock.now()
     bounds = compute_bounds(problem, method, config)
     g = problem.graph
     x0 = problem.input_set.center.to(g.device, g.dtype)
@@ -68,7 +77,7 @@ def certify(problem: VerificationProblem, method: str = "interval",
         y0 = g.forward(x0)
     holds = problem.output_spec.to(g.device, g.dtype).holds(y0.flatten(1))
     proved = problem.output_spec.proved(bounds.lower)
-    per_item = (time.perf_counter() - t0) / max(problem.batch_size, 1)
+    per_item = (clock.now() - t0) / max(problem.batch_size, 1)
     results = []
     for b in range(problem.batch_size):
         if bool(proved[b]) and bool(holds[b]):

@@ -14,12 +14,13 @@ input set ∩ the split constraints for every β ≥ 0 and is optimised jointly 
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
+from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..models.graph import Graph
 from ..specs.input_sets import InputSet
@@ -105,12 +106,12 @@ def _clip_splits(intermediate: Mapping[str, Interval], splits: Mapping[str, torc
     return out, empty
 
 
-def _complete(graph, input_set, intermediate, cfg: AlphaCrownConfig):
+def _complete(graph, input_set, intermediate, cfg: AlphaCrownConfig, deadline: Deadline = NEVER):
     """``intermediate`` with any missing bounds a backward pass needs filled in by CROWN."""
     needed = set(_relaxed_inputs(graph)) | {graph.input_name}
     if needed <= set(intermediate):
         return intermediate
-    return intermediate_bounds(graph, input_set, cfg.crown, given=intermediate)
+    return intermediate_bounds(graph, input_set, cfg.crown, given=intermediate, deadline=deadline)
 
 
 def _project(params, ranges, betas) -> None:
@@ -121,37 +122,48 @@ def _project(params, ranges, betas) -> None:
             b.clamp_(min=0)
 
 
+def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
+    """Step ``t`` (from 1) of Adam with torch.optim.Adam's defaults, learning rates times
+    ``scale`` (the exponential decay). Written out because constructing torch.optim.Adam imports
+    torch._dynamo: seconds that no deadline check can interrupt."""
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    with torch.no_grad():
+        for (p, lr), g, (m, v) in zip(leaves, grads, moments):
+            if g is None:
+                continue
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+            p.addcdiv_(m, denom, value=-lr * scale / (1 - b1**t))
+
+
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: float | None = None):
-    """Best lower bound (B, R) of the rows seen over the Adam run (stopped early past
-    ``deadline``, a ``time.perf_counter()`` value), the final parameters and the number of
-    Adam steps taken."""
+                   deadline: Deadline = NEVER):
+    """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters and
+    the number of Adam steps taken. Past ``deadline`` (checked before every step) it raises
+    :class:`~nncert.clock.DeadlineExceededError`."""
     B, R = input_set.batch_size, C.shape[1]
     params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
                                   start or graph.output_name)
     signs = signs or {}
     betas = {n: torch.zeros((B, R, *s.shape[1:]), dtype=C.dtype, device=C.device,
                             requires_grad=True) for n, s in signs.items()}
-    groups = [{"params": list(ts.values()), "lr": lr}
-              for ts, lr in ((params, cfg.lr), (betas, cfg.lr_beta)) if ts]
-    opt = torch.optim.Adam(groups) if groups else None
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if groups else None
+    leaves = [(t, cfg.lr) for t in params.values()] + [(t, cfg.lr_beta) for t in betas.values()]
+    moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t, _ in leaves]
     best, steps = None, 0
     while True:
+        deadline.check()
         offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in betas}
         lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
                                    need_upper=False, start=start,
                                    relaxation=cfg.crown.relaxation)
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
-        late = deadline is not None and time.perf_counter() > deadline
-        if done or late or steps == cfg.iterations or opt is None or not lower.requires_grad:
+        if done or steps == cfg.iterations or not leaves or not lower.requires_grad:
             return best, {k: v.detach() for k, v in params.items()}, steps
-        opt.zero_grad()
-        (-lower.sum()).backward()
-        opt.step()
-        sched.step()
+        grads = torch.autograd.grad(-lower.sum(), [t for t, _ in leaves], allow_unused=True)
+        _adam_step(leaves, grads, moments, steps + 1, cfg.lr_decay ** steps)
         _project(params, ranges, betas)
         steps += 1
 
@@ -167,6 +179,7 @@ def optimize_bounds(
     init_slopes: Mapping[str, torch.Tensor] | None = None,
     *,
     proved: Proved | None = None,
+    deadline: Deadline = NEVER,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """alpha/beta-CROWN lower bounds (B, R) of the rows ``C·y + d`` over each subdomain, and
     the optimised parameters (``slopes`` of ``backward_bounds``, (B, R, *shape) each; pass
@@ -177,6 +190,7 @@ def optimize_bounds(
     +1 (z ≥ 0), −1 (z ≤ 0) or 0 (free). Sound for input set ∩ split constraints. A subdomain
     whose clipped bounds are infeasible (l > u: it is empty) gets lower bound +inf.
     Early stop once ``proved(lower)`` holds for every element (default: every row > 0).
+    Past ``deadline`` it raises :class:`~nncert.clock.DeadlineExceededError`.
     """
     cfg = config or AlphaCrownConfig()
     check_supported(graph, BACKWARD, "alpha-crown")
@@ -185,18 +199,19 @@ def optimize_bounds(
     if splits:
         intermediate, empty = _clip_splits(intermediate, splits)
         signs = {n: s.to(C.dtype) for n, s in splits.items() if bool((s != 0).any())}
-    intermediate = _complete(graph, input_set, intermediate, cfg)
+    intermediate = _complete(graph, input_set, intermediate, cfg, deadline)
     with torch.enable_grad():
         lower, slopes, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
                                        init_slopes=init_slopes,
-                                       proved=proved or (lambda lb: (lb > 0).all(1)))
+                                       proved=proved or (lambda lb: (lb > 0).all(1)),
+                                       deadline=deadline)
     if empty is not None:
         lower = torch.where(empty.unsqueeze(1), torch.full_like(lower, torch.inf), lower)
     return lower, slopes
 
 
 def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
-                            deadline: float | None = None):
+                            deadline: Deadline = NEVER):
     """Intermediate bounds each optimised with their own parameters, layer by layer."""
     def rows(name, C, idx, values):
         sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
@@ -204,41 +219,44 @@ def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
                                      cfg, start=name, deadline=deadline)
         return lower[:, :1], -lower[:, 1:]
 
-    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows)
+    return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows, deadline=deadline,
+                               checks_per_pass=cfg.iterations + 1)
 
 
 def optimized_intermediate_bounds(graph: Graph, input_set: InputSet,
                                   config: AlphaCrownConfig | None = None,
-                                  deadline: float | None = None) -> dict[str, Interval]:
+                                  deadline: Deadline = NEVER) -> dict[str, Interval]:
     """Sound bounds of every node over ``input_set``, each activation input's bounds optimised
     by alpha-CROWN with its own slopes, layer by layer (never looser than CROWN's). Past
-    ``deadline`` (``time.perf_counter()``) each remaining layer gets plain CROWN bounds."""
+    ``deadline`` it raises :class:`~nncert.clock.DeadlineExceededError`."""
     with torch.enable_grad():
         return _optimized_intermediate(graph, input_set, config or AlphaCrownConfig(), deadline)
 
 
 def alpha_crown_bounds(problem: VerificationProblem,
-                       config: AlphaCrownConfig | None = None) -> Bounds:
+                       config: AlphaCrownConfig | None = None,
+                       deadline: Deadline = NEVER) -> Bounds:
     """alpha-CROWN bounds of the spec rows: never looser than CROWN's (row by row). With
-    early_stop, only the batch elements CROWN leaves unproved are optimised."""
+    early_stop, only the batch elements CROWN leaves unproved are optimised. Past
+    ``deadline`` it raises :class:`~nncert.clock.DeadlineExceededError`."""
     cfg = config or AlphaCrownConfig()
     g, spec, xs = problem.graph, problem.output_spec, problem.input_set
-    crown = _bounds(problem, cfg.crown, "alpha-crown")
+    crown = _bounds(problem, cfg.crown, "alpha-crown", deadline)
     values = crown.intermediate
     lower, steps = crown.lower.clone(), 0
     with torch.enable_grad():
         if cfg.optimize_intermediate:
-            values = _optimized_intermediate(g, xs, cfg)
+            values = _optimized_intermediate(g, xs, cfg, deadline)
         todo = torch.arange(xs.batch_size, device=lower.device)
         if cfg.early_stop:
             todo = todo[~spec.proved(lower)]
         if todo.numel():
             sub = {k: v[todo] for k, v in values.items()}
             best, _, steps = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
-                                            proved=spec.proved)
+                                            proved=spec.proved, deadline=deadline)
             lower[todo] = torch.maximum(lower[todo], best)
         upper = crown.upper
         if cfg.optimize_upper:
-            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg)
+            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg, deadline=deadline)
             upper = torch.minimum(upper, -neg)
     return Bounds(lower, upper, "alpha-crown", values, stats={"steps": steps})

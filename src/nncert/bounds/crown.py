@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import clock
+from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..models import ops
 from ..models.graph import Graph, Node
@@ -325,26 +327,49 @@ def _rows_per_pass(graph: Graph, name: str, cfg: CrownConfig) -> int:
     return max(1, min(cfg.chunk_rows, cfg.max_pass_elements // (2 * max(biggest, 1))))
 
 
+#: rows of the first intermediate pass, and the pass durations (s) between which the number of
+#: rows stays put (doubled below, halved above)
+FIRST_PASS_ROWS = 16
+PASS_SECONDS = (0.05, 0.2)
+
+
+def _next_rows(rows: int, cap: int, seconds: float) -> int:
+    if seconds < PASS_SECONDS[0]:
+        return min(cap, 2 * rows)
+    if seconds > PASS_SECONDS[1]:
+        return max(1, rows // 2)
+    return rows
+
+
 RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
                      tuple[torch.Tensor, torch.Tensor]]
 
 
 def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int,
-            row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True) -> Interval:
+            row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True,
+            deadline: Deadline = NEVER, checks_per_pass: int = 1) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
     ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
     batch elements are processed together, at most ``step`` at a time, so elements with
     few such neurons cost little and results do not depend on the batch. With ``intersect``
-    False the new bounds replace ``iv`` instead of tightening it."""
+    False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
+    before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
+    ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while the time between two checks (the
+    pass's time over ``checks_per_pass``, the checks ``row_bounds`` makes itself plus one) is
+    under ``PASS_SECONDS[0]``, shrinking above ``PASS_SECONDS[1]``: no stretch runs long."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
     bidx, nidx = flat.nonzero(as_tuple=True)
     if bidx.numel() == 0:
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
-    for r0 in range(0, bidx.numel(), step):
-        b, j = bidx[r0:r0 + step], nidx[r0:r0 + step]
+    r0, rows = 0, min(step, FIRST_PASS_ROWS)
+    while r0 < bidx.numel():
+        deadline.check()
+        t = clock.now()
+        b, j = bidx[r0:r0 + rows], nidx[r0:r0 + rows]
+        r0 += rows
         C = F.one_hot(j, flat.shape[1]).to(lo.dtype).unsqueeze(1)
         l_new, u_new = row_bounds(name, C, b, values)
         if intersect:
@@ -352,19 +377,24 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         else:
             l_new, u_new = l_new[:, 0], u_new[:, 0]
         lo[b, j], hi[b, j] = l_new, u_new
+        rows = _next_rows(rows, step, (clock.now() - t) / checks_per_pass)
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
 
 
 def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig | None = None,
                         given: Mapping[str, Interval] | None = None,
-                        row_bounds: RowBounds | None = None) -> dict[str, Interval]:
+                        row_bounds: RowBounds | None = None,
+                        deadline: Deadline = NEVER,
+                        checks_per_pass: int = 1) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
     IBP through the graph; at each node that feeds an activation / MaxPool the interval is
     intersected with a backward-pass bound (``config.intermediate == "crown"``; ``row_bounds``
-    replaces the plain backward pass, e.g. by an optimised one). Nodes in ``given`` take those
-    bounds instead (they must be sound for the set, or for the subdomain the caller bounds);
-    later nodes build on them.
+    replaces the plain backward pass, e.g. by an optimised one that checks ``deadline``
+    ``checks_per_pass - 1`` times per pass; see :func:`_refine`). Nodes in ``given``
+    take those bounds instead (they must be sound for the set, or for the subdomain the caller
+    bounds); later nodes build on them. Past ``deadline`` it raises
+    :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
     """
     cfg = config or CrownConfig()
     given = given or {}
@@ -379,6 +409,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
         if node.name in given:
             values[node.name] = given[node.name]
             continue
+        deadline.check()
         iv = IBP_TRANSFORMERS[type(node.op)](node.op, *(values[s] for s in node.inputs))
         if node.name in needs:
             if needs[node.name] and cfg.unstable_only and cfg.intersect_ibp:
@@ -386,28 +417,34 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
             else:
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
             step = _rows_per_pass(graph, node.name, cfg)
-            iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp)
+            iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
+                         deadline, checks_per_pass)
         values[node.name] = iv
     return values
 
 
-def crown_bounds(problem: VerificationProblem, config: CrownConfig | None = None) -> Bounds:
+def crown_bounds(problem: VerificationProblem, config: CrownConfig | None = None,
+                 deadline: Deadline = NEVER) -> Bounds:
     """CROWN bounds of the spec rows, computed directly from ``C`` (never from output
     intervals), intersected with IBP's; intermediate bounds of every node are kept."""
     cfg = config or CrownConfig()
-    return _bounds(problem, cfg, "crown" if cfg.relaxation == "adaptive" else cfg.relaxation)
+    return _bounds(problem, cfg, "crown" if cfg.relaxation == "adaptive" else cfg.relaxation,
+                   deadline)
 
 
-def deeppoly_bounds(problem: VerificationProblem, config: CrownConfig | None = None) -> Bounds:
+def deeppoly_bounds(problem: VerificationProblem, config: CrownConfig | None = None,
+                    deadline: Deadline = NEVER) -> Bounds:
     """DeepPoly (Singh et al. 2019): back-substitution with DeepPoly's relaxations."""
     cfg = dataclasses.replace(config or CrownConfig(), relaxation="deeppoly")
-    return _bounds(problem, cfg, "deeppoly")
+    return _bounds(problem, cfg, "deeppoly", deadline)
 
 
-def _bounds(problem: VerificationProblem, cfg: CrownConfig, name: str) -> Bounds:
+def _bounds(problem: VerificationProblem, cfg: CrownConfig, name: str,
+            deadline: Deadline = NEVER) -> Bounds:
     check_supported(problem.graph, BACKWARD, name)
     g, spec = problem.graph, problem.output_spec
-    values = intermediate_bounds(g, problem.input_set, cfg)
+    values = intermediate_bounds(g, problem.input_set, cfg, deadline=deadline)
+    deadline.check()
     lower, upper = backward_bounds(g, problem.input_set, spec.C, spec.d, values,
                                    relaxation=cfg.relaxation)
     if not cfg.intersect_ibp:

@@ -5,8 +5,10 @@ the worst lower bound of the property margin, splits each in two, bounds all chi
 call, drops the proved ones, and tries the children's most promising points (the box center
 and, per spec row, the input vertex minimising that row's linear bound) on the network —
 any violation found goes through the concrete re-check before it counts. The queue is capped at
-``max_domains`` (UNKNOWN beyond), and the deadline is checked between steps and inside the
-alpha/beta optimisation, so a timeout is honoured within one bounding call.
+``max_domains`` (UNKNOWN beyond). The deadline (:class:`nncert.clock.Deadline`) is checked
+between steps and inside every long computation of a step (bound passes in chunks, each alpha/
+beta iteration, FSB scoring, PGD steps, MILP leaves); past it the search stops at the next check
+and answers TIMEOUT.
 
 Soundness: a subdomain is dropped only when every clause has a positive sound lower bound
 (for input splitting a disjunction's bound may come from a convex combination of its rows'
@@ -18,14 +20,16 @@ float32 and evaluates the final ones again in float64.
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .. import clock
+from ..clock import Deadline, DeadlineExceededError
 from ..errors import ConfigError
 from ..result import Counterexample
 from ..specs.input_sets import Box
@@ -98,11 +102,23 @@ class BaBOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _out_of_budget(q, deadline: float, config: BaBConfig, stats: dict,
+def _timeout_on_expiry(search):
+    """``search(..., deadline, check, *, stats)`` as a function of ``(..., deadline, check)``
+    that answers TIMEOUT (with the stats so far) when the deadline passes anywhere inside."""
+    @functools.wraps(search)
+    def run(*args, **kwargs) -> BaBOutcome:
+        stats: dict[str, Any] = {}
+        try:
+            return search(*args, **kwargs, stats=stats)
+        except DeadlineExceededError:
+            return BaBOutcome("timeout", stats=stats)
+    return run
+
+
+def _out_of_budget(q, deadline: Deadline, config: BaBConfig, stats: dict,
                    max_domains: int | None = None) -> BaBOutcome | None:
-    """TIMEOUT past the deadline, UNKNOWN past the queue cap, else None (keep going)."""
-    if time.perf_counter() > deadline:
-        return BaBOutcome("timeout", lower=q.min_score(), stats=stats)
+    """Raises past the deadline; UNKNOWN past the queue cap, else None (keep going)."""
+    deadline.check()
     if q.n > (config.max_domains if max_domains is None else max_domains):
         stats["reason"] = "max_domains"
         return BaBOutcome("unknown", lower=q.min_score(), stats=stats)
@@ -142,7 +158,7 @@ def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
     return None
 
 
-def _pgd_on(net: rn.ReluNet, spec: OutputSpec, lo, hi, check: Checker, deadline: float,
+def _pgd_on(net: rn.ReluNet, spec: OutputSpec, lo, hi, check: Checker, deadline: Deadline,
             restarts: int = 8, steps: int = 20):
     from ..attacks import pgd
 
@@ -231,10 +247,12 @@ def _unpack_layers(flat: torch.Tensor, widths: list[int]) -> list[rn.Layer]:
 
 
 # -- input splitting ---------------------------------------------------------------------------
+@_timeout_on_expiry
 def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
-              config: BaBConfig, deadline: float, check: Checker) -> BaBOutcome:
+              config: BaBConfig, deadline: Deadline, check: Checker, *,
+              stats: dict) -> BaBOutcome:
     """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype)."""
-    t0 = time.perf_counter()
+    t0 = clock.now()
     C0, d0 = spec.C[:1], spec.d[:1]
     R, widths = C0.shape[1], net.widths
 
@@ -244,11 +262,12 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         B = lo.shape[0]
         if config.intermediate == "crown" and prior is not None:
             # the parent's bounds stay valid on its children and prune most backward passes
-            inter = rn.crown_intermediate(net, lo, hi, fwd=prior)
+            inter = rn.crown_intermediate(net, lo, hi, fwd=prior, deadline=deadline)
         else:
-            inter = rn.forward_bounds(net, lo, hi, prior=prior)
+            inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=deadline)
             if config.intermediate == "crown":
-                inter = rn.crown_intermediate(net, lo, hi, fwd=inter)
+                inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=deadline)
+        deadline.check()
         lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
         cl = _clause_lower(spec, lb, A_x, lo, hi)
         alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
@@ -285,8 +304,8 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             return br.input_split_dims(spec, lb, A_x, lo, hi)
         return br.widest_input_dims(lo, hi, reach)
 
+    stats.update({"branching": "input", "domains": 1, "steps": 0, "max_queue": 1})
     lb, A_x, cl, inter, alpha, has = bound(lo, hi)
-    stats = {"branching": "input", "domains": 1, "steps": 0, "max_queue": 1}
     if bool((cl > 0).all()):
         return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
     cex = _candidates(net, spec, lo, hi, A_x, check)
@@ -306,14 +325,14 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         if stop is not None:
             return stop
         d = q.pop(max(1, batch // 2))
-        t_step = time.perf_counter()
+        t_step = clock.now()
         kids = Box(d["lo"], d["hi"]).split(d["dim"])
         clo, chi = kids.lo, kids.hi
         lb, A_x, cl, inter, alpha, has = bound(
             clo, chi, _unpack_layers(d["inter"].repeat(2, 1), widths),
             (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
         # keep one bounding call well under a second so that the deadline is honoured
-        dt = time.perf_counter() - t_step
+        dt = clock.now() - t_step
         if dt > 0.5 and batch > 16:
             batch //= 2
         elif dt < 0.1 and batch < config.batch_size:
@@ -328,27 +347,28 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
             t[open_] for t in (clo, chi, lb, A_x, inter, cl, alpha, has))
         cex = _candidates(net, spec, clo, chi, A_x, check)
         if cex is not None:
-            stats["time_s"] = time.perf_counter() - t0
+            stats["time_s"] = clock.now() - t0
             return BaBOutcome("falsified", cex, stats=stats)
         q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=split_dims(lb, A_x, clo, chi), inter=inter,
                alpha=alpha, has=has)
         stats["max_queue"] = max(stats["max_queue"], q.n)
-        elapsed = time.perf_counter() - t0
+        elapsed = clock.now() - t0
         if (config.attack_every and step % config.attack_every == 0 and q.n
                 and attack_time < config.attack_share * elapsed):
-            ta = time.perf_counter()
+            ta = clock.now()
             w = q.peek_worst(64)
             cex = _pgd_on(net, spec, w["lo"], w["hi"], check, deadline)
-            attack_time += time.perf_counter() - ta
+            attack_time += clock.now() - ta
             if cex is not None:
                 return BaBOutcome("falsified", cex, stats=stats)
     return BaBOutcome("verified", lower=0.0, stats=stats)
 
 
 # -- ReLU splitting ------------------------------------------------------------------------------
+@_timeout_on_expiry
 def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
-             config: BaBConfig, deadline: float, check: Checker,
-             root_inter: list[rn.Layer] | None = None) -> BaBOutcome:
+             config: BaBConfig, deadline: Deadline, check: Checker,
+             root_inter: list[rn.Layer] | None = None, *, stats: dict) -> BaBOutcome:
     """ReLU-split BaB with beta-CROWN bounds (split constraints optimised into the bound).
 
     Each subdomain keeps the rows still open (a clause proved on a domain stays proved on its
@@ -359,9 +379,8 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     R = spec.num_rows
     C0, d0 = spec.C[:1], spec.d[:1]
     if root_inter is None:
-        root_inter = rn.crown_intermediate(net, lo, hi)
-    stats: dict[str, Any] = {"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1,
-                             "pairs": 0}
+        root_inter = rn.crown_intermediate(net, lo, hi, deadline=deadline)
+    stats.update({"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1, "pairs": 0})
     lb, A_x, alphas, _ = rn.optimize_spec_bound(net, C0, d0, root_inter, lo, hi,
                                                 iters=config.root_alpha_iters, deadline=deadline)
     stats["root_lower"] = float(_margin_lb(spec, lb).min())
@@ -414,7 +433,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
-        t_step = time.perf_counter()
+        t_step = clock.now()
         d = q.pop(batch)
         splits = [d[f"s{k}"] for k in range(nL)]
         B = splits[0].shape[0]
@@ -436,7 +455,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         scores = br.babsr_scores(inter, layer_As, torch.zeros(B, dtype=torch.long))
         if config.heuristic == "fsb":
             layer, idx = br.fsb_choose(bnet, spec, inter, splits, al, lob, hib, scores,
-                                       config.fsb_topk, open_rows=d["open"])
+                                       config.fsb_topk, open_rows=d["open"], deadline=deadline)
         else:
             layer, idx = br.flat_argmax(scores)
         none = layer < 0
@@ -464,7 +483,8 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
                 only = [br.top_share(sc[keep_d], config.refine_share).repeat(2, 1)
                         for sc in scores]
             kinter = rn.crown_intermediate(net, lo.expand(nb, -1), hi.expand(nb, -1), kids,
-                                           fwd=kinter, after=layer.repeat(2), only=only)
+                                           fwd=kinter, after=layer.repeat(2), only=only,
+                                           deadline=deadline)
             empty |= rn.empty_domains(kinter)
         kopen = d["open"][keep_d].repeat(2, 1) & ~empty.unsqueeze(-1)
         kalpha = d["alpha"][keep_d].repeat(2, 1, 1)
@@ -488,7 +508,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         if res.betas is not None:
             kbeta[dom, row] = torch.cat(res.betas, -1)[:, 0].to(b_store)
         # keep one step well under a second so that the deadline is honoured
-        dt = time.perf_counter() - t_step
+        dt = clock.now() - t_step
         if dt > 0.6 and batch > 4:
             batch //= 2
         elif dt < 0.2 and batch < config.relu_batch_size:
@@ -502,6 +522,7 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
         if not bool(open_.any()):
             continue
         pair_open = open_[dom]
+        deadline.check()
         cex = _candidates(net, spec, lo.expand(int(pair_open.sum()), -1),
                           hi.expand(int(pair_open.sum()), -1), res.A_x[pair_open], check)
         if cex is not None:
@@ -535,8 +556,8 @@ def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSp
     return BaBOutcome("verified", lower=0.0, stats=stats)
 
 
-def _milp_leaves(net, lo, hi, spec, inter, kids, lbk, config: BaBConfig, deadline, check,
-                 stats):
+def _milp_leaves(net, lo, hi, spec, inter, kids, lbk, config: BaBConfig, deadline: Deadline,
+                 check, stats):
     """Decide the open children with few unstable ReLUs left by MILP; returns the rest (their
     bounds, splits, None or a confirmed counterexample, and the mask of children kept)."""
     nb = kids[0].shape[0]
@@ -548,12 +569,12 @@ def _milp_leaves(net, lo, hi, spec, inter, kids, lbk, config: BaBConfig, deadlin
     count = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
     small = (count <= config.milp_leaf_unstable).nonzero().flatten().tolist()
     for b in small:
-        if time.perf_counter() > deadline:
-            break
+        deadline.check()
         dom = [(zl[b:b + 1], u[b:b + 1]) for zl, u in inter]
         proved = {k for k, cl in enumerate(spec.clauses) if float(lbk[b, list(cl)].max()) > 0}
         out = milp_verify(net, lo, hi, spec, dom, MilpConfig(), deadline, proved)
         stats["milp_leaves"] = stats.get("milp_leaves", 0) + 1
+        deadline.check()  # (a MILP stopped by the deadline answers "timeout")
         if out.status == "verified":
             keep[b] = False
         elif out.status == "candidate":
@@ -571,10 +592,12 @@ def choose_branching(net: rn.ReluNet | None, config: BaBConfig) -> str:
     return "input" if net.num_inputs <= config.input_split_max_dim else "relu"
 
 
-def generic_input_bab(problem, box, method: str, config: BaBConfig, deadline: float,
-                      check: Checker) -> BaBOutcome:
+@_timeout_on_expiry
+def generic_input_bab(problem, box, method: str, config: BaBConfig, deadline: Deadline,
+                      check: Checker, *, stats: dict) -> BaBOutcome:
     """Input-split BaB with any registry bound method (for graphs outside the dense ReLU form):
-    bisects the widest side (relative to the original box) of each open box."""
+    bisects the widest side (relative to the original box) of each open box. The number of
+    boxes bounded per step starts at 2 and adapts so that a step takes 0.1–0.5 s."""
     from ..bounds import compute_bounds
     from ..specs.input_sets import Box
     from ..specs.problem import VerificationProblem
@@ -585,35 +608,48 @@ def generic_input_bab(problem, box, method: str, config: BaBConfig, deadline: fl
     scale = (hi0 - lo0).clamp_min(1e-12)
     q = _Queue()
     q.push(lo=lo0, hi=hi0, score=torch.full((1,), -math.inf, dtype=lo0.dtype))
-    stats = {"branching": "input", "method": method, "domains": 1, "steps": 0}
-    batch = max(2, min(config.batch_size, 1024))
+    stats.update({"branching": "input", "method": method, "domains": 1, "steps": 0})
+    batch, max_batch = 2, max(2, min(config.batch_size, 1024))
     while q.n:
-        if time.perf_counter() > deadline:
-            return BaBOutcome("timeout", stats=stats)
+        deadline.check()
         if q.n > config.max_domains:
             return BaBOutcome("unknown", stats=stats)
+        t_step = clock.now()
         d = q.pop(batch // 2)
         dims = ((d["hi"] - d["lo"]) / scale).argmax(-1)
         kids = Box(d["lo"], d["hi"]).split(dims)
         B = kids.lo.shape[0]
         sub = VerificationProblem(g, Box(kids.lo.reshape(B, *shape), kids.hi.reshape(B, *shape)),
                                   spec.expand(B))
-        lb = compute_bounds(sub, method).lower
+        lb = compute_bounds(sub, method, deadline=deadline).lower
+        dt = clock.now() - t_step
+        if dt > 0.5 and batch > 2:
+            batch //= 2
+        elif dt < 0.1 and batch < max_batch:
+            batch *= 2
         stats["steps"] += 1
         stats["domains"] += B
         open_ = ~spec.expand(B).proved(lb)
         if not bool(open_.any()):
             continue
         clo, chi = kids.lo[open_], kids.hi[open_]
-        centers = (clo + chi) / 2
-        with torch.no_grad():
-            y = g.forward(centers.reshape(-1, *shape)).reshape(centers.shape[0], -1)
-        m = spec.expand(centers.shape[0]).margin(y)
-        for b in m.argsort().tolist()[:4]:
-            if float(m[b]) > 0:
-                break
-            cex = check(centers[b].reshape(1, -1))
-            if cex is not None:
-                return BaBOutcome("falsified", cex, stats=stats)
+        cex = _centers(g, spec, shape, clo, chi, check)
+        if cex is not None:
+            return BaBOutcome("falsified", cex, stats=stats)
         q.push(lo=clo, hi=chi, score=_margin_lb(spec.expand(int(open_.sum())), lb[open_]))
     return BaBOutcome("verified", stats=stats)
+
+
+def _centers(g, spec: OutputSpec, shape, clo, chi, check: Checker) -> Counterexample | None:
+    """The boxes' centers run on the graph; the worst four violations confirmed."""
+    centers = (clo + chi) / 2
+    with torch.no_grad():
+        y = g.forward(centers.reshape(-1, *shape)).reshape(centers.shape[0], -1)
+    m = spec.expand(centers.shape[0]).margin(y)
+    for b in m.argsort().tolist()[:4]:
+        if float(m[b]) > 0:
+            break
+        cex = check(centers[b].reshape(1, -1))
+        if cex is not None:
+            return cex
+    return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..clock import NEVER, Deadline
 from ..specs.output import OutputSpec
 from . import relu_net as rn
 
@@ -129,14 +130,15 @@ def apply_split(splits: list[torch.Tensor], layer: torch.Tensor, idx: torch.Tens
 
 def fsb_choose(net: rn.ReluNet, spec: OutputSpec, inter: list[rn.Layer], splits,
                alphas, lo, hi, scores: list[torch.Tensor], k: int = 4,
-               open_rows: torch.Tensor | None = None):
+               open_rows: torch.Tensor | None = None, deadline: Deadline = NEVER):
     """Filtered smart branching: (layer, idx) per domain.
 
     ``inter``: each domain's bounds with its splits applied; ``alphas``: per layer (B, R, n);
     all domains share the box ``lo``, ``hi`` (1 or B, n). ``open_rows`` (B, R) marks the rows
     of the clauses a domain has not proved yet: only those are bounded, each (child, row) as
     its own one-row problem. Bounds are computed in ``net``'s dtype (a heuristic: a
-    lower-precision copy is fine)."""
+    lower-precision copy is fine), in chunks of about ``relu_net.CHUNK_MACS`` with a
+    ``deadline`` check before each."""
     B = splits[0].shape[0]
     R = spec.num_rows
     dt = net.dtype
@@ -152,14 +154,12 @@ def fsb_choose(net: rn.ReluNet, spec: OutputSpec, inter: list[rn.Layer], splits,
     kids = apply_split([s[pd] for s in splits], layer[pd, pc], idx[pd, pc])  # (2Pk, n)
     kinter = rn.clip_by_splits([(zl[pd].repeat(2, 1).to(dt), u[pd].repeat(2, 1).to(dt))
                                 for zl, u in inter], kids)
-    n = 2 * P * k
     C = spec.C[0, pr].unsqueeze(1).repeat(2, 1, 1).to(dt)
     d = spec.d[0, pr].unsqueeze(1).repeat(2, 1).to(dt)
     al = None
     if alphas is not None:
         al = [a[pd, pr].unsqueeze(1).repeat(2, 1, 1).to(dt) for a in alphas]
-    lbo, _, _ = rn.spec_bound(net, C, d, kinter, lo[:1].to(dt).expand(n, -1),
-                              hi[:1].to(dt).expand(n, -1), al)
+    lbo = _chunked_spec_bound(net, C, d, kinter, lo[:1].to(dt), hi[:1].to(dt), al, deadline)
     lbo = torch.where(rn.empty_domains(kinter), float("inf"), lbo[:, 0])
     # back to (±, domain, candidate, row); rows not bounded count as proved
     full = torch.full((2, B, k, R), float("inf"), dtype=lbo.dtype)
@@ -170,3 +170,19 @@ def fsb_choose(net: rn.ReluNet, spec: OutputSpec, inter: list[rn.Layer], splits,
     rows = torch.arange(B)
     chosen_layer = torch.where(vals[rows, best] > 0, layer[rows, best], torch.full_like(best, -1))
     return chosen_layer, idx[rows, best]
+
+
+def _chunked_spec_bound(net: rn.ReluNet, C, d, inter, lo1, hi1, alphas, deadline: Deadline):
+    """``spec_bound``'s lower bounds (n, R) of n one-box problems sharing the box (1, n0), in
+    chunks of problems with a deadline check before each."""
+    n = C.shape[0]
+    cost = C.shape[1] * rn.backward_macs(net, net.num_relu_layers)
+    out = []
+    for s in rn.chunks(n, cost):
+        deadline.check()
+        m = s.stop - s.start
+        lb, _, _ = rn.spec_bound(net, C[s], d[s], [(zl[s], u[s]) for zl, u in inter],
+                                 lo1.expand(m, -1), hi1.expand(m, -1),
+                                 None if alphas is None else [a[s] for a in alphas])
+        out.append(lb)
+    return out[0] if len(out) == 1 else torch.cat(out)

@@ -6,16 +6,20 @@ MILP: minimise ``t`` subject to ``C_r·y + d_r ≤ t`` for the clause's rows, wi
 objective cutoff at 0, so the search stops as soon as the minimum is provably > 0 (clause
 proved: the solve reports no solution below the cutoff) or a solution with ``t ≤ 0`` appears
 (a candidate counterexample, which the caller re-checks concretely).
+
+Deadline: building the model checks it after every layer, HiGHS gets the time remaining as its
+``time_limit``, and past the deadline the answer is "timeout".
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import clock
+from ..clock import NEVER, Deadline, DeadlineExceededError
 from ..specs.output import OutputSpec
 from . import relu_net as rn
 
@@ -34,7 +38,8 @@ class MilpOutcome:
     stats: dict | None = None
 
 
-def _build(net: rn.ReluNet, lo: np.ndarray, hi: np.ndarray, inter: list[rn.Layer]):
+def _build(net: rn.ReluNet, lo: np.ndarray, hi: np.ndarray, inter: list[rn.Layer],
+           deadline: Deadline = NEVER):
     """Variables and constraints shared by every clause; returns (highs, x_idx, out_expr)."""
     import highspy
 
@@ -59,6 +64,7 @@ def _build(net: rn.ReluNet, lo: np.ndarray, hi: np.ndarray, inter: list[rn.Layer
     prev_idx = x_idx  # variables of the previous layer (-1: a neuron fixed at 0)
     n_bin = 0
     for k in range(net.num_relu_layers):
+        deadline.check()
         W = net.Ws[k].double().numpy()
         b = net.bs[k].double().numpy()
         lk = inter[k][0].reshape(-1).double().numpy()
@@ -94,12 +100,22 @@ def _build(net: rn.ReluNet, lo: np.ndarray, hi: np.ndarray, inter: list[rn.Layer
 
 
 def milp_verify(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
-                inter: list[rn.Layer], config: MilpConfig, deadline: float,
+                inter: list[rn.Layer], config: MilpConfig, deadline: Deadline,
                 skip_clauses: set[int] | None = None) -> MilpOutcome:
-    """Decide the property on the box [lo, hi] (1, n) exactly (up to HiGHS tolerances)."""
+    """Decide the property on the box [lo, hi] (1, n) exactly (up to HiGHS tolerances);
+    "timeout" once ``deadline`` has passed."""
+    stats = {"clauses": 0, "binaries": 0}
+    try:
+        return _milp_verify(net, lo, hi, spec, inter, config, deadline, skip_clauses, stats)
+    except DeadlineExceededError:
+        return MilpOutcome("timeout", stats=stats)
+
+
+def _milp_verify(net, lo, hi, spec: OutputSpec, inter, config: MilpConfig, deadline: Deadline,
+                 skip_clauses, stats: dict) -> MilpOutcome:
     import highspy
 
-    t0 = time.perf_counter()
+    t0 = clock.now()
     lo_np = lo.reshape(-1).double().numpy()
     hi_np = hi.reshape(-1).double().numpy()
     WL = net.Ws[-1].double().numpy()
@@ -107,14 +123,11 @@ def milp_verify(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: Outpu
     C = spec.C[0].double().numpy()
     d = spec.d[0].double().numpy()
     inf = highspy.kHighsInf
-    stats = {"clauses": 0, "binaries": 0}
     for k, clause in enumerate(spec.clauses):
         if skip_clauses and k in skip_clauses:
             continue
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            return MilpOutcome("timeout", stats=stats)
-        h, x_idx, last_idx, n_bin, add_vars = _build(net, lo_np, hi_np, inter)
+        deadline.check()
+        h, x_idx, last_idx, n_bin, add_vars = _build(net, lo_np, hi_np, inter, deadline)
         stats["binaries"] = n_bin
         (t_idx,) = add_vars([-inf], [inf])
         for r in clause:
@@ -124,7 +137,8 @@ def milp_verify(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: Outpu
             idx = np.concatenate([last_idx[nz], [t_idx]]).astype(np.int32)
             h.addRow(-inf, -(C[r] @ bL + d[r]), len(idx), idx, np.concatenate([coef[nz], [-1.0]]))
         h.changeColCost(int(t_idx), 1.0)
-        h.setOptionValue("time_limit", float(max(remaining, 0.01)))
+        deadline.check()
+        h.setOptionValue("time_limit", float(max(deadline.remaining(), 0.01)))
         h.setOptionValue("threads", int(config.threads))
         h.setOptionValue("objective_bound", 0.0)
         h.setOptionValue("mip_max_improving_sols", 1)
@@ -139,7 +153,7 @@ def milp_verify(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: Outpu
             tval = vals[t_idx]
             if tval <= 0:
                 x = torch.tensor(vals[x_idx], dtype=torch.float64).reshape(1, -1)
-                stats["time_s"] = time.perf_counter() - t0
+                stats["time_s"] = clock.now() - t0
                 return MilpOutcome("candidate", x, stats)
         if ms == highspy.HighsModelStatus.kInfeasible or (
             ms == highspy.HighsModelStatus.kOptimal and has_sol and vals[t_idx] > 0
@@ -148,7 +162,7 @@ def milp_verify(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: Outpu
         if ms == highspy.HighsModelStatus.kTimeLimit:
             return MilpOutcome("timeout", stats=stats)
         return MilpOutcome("unknown", stats={**stats, "highs_status": str(ms)})
-    stats["time_s"] = time.perf_counter() - t0
+    stats["time_s"] = clock.now() - t0
     return MilpOutcome("verified", stats=stats)
 
 

@@ -17,6 +17,10 @@ Bounds here are CROWN-style linear relaxations, batched over many subdomains at 
 Split constraints are int8 tensors per ReLU layer (B, n_k): +1 active (z ≥ 0), −1 inactive
 (z ≤ 0), 0 free. ``clip_by_splits`` applies them to intermediate bounds; a subdomain whose
 clipped bounds cross (l > u) is empty and gets lower bound +inf.
+
+Deadlines: the functions taking a ``deadline`` raise :class:`~nncert.clock.DeadlineExceededError`
+past it and return nothing then; big products are cut into chunks of about ``CHUNK_MACS``
+multiply-adds with a check before each, so that no stretch of work between two checks is long.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..clock import NEVER, Deadline
 from ..models import ops
 from ..models.graph import Graph
 
@@ -81,29 +86,53 @@ class ReluNet:
         return out
 
 
-def _dense(graph: Graph, seg: list, in_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The affine map of a run of one-input affine ops as (W, b) on flat vectors."""
+#: multiply-adds in one chunk of work between two deadline checks (about 0.05 s on one core)
+CHUNK_MACS = 2**26
+
+
+def chunks(n: int, cost_per_item: float) -> list[slice]:
+    """``range(n)`` cut into slices of at most ``CHUNK_MACS / cost_per_item`` items."""
+    step = max(1, int(CHUNK_MACS // max(cost_per_item, 1.0)))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def backward_macs(net: ReluNet, m: int) -> int:
+    """Multiply-adds of one row's backward pass from layer ``m`` to the input."""
+    return sum(W.numel() for W in net.Ws[:m + 1])
+
+
+def _dense(graph: Graph, seg: list, in_name: str,
+           deadline: Deadline = NEVER) -> tuple[torch.Tensor, torch.Tensor]:
+    """The affine map of a run of one-input affine ops as (W, b) on flat vectors (evaluated
+    on the basis in chunks, with a deadline check before each)."""
     shape = graph.shapes[in_name] if in_name != graph.input_name else graph.input_shape
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     dt = torch.float64
-    basis = torch.cat([torch.zeros(1, n, dtype=dt), torch.eye(n, dtype=dt)]).reshape(n + 1, *shape)
-    h = basis
-    for op in seg:
-        h = op.to(dtype=dt).forward(h)
-    h = h.reshape(n + 1, -1)
-    b = h[0]
-    W = (h[1:] - b).T.contiguous()
+
+    def run(h):
+        for op in seg:
+            h = op.to(dtype=dt).forward(h)
+        return h.reshape(h.shape[0], -1)
+
+    b = run(torch.zeros(1, *shape, dtype=dt))[0]
+    cols = []
+    for sl in chunks(n, 64 * n):
+        deadline.check()
+        k = sl.stop - sl.start
+        basis = torch.zeros(k, n, dtype=dt)
+        basis[torch.arange(k), torch.arange(sl.start, sl.stop)] = 1.0
+        cols.append(run(basis.reshape(k, *shape)) - b)
+    W = torch.cat(cols).T.contiguous()
     return W, b
 
 
-def extract_relu_net(graph: Graph) -> ReluNet | None:
-    """The dense form of a chain of affine ops and ReLUs, or None for anything else."""
+def _chain_segments(graph: Graph) -> list[tuple[list, str, str]] | None:
+    """The chain ``affine* (ReLU affine*)*`` as (affine ops, segment input, ReLU input name or
+    '' for the last segment), or None for any other graph."""
     prev = graph.input_name
     seg: list = []
     seg_in = graph.input_name
-    Ws, bs, names = [], [], []
+    out = []
     for node in graph.nodes:
         if len(node.inputs) != 1 or node.inputs[0] != prev:
             return None
@@ -112,19 +141,27 @@ def extract_relu_net(graph: Graph) -> ReluNet | None:
         elif isinstance(node.op, ops.ReLU):
             if not seg:
                 return None
-            W, b = _dense(graph, seg, seg_in)
-            Ws.append(W)
-            bs.append(b)
-            names.append(prev)
+            out.append((seg, seg_in, prev))
             seg, seg_in = [], node.name
         else:
             return None
         prev = node.name
     if prev != graph.output_name or not seg:
         return None
-    W, b = _dense(graph, seg, seg_in)
-    Ws.append(W)
-    bs.append(b)
+    return out + [(seg, seg_in, "")]
+
+
+def extract_relu_net(graph: Graph, deadline: Deadline = NEVER) -> ReluNet | None:
+    """The dense form of a chain of affine ops and ReLUs, or None for anything else."""
+    segments = _chain_segments(graph)
+    if segments is None:
+        return None
+    Ws, bs = [], []
+    for seg, seg_in, _ in segments:
+        W, b = _dense(graph, seg, seg_in, deadline)
+        Ws.append(W)
+        bs.append(b)
+    names = [name for _, _, name in segments[:-1]]
     dt = graph.dtype
     return ReluNet(tuple(w.to(dt) for w in Ws), tuple(v.to(dt) for v in bs), tuple(names),
                    graph.input_shape)
@@ -213,7 +250,8 @@ def concretize_box(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: t
 
 def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
                    splits: list[torch.Tensor] | None = None,
-                   prior: list[Layer] | None = None) -> list[Layer]:
+                   prior: list[Layer] | None = None,
+                   deadline: Deadline = NEVER) -> list[Layer]:
     """Forward-mode symbolic linear bounds of every pre-activation: (l_k, u_k) per ReLU layer."""
     B, n0 = lo.shape
     c, r = (hi + lo) / 2, (hi - lo) / 2
@@ -223,6 +261,7 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
     Uw, Ub = Lw, Lb
     inter = []
     for k in range(net.num_relu_layers):
+        deadline.check()
         zl = torch.einsum("bjn,bn->bj", Lw, c) - torch.einsum("bjn,bn->bj", Lw.abs(), r) + Lb
         u = torch.einsum("bjn,bn->bj", Uw, c) + torch.einsum("bjn,bn->bj", Uw.abs(), r) + Ub
         if k == 0:
@@ -238,11 +277,21 @@ def forward_bounds(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
         W, b = net.Ws[k + 1], net.bs[k + 1]
         if k + 1 < net.num_relu_layers:
             Wp, Wn = W.clamp_min(0), W.clamp_max(0)
-            Lw = torch.einsum("ij,bjn->bin", Wp, aLw) + torch.einsum("ij,bjn->bin", Wn, aUw)
-            Lb = aLb @ Wp.T + aUb @ Wn.T + b
-            Uw = torch.einsum("ij,bjn->bin", Wp, aUw) + torch.einsum("ij,bjn->bin", Wn, aLw)
-            Ub = aUb @ Wp.T + aLb @ Wn.T + b
+            parts = []
+            for sl_ in chunks(W.shape[0], 4 * B * W.shape[1] * n0):
+                deadline.check()
+                parts.append(_forward_step(Wp[sl_], Wn[sl_], b[sl_], aLw, aLb, aUw, aUb))
+            Lw, Lb, Uw, Ub = (t[0] if len(t) == 1 else torch.cat(t, 1) for t in zip(*parts))
     return inter
+
+
+def _forward_step(Wp, Wn, b, aLw, aLb, aUw, aUb):
+    """The next layer's (rows of) symbolic bounds from the relaxed previous layer."""
+    Lw = torch.einsum("ij,bjn->bin", Wp, aLw) + torch.einsum("ij,bjn->bin", Wn, aUw)
+    Lb = aLb @ Wp.T + aUb @ Wn.T + b
+    Uw = torch.einsum("ij,bjn->bin", Wp, aUw) + torch.einsum("ij,bjn->bin", Wn, aLw)
+    Ub = aUb @ Wp.T + aLb @ Wn.T + b
+    return Lw, Lb, Uw, Ub
 
 
 def backward(net: ReluNet, m: int, A: torch.Tensor, const: torch.Tensor, inter: list[Layer],
@@ -284,7 +333,8 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
                        splits: list[torch.Tensor] | None = None,
                        fwd: list[Layer] | None = None,
                        after: torch.Tensor | None = None,
-                       only: list[torch.Tensor] | None = None) -> list[Layer]:
+                       only: list[torch.Tensor] | None = None,
+                       deadline: Deadline = NEVER) -> list[Layer]:
     """Backward CROWN bounds of every pre-activation (intersected with ``fwd`` when given;
     sound when ``fwd`` is sound on each box and ``splits`` hold there).
 
@@ -292,12 +342,12 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
     keep ``fwd`` and the interval step): for a ReLU-split child whose parent's bounds are
     ``fwd``, only the layers after its new split can change. ``only`` (per layer, (B, n_k)
     bool): back-substitute only these neurons (the others keep ``fwd`` and the interval
-    step)."""
+    step). The passes run in chunks of about ``CHUNK_MACS``, ``deadline`` checked before each."""
     B = lo.shape[0]
-    shared = one_row(lo) and one_row(hi)
     inter: list[Layer] = []
     relax: list[Relax] = []  # relu_relax per layer, reused by every later layer's pass
     for k in range(net.num_relu_layers):
+        deadline.check()
         n = net.Ws[k].shape[0]
         if k == 0:
             c, r = (hi + lo) / 2, (hi - lo) / 2
@@ -317,33 +367,15 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
             # only the (box, neuron) pairs still unstable need a backward pass: each pair is
             # bounded as its own one-box problem with two rows (+z_j, −z_j), so that small boxes
             # with few unstable neurons cost little
-            zl, u = il.clone(), iu.clone()
             unst = (il < 0) & (iu > 0)
             if after is not None:
                 unst &= (after < k).unsqueeze(-1)
             if only is not None:
                 unst &= only[k]
-            npairs = int(unst.sum())
-            if npairs > B * n // 2:  # mostly unstable: every neuron of every box, no gathering
-                eye = torch.eye(n, dtype=lo.dtype, device=lo.device)
-                A = torch.cat([eye, -eye]).unsqueeze(0).expand(B, -1, -1)
-                const = torch.zeros(B, 2 * n, dtype=lo.dtype, device=lo.device)
-                lower, _, _ = backward(net, k, A, const, inter, lo, hi, relax=relax)
-                zl, u = torch.maximum(il, lower[:, :n]), torch.minimum(iu, -lower[:, n:])
-            elif npairs:
-                box, row = unst.nonzero(as_tuple=True)
-                A = torch.zeros(npairs, 2, n, dtype=lo.dtype, device=lo.device)
-                pairs = torch.arange(npairs, device=lo.device)
-                A[pairs, 0, row] = 1.0
-                A[pairs, 1, row] = -1.0
-                const = torch.zeros(npairs, 2, dtype=lo.dtype, device=lo.device)
-                sub = [r.select_lines(box) for r in relax]
-                # bound z_k through layers k-1..0: the first step applies W_k
-                plo, phi = ((lo[:1].expand(npairs, -1), hi[:1].expand(npairs, -1)) if shared
-                            else (lo[box], hi[box]))
-                lower, _, _ = backward(net, k, A, const, inter, plo, phi, relax=sub)
-                zl[box, row] = torch.maximum(il[box, row], lower[:, 0])
-                u[box, row] = torch.minimum(iu[box, row], -lower[:, 1])
+            if int(unst.sum()) > B * n // 2:  # mostly unstable: every neuron, no gathering
+                zl, u = _all_neurons(net, k, il, iu, inter, relax, lo, hi, deadline)
+            else:
+                zl, u = _some_neurons(net, k, il, iu, unst, inter, relax, lo, hi, deadline)
         if fwd is not None and k == 0:
             zl, u = torch.maximum(zl, fwd[k][0]), torch.minimum(u, fwd[k][1])
         if splits is not None:
@@ -351,6 +383,51 @@ def crown_intermediate(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor,
         inter.append((zl, u))
         relax.append(relu_relax(zl, u))
     return inter
+
+
+def _all_neurons(net: ReluNet, k: int, il, iu, inter, relax, lo, hi, deadline: Deadline):
+    """Layer ``k``'s interval bounds intersected with CROWN's for every neuron of every box,
+    neurons in chunks (rows +z_j and −z_j)."""
+    B, n = il.shape
+    zl, u = il.clone(), iu.clone()
+    for s in chunks(n, 2 * B * backward_macs(net, k)):
+        deadline.check()
+        m = s.stop - s.start
+        eye = torch.zeros(m, n, dtype=lo.dtype, device=lo.device)
+        eye[torch.arange(m), torch.arange(s.start, s.stop)] = 1.0
+        A = torch.cat([eye, -eye]).unsqueeze(0).expand(B, -1, -1)
+        const = torch.zeros(B, 2 * m, dtype=lo.dtype, device=lo.device)
+        lower, _, _ = backward(net, k, A, const, inter, lo, hi, relax=relax)
+        zl[:, s] = torch.maximum(il[:, s], lower[:, :m])
+        u[:, s] = torch.minimum(iu[:, s], -lower[:, m:])
+    return zl, u
+
+
+def _some_neurons(net: ReluNet, k: int, il, iu, unst, inter, relax, lo, hi,
+                  deadline: Deadline):
+    """Layer ``k``'s interval bounds intersected with CROWN's for the (box, neuron) pairs in
+    ``unst``, each its own one-box problem, pairs in chunks."""
+    zl, u = il.clone(), iu.clone()
+    shared = one_row(lo) and one_row(hi)
+    box_all, row_all = unst.nonzero(as_tuple=True)
+    n = il.shape[1]
+    for s in chunks(box_all.numel(), 2 * backward_macs(net, k)):
+        deadline.check()
+        box, row = box_all[s], row_all[s]
+        npairs = box.numel()
+        A = torch.zeros(npairs, 2, n, dtype=lo.dtype, device=lo.device)
+        pairs = torch.arange(npairs, device=lo.device)
+        A[pairs, 0, row] = 1.0
+        A[pairs, 1, row] = -1.0
+        const = torch.zeros(npairs, 2, dtype=lo.dtype, device=lo.device)
+        sub = [r.select_lines(box) for r in relax]
+        # bound z_k through layers k-1..0: the first step applies W_k
+        plo, phi = ((lo[:1].expand(npairs, -1), hi[:1].expand(npairs, -1)) if shared
+                    else (lo[box], hi[box]))
+        lower, _, _ = backward(net, k, A, const, inter, plo, phi, relax=sub)
+        zl[box, row] = torch.maximum(il[box, row], lower[:, 0])
+        u[box, row] = torch.minimum(iu[box, row], -lower[:, 1])
+    return zl, u
 
 
 def spec_bound(net: ReluNet, C: torch.Tensor, d: torch.Tensor, inter: list[Layer],
@@ -384,7 +461,7 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                         iters: int = 20, lr_alpha: float = 0.1, lr_beta: float = 0.05,
                         alphas: list[torch.Tensor] | None = None,
                         betas: list[torch.Tensor] | None = None, use_beta: bool = True,
-                        deadline: float | None = None,
+                        deadline: Deadline = NEVER,
                         search_net: ReluNet | None = None) -> SpecBound:
     """alpha(-beta)-CROWN on the last layer: per-row ReLU lower slopes in [0, 1] and, for split
     neurons, multipliers beta ≥ 0, maximised by projected Adam from the given warm start
@@ -393,9 +470,10 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     Every alpha in [0, 1] and beta ≥ 0 gives a sound bound, so the search may run on
     ``search_net`` (a lower-precision copy, e.g. float32: about twice as fast); the bounds
     returned are always evaluated in ``net``'s dtype: the best of the warm start and the final
-    parameters (and, when the search runs in ``net`` itself, of every iterate)."""
-    import time
-
+    parameters (and, when the search runs in ``net`` itself, of every iterate). Past
+    ``deadline`` (checked before every step) it raises
+    :class:`~nncert.clock.DeadlineExceededError`."""
+    deadline.check()
     B, R = C.shape[:2]
     if alphas is None:
         alphas = init_alphas(inter, R)
@@ -467,8 +545,9 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
     na = len(al_all)
     with torch.enable_grad():
         for it in range(1, iters + 1):
-            if not bool(live.any()) or (deadline is not None and time.perf_counter() > deadline):
+            if not bool(live.any()):
                 break
+            deadline.check()
             sC, sd, slo, shi, rel, ssplits = sub
             lower, Ax, _ = spec_bound(snet, sC, sd, None, slo, shi, ps[:na], ps[na:] or None,
                                       ssplits, relax=rel)
@@ -510,8 +589,9 @@ def optimize_spec_bound(net: ReluNet, C, d, inter: list[Layer], lo, hi, splits=N
                 live = torch.ones(act.numel(), dtype=torch.bool, device=C.device)
     write_back([p[live] for p in ps], act[live])
     al, bt = al_all, bt_all
+    deadline.check()
     lower, Ax = evaluate(al, bt)  # the final parameters, in the network's dtype
-    if best is None:  # (the deadline came before the first iterate)
+    if best is None:  # (no iterate ran: an empty batch)
         return SpecBound(lower, Ax, al, bt)
     better = lower > best
     best = torch.where(better, lower, best)

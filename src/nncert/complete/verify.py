@@ -9,12 +9,13 @@ Bounds are computed on a float64 copy of the network.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
+from .. import clock
 from ..attacks import AttackConfig, attack, confirm
+from ..clock import NEVER, Deadline, DeadlineExceededError
 from ..errors import ConfigError
 from ..models.graph import Graph
 from ..result import Result, Verdict
@@ -63,21 +64,45 @@ def _as_box(problem: VerificationProblem) -> Box | None:
 
 def _result(verdict: Verdict, t0: float, how: str, cex=None, **stats) -> Result:
     stats.pop("method", None)
-    return Result(verdict, how, time.perf_counter() - t0, counterexample=cex, stats=stats)
+    return Result(verdict, how, clock.now() - t0, counterexample=cex, stats=stats)
 
 
 def verify(problem: VerificationProblem, config: VerifyConfig = VerifyConfig(),
-           onnx_path: str | None = None, deadline: float | None = None) -> Result:
+           onnx_path: str | None = None, deadline: Deadline | float | None = None) -> Result:
     """Decide a batch-1 problem. ``onnx_path``: re-check counterexamples on onnxruntime too."""
     return verify_all([problem], config, onnx_path, deadline)
 
 
+def _end(config: VerifyConfig, deadline: Deadline | float | None) -> Deadline:
+    """The earlier of ``config.timeout_s`` from now and ``deadline`` (a Deadline, or a
+    :func:`nncert.clock.now` value)."""
+    own = Deadline.after(config.timeout_s)
+    if deadline is None:
+        return own
+    at = deadline.at if isinstance(deadline, Deadline) else float(deadline)
+    return Deadline(min(at, own.at))
+
+
 def verify_all(problems: list[VerificationProblem], config: VerifyConfig = VerifyConfig(),
-               onnx_path: str | None = None, deadline: float | None = None) -> Result:
+               onnx_path: str | None = None, deadline: Deadline | float | None = None) -> Result:
     """Decide the conjunction of batch-1 problems on the same graph (e.g. a VNN-LIB file's
-    disjuncts): FALSIFIED if any fails, VERIFIED if all hold."""
-    t0 = time.perf_counter()
-    end = t0 + config.timeout_s if deadline is None else min(deadline, t0 + config.timeout_s)
+    disjuncts): FALSIFIED if any fails, VERIFIED if all hold.
+
+    Time: the answer is TIMEOUT once ``config.timeout_s`` (or the earlier ``deadline``: a
+    :class:`~nncert.clock.Deadline` or a :func:`nncert.clock.now` value) has passed; every
+    long loop below checks the deadline, so the answer comes soon after it (no work of more
+    than a fraction of a second runs between two checks on the benchmark networks)."""
+    t0 = clock.now()
+    end = _end(config, deadline)
+    stats: dict = {"stages": []}
+    try:
+        return _verify_all(problems, config, onnx_path, end, t0, stats)
+    except DeadlineExceededError:
+        return _result(Verdict.TIMEOUT, t0, stats.get("method", "bab"), **stats)
+
+
+def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_path,
+                end: Deadline, t0: float, stats: dict) -> Result:
     if not problems:
         return _result(Verdict.VERIFIED, t0, "empty")
     for p in problems:
@@ -85,12 +110,11 @@ def verify_all(problems: list[VerificationProblem], config: VerifyConfig = Verif
             raise ConfigError("verify takes batch-1 problems; index the batch first")
     model_graph: Graph = problems[0].graph
     g64 = model_graph.to(dtype=config.dtype)
-    net = rn.extract_relu_net(model_graph)
+    net = rn.extract_relu_net(model_graph, deadline=end)
     net = net.to(config.dtype) if net is not None else None
     p64 = [VerificationProblem(g64, p.input_set.to(dtype=config.dtype),
                                p.output_spec.to(dtype=config.dtype), p.name) for p in problems]
     fn = net.forward if net is not None else None
-    stats: dict = {"stages": []}
 
     def check_for(i: int):
         def check(x: torch.Tensor):
@@ -102,7 +126,7 @@ def verify_all(problems: list[VerificationProblem], config: VerifyConfig = Verif
         stats["stages"].append("attack")
         budget = min(config.attack.timeout_s, config.attack_share * config.timeout_s)
         for p in p64:
-            a_end = min(end, time.perf_counter() + budget / len(p64))
+            a_end = end.within(budget / len(p64))
             cex, m = attack(p, config.attack, onnx_path, model_graph, deadline=a_end, fn=fn)
             if cex is not None:
                 return _result(Verdict.FALSIFIED, t0, "attack", cex, **stats)
@@ -118,12 +142,12 @@ def verify_all(problems: list[VerificationProblem], config: VerifyConfig = Verif
             break
     if verdicts and all(v == "verified" for v in verdicts) and len(verdicts) == len(p64):
         return _result(Verdict.VERIFIED, t0, stats.get("method", "bounds"), **stats)
-    if time.perf_counter() >= end or "timeout" in verdicts:
+    if end.expired() or "timeout" in verdicts:
         return _result(Verdict.TIMEOUT, t0, stats.get("method", "bab"), **stats)
     return _result(Verdict.UNKNOWN, t0, stats.get("method", "bab"), **stats)
 
 
-def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig, end: float,
+def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig, end: Deadline,
             check, onnx_path, model_graph, stats) -> BaBOutcome:
     box = _as_box(p)
     spec = p.output_spec
@@ -135,11 +159,11 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
     if branching == "input" and complete in ("auto", "bab"):
         stats["method"] = "bab-input"
         stats["stages"].append("bab-input")
-        return input_bab(net, lo, hi, spec, config.bab, min(end, time.perf_counter()
-                                                             + config.bab.timeout_s), check)
+        return input_bab(net, lo, hi, spec, config.bab, end.within(config.bab.timeout_s), check)
     # incomplete bounds: CROWN intermediate (with forward-mode intersection), alpha on output
     stats["stages"].append("alpha-crown")
-    inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
+    inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi, deadline=end),
+                                  deadline=end)
     lb, A_x, *_ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
                                          iters=config.bab.root_alpha_iters, deadline=end)
     if not bool(spec.proved(lb).all()) and config.bab.root_intermediate_alpha_iters > 0:
@@ -160,8 +184,8 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
         stats["method"] = "milp"
         stats["stages"].append("milp")
         proved = {k for k, cl in enumerate(spec.clauses) if float(lb[0, list(cl)].max()) > 0}
-        m_end = min(end, time.perf_counter() + config.milp.timeout_s)
-        out = milp_verify(net, lo, hi, spec, inter, config.milp, m_end, proved)
+        out = milp_verify(net, lo, hi, spec, inter, config.milp,
+                          end.within(config.milp.timeout_s), proved)
         if out.status == "candidate":
             cex = check(out.x)
             if cex is not None:
@@ -171,14 +195,14 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
             return BaBOutcome(out.status)
     stats["method"] = "bab-relu"
     stats["stages"].append("bab-relu")
-    b_end = min(end, time.perf_counter() + config.bab.timeout_s)
-    out = relu_bab(net, lo, hi, spec, config.bab, b_end, check, root_inter=inter)
+    out = relu_bab(net, lo, hi, spec, config.bab, end.within(config.bab.timeout_s), check,
+                   root_inter=inter)
     stats["bab"] = out.stats
     return out
 
 
 def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.Layer],
-                        iters: int, deadline: float | None = None) -> list[rn.Layer]:
+                        iters: int, deadline: Deadline = NEVER) -> list[rn.Layer]:
     """``inter`` intersected with alpha-CROWN-optimised bounds of each ReLU's input (both
     sound on the input set, so their intersection is)."""
     from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
@@ -196,16 +220,18 @@ def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.
     return out
 
 
-def _decide_generic(p, box, config: VerifyConfig, end, check, stats) -> BaBOutcome:
+def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats) -> BaBOutcome:
     """Graphs outside the dense ReLU form: registry bounds, then input-split BaB on boxes."""
     from ..bounds import compute_bounds
 
     method = config.bounds_method
     try:
-        b = compute_bounds(p, method)
+        b = compute_bounds(p, method, deadline=end)
+    except DeadlineExceededError:
+        raise
     except Exception:  # method not available for this graph: fall back to intervals
         method = "interval"
-        b = compute_bounds(p, method)
+        b = compute_bounds(p, method, deadline=end)
     stats["stages"].append(method)
     stats["method"] = method
     if bool(p.output_spec.proved(b.lower).all()):
@@ -213,5 +239,5 @@ def _decide_generic(p, box, config: VerifyConfig, end, check, stats) -> BaBOutco
     if box is None or config.complete == "none":
         return BaBOutcome("unknown")
     stats["method"] = "bab-input"
-    return generic_input_bab(p, box, method, replace(config.bab), min(
-        end, time.perf_counter() + config.bab.timeout_s), check)
+    return generic_input_bab(p, box, method, replace(config.bab),
+                             end.within(config.bab.timeout_s), check)
