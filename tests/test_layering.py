@@ -9,8 +9,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "nncert"
 
 # DESIGN.md's pipeline order; a module may import only from earlier layers (or its own).
 LAYERS = [
-    "errors", "tables", "utils", "result", "models", "data", "specs", "attacks", "bounds", "complete",
-    "smoothing", "semantic", "training", "benchmarks", "cli",
+    "errors", "tables", "utils", "clock", "result", "models", "data", "specs", "attacks",
+    "bounds", "complete", "smoothing", "semantic", "training", "benchmarks", "cli",
 ]
 
 

@@ -83,9 +83,9 @@ def _own_process(args: argparse.Namespace) -> bool:
 def _startup_spent(args: argparse.Namespace) -> float:
     """Seconds this process spent before the command started (interpreter start-up, imports),
     which count against the timeout as the VNN-COMP harness counts them."""
-    from ..complete.supervise import process_age
+    from ..clock import since_process_start
 
-    return process_age() if _own_process(args) else 0.0
+    return since_process_start() if _own_process(args) else 0.0
 
 
 def _done(args: argparse.Namespace, status: int) -> int:

@@ -202,18 +202,4 @@ def _wait_any(slots: list[_Slot]) -> None:
     wait_ready(handles, timeout)
 
 
-def process_age() -> float:
-    """Seconds since this process started (Linux: from /proc; elsewhere 0). Lets a command count
-    its interpreter start-up and imports against a time limit."""
-    try:
-        with open("/proc/self/stat") as f:
-            stat = f.read()
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-__all__ = ["Outcome", "Task", "mp_context", "process_age", "supervise"]
+__all__ = ["Outcome", "Task", "mp_context", "supervise"]
