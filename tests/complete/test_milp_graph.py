@@ -4,12 +4,11 @@ with the dense ReLU-chain MILP."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
 
+from nncert.clock import NEVER, Deadline
 from nncert.complete import relu_net as rn
 from nncert.complete.milp import MilpConfig, milp_verify
 from nncert.complete.milp_graph import affine_map, encode, graph_bounds, milp_decide, minimize_rows
@@ -19,11 +18,10 @@ from nncert.models.graph import sequential
 from nncert.specs import OutputSpec
 
 D = torch.float64
-FAR = 1e9  # a deadline that never passes in these tests (HiGHS's own limit is what matters)
 
 
-def _far() -> float:
-    return time.perf_counter() + FAR
+def _far() -> Deadline:
+    return NEVER
 
 
 AFFINE = [
@@ -140,3 +138,16 @@ def test_sigmoid_is_rejected_by_name():
     lo, hi = _box(graph, 0)
     with pytest.raises(UnsupportedOpError, match="MILP.*Sigmoid"):
         encode(graph, lo, hi, {})
+
+
+def test_expired_deadline_is_a_timeout_before_any_solve(monkeypatch):
+    """With a fake clock already past the deadline nothing is solved: 'timeout'."""
+    import nncert.clock as clock
+
+    graph = _chain(0)
+    lo, hi = -torch.ones(1, 4, dtype=D), torch.ones(1, 4, dtype=D)
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=D), torch.zeros(1, 1, dtype=D))
+    bounds = graph_bounds(graph, lo, hi)
+    monkeypatch.setattr(clock, "now", lambda: 100.0)
+    out = milp_decide(graph, lo, hi, spec, bounds, Deadline(50.0))
+    assert out.status == "timeout" and out.stats["clauses"] == 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bounds.core import Interval
+from ..clock import NEVER, Deadline, DeadlineExceededError
 from ..errors import UnsupportedOpError
 from ..models import ops
 from ..models.graph import Graph, Node
@@ -380,17 +380,18 @@ class GraphMilpOutcome:
 
 
 def minimize_rows(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, bounds, C: np.ndarray,
-                  d: np.ndarray, rows, deadline: float, threads: int = 1, cutoff: float | None = None,
-                  splits=None):
+                  d: np.ndarray, rows, deadline: Deadline = NEVER, threads: int = 1,
+                  cutoff: float | None = None, splits=None):
     """min over the box of max_r (C_r·y + d_r): (HiGHS model status, objective or None,
     minimiser x (1, *input_shape) or None). With ``cutoff`` the search may stop at the first
     point below it, or once the minimum is proved above it."""
     model, x_idx, out = encode(graph, lo, hi, bounds, splits)
+    deadline.check()
     (t,) = model.add_vars(np.array([-np.inf]), np.array([np.inf]))
     extra = _clause_rows(model, out, C, d, rows, t)
     cost = np.zeros(model.n)
     cost[t] = 1.0
-    h = _highs(model, extra, cost, deadline - time.perf_counter(), threads, cutoff)
+    h = _highs(model, extra, cost, min(deadline.remaining(), 1e7), threads, cutoff)
     h.run()
     status = h.getModelStatus()
     sol = h.getSolution()
@@ -402,20 +403,27 @@ def minimize_rows(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, bounds, C: n
 
 
 def milp_decide(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
-                bounds: Mapping[str, Interval], deadline: float, threads: int = 1,
+                bounds: Mapping[str, Interval], deadline: Deadline = NEVER, threads: int = 1,
                 skip_clauses: set[int] | None = None, splits=None) -> GraphMilpOutcome:
     """Decide every clause of ``spec`` (batch element 0) on the box exactly (up to HiGHS's
     tolerances): 'verified', a 'candidate' counterexample (to be re-checked), or 'timeout'."""
+    stats = {"clauses": 0}
+    try:
+        return _decide(graph, lo, hi, spec, bounds, deadline, threads, skip_clauses, splits, stats)
+    except DeadlineExceededError:
+        return GraphMilpOutcome("timeout", stats=stats)
+
+
+def _decide(graph, lo, hi, spec, bounds, deadline: Deadline, threads, skip_clauses, splits,
+            stats: dict) -> GraphMilpOutcome:
     import highspy
 
     S = highspy.HighsModelStatus
     C, d = spec.C[0].double().cpu().numpy(), spec.d[0].double().cpu().numpy()
-    stats = {"clauses": 0}
     for k, clause in enumerate(spec.clauses):
         if skip_clauses and k in skip_clauses:
             continue
-        if time.perf_counter() >= deadline:
-            return GraphMilpOutcome("timeout", stats=stats)
+        deadline.check()
         status, value, x = minimize_rows(graph, lo, hi, bounds, C, d, clause, deadline, threads,
                                          cutoff=0.0, splits=splits)
         stats["clauses"] += 1
