@@ -123,16 +123,17 @@ def _project(params, ranges, betas) -> None:
 
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: float | None = None):
+                   deadline: float | None = None, init_betas=None, capture=None):
     """Best lower bound (B, R) of the rows seen over the Adam run (stopped early past
-    ``deadline``, a ``time.perf_counter()`` value), the final parameters and the number of
-    Adam steps taken."""
+    ``deadline``, a ``time.perf_counter()`` value), the final parameters, the number of
+    Adam steps taken and the final split multipliers β (keyed like ``signs``; warm-started
+    from ``init_betas`` where given, clamped ≥ 0, so any start is sound). ``capture``: filled
+    by ``backward_bounds`` with the A of the last pass at the named nodes."""
     B, R = input_set.batch_size, C.shape[1]
     params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
                                   start or graph.output_name)
     signs = signs or {}
-    betas = {n: torch.zeros((B, R, *s.shape[1:]), dtype=C.dtype, device=C.device,
-                            requires_grad=True) for n, s in signs.items()}
+    betas = {n: _init_beta(init_betas, n, (B, R, *s.shape[1:]), C) for n, s in signs.items()}
     groups = [{"params": list(ts.values()), "lr": lr}
               for ts, lr in ((params, cfg.lr), (betas, cfg.lr_beta)) if ts]
     opt = torch.optim.Adam(groups) if groups else None
@@ -142,18 +143,28 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
         offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in betas}
         lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
                                    need_upper=False, start=start,
-                                   relaxation=cfg.crown.relaxation)
+                                   relaxation=cfg.crown.relaxation, capture=capture)
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
         late = deadline is not None and time.perf_counter() > deadline
         if done or late or steps == cfg.iterations or opt is None or not lower.requires_grad:
-            return best, {k: v.detach() for k, v in params.items()}, steps
+            return (best, {k: v.detach() for k, v in params.items()}, steps,
+                    {k: v.detach() for k, v in betas.items()})
         opt.zero_grad()
         (-lower.sum()).backward()
         opt.step()
         sched.step()
         _project(params, ranges, betas)
         steps += 1
+
+
+def _init_beta(init: Mapping[str, torch.Tensor] | None, name: str, shape, like: torch.Tensor):
+    """A trainable β ≥ 0 of ``shape``: ``init[name]`` (clamped at 0) when given, else zeros."""
+    if init is not None and name in init:
+        t = init[name].to(like).clamp(min=0).expand(shape)
+    else:
+        t = like.new_zeros(shape)
+    return t.detach().clone().requires_grad_(True)
 
 
 def optimize_bounds(
@@ -187,7 +198,7 @@ def optimize_bounds(
         signs = {n: s.to(C.dtype) for n, s in splits.items() if bool((s != 0).any())}
     intermediate = _complete(graph, input_set, intermediate, cfg)
     with torch.enable_grad():
-        lower, slopes, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
+        lower, slopes, _, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
                                        init_slopes=init_slopes,
                                        proved=proved or (lambda lb: (lb > 0).all(1)))
     if empty is not None:
@@ -200,7 +211,7 @@ def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
     """Intermediate bounds each optimised with their own parameters, layer by layer."""
     def rows(name, C, idx, values):
         sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
-        lower, _, _ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
+        lower, *_ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
                                      cfg, start=name, deadline=deadline)
         return lower[:, :1], -lower[:, 1:]
 
@@ -234,11 +245,11 @@ def alpha_crown_bounds(problem: VerificationProblem,
             todo = todo[~spec.proved(lower)]
         if todo.numel():
             sub = {k: v[todo] for k, v in values.items()}
-            best, _, steps = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
+            best, _, steps, _ = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
                                             proved=spec.proved)
             lower[todo] = torch.maximum(lower[todo], best)
         upper = crown.upper
         if cfg.optimize_upper:
-            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg)
+            neg, *_ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg)
             upper = torch.minimum(upper, -neg)
     return Bounds(lower, upper, "alpha-crown", values, stats={"steps": steps})

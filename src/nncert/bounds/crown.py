@@ -218,9 +218,11 @@ def _ancestors(graph: Graph, start: str) -> set[str]:
     return seen
 
 
-def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torch.Tensor]):
+def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torch.Tensor],
+              capture: dict[str, torch.Tensor] | None = None):
     """Substitute ``A0`` (B, R, *shape of start) back to the graph input:
-    returns (A at the input or None, constant (B, R))."""
+    returns (A at the input or None, constant (B, R)). ``capture``: its keys (node names) get
+    the (detached) A on that node's output, summed over its consumers."""
     g = p.graph
     keep = _ancestors(g, start)
     acc = {start: A0}
@@ -229,6 +231,8 @@ def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torc
         if node.name not in keep or node.name not in acc:
             continue
         A = acc.pop(node.name)
+        if capture is not None and node.name in capture:
+            capture[node.name] = A.detach()
         if node.name in offsets:
             A = A + offsets[node.name]
         ins, c = BACKWARD[type(node.op)](node, A, p)
@@ -274,6 +278,7 @@ def backward_bounds(
     start: str | None = None,
     relaxation: str = "adaptive",
     batch_index: torch.Tensor | None = None,
+    capture: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sound bounds of the rows ``C·v + d`` over ``input_set``, where v is node ``start``'s
     output (default: the graph output), flattened. C: (B or 1, R, n), d: (B, R) or None.
@@ -286,6 +291,8 @@ def backward_bounds(
     ``−β∘s`` at a split pre-activation node gives a valid lower bound on the split subdomain).
     With ``batch_index`` (B',) the pass has B' elements, element i reading element
     ``batch_index[i]`` of the input set and of ``intermediate`` (C is then (B', R, n)).
+    ``capture``: a dict whose keys name nodes; each is set to the A (B, R', *shape) reaching
+    that node's output in this pass (left as given for nodes the pass does not reach).
     Returns ``(lower (B, R), upper (B, R) or None)``.
     """
     relaxations.check_mode(relaxation)
@@ -298,7 +305,7 @@ def backward_bounds(
     if need_upper:
         A0, d = torch.cat([A0, -A0], 1), torch.cat([d, -d], 1)
     p = _Pass(graph, intermediate, relaxation, slopes or {}, batch_index)
-    A_in, const = _backward(p, start, A0, node_offsets or {})
+    A_in, const = _backward(p, start, A0, node_offsets or {}, capture)
     lower = const + d
     if A_in is not None:
         lower = lower + _concretize_rows(input_set, A_in, batch_index)

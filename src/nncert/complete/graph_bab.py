@@ -1,0 +1,245 @@
+"""ReLU-split branch-and-bound on any graph with ReLUs (conv, residual Add, MaxPool, ...).
+
+Search only: pop the worst open subdomains, split one unstable ReLU neuron each (BaBSR score,
+keyed by graph node name), bound both children with ``bounds/subdomains.py`` (alpha/beta-CROWN,
+warm-started from the parent), push the unproved ones. VERIFIED only when every leaf's sound
+lower bound proves the spec (the leaves cover the input set: each split is a ±1 case
+distinction of one neuron); FALSIFIED only with a counterexample confirmed by ``check`` on the
+concrete model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ..bounds.alpha_crown import AlphaCrownConfig
+from ..bounds.core import Interval
+from ..bounds.subdomains import (
+    EngineConfig,
+    SubdomainBounds,
+    Subdomains,
+    bound_subdomains,
+    relu_inputs,
+    root_subdomain,
+)
+from ..errors import ConfigError
+from ..result import Counterexample
+from ..specs.problem import VerificationProblem
+from . import branching as br
+from .bab import BaBOutcome
+
+Checker = Callable[[torch.Tensor], Counterexample | None]
+
+
+@dataclass(frozen=True)
+class GraphBaBConfig:
+    """``batch_size``: subdomains split per step (2× as many children bounded together);
+    ``alpha_iters`` / ``root_alpha_iters``: alpha/beta steps per child / at the root;
+    ``max_domains``: UNKNOWN past this many open subdomains; ``max_steps``: UNKNOWN past this
+    many steps (None: no cap; an iteration budget for tests)."""
+
+    batch_size: int = 16
+    alpha_iters: int = 10
+    root_alpha_iters: int = 50
+    lr: float = 0.1
+    lr_beta: float = 0.05
+    max_domains: int = 20_000
+    max_steps: int | None = None
+    refine_intermediate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_domains < 1:
+            raise ConfigError("GraphBaBConfig: batch_size and max_domains must be ≥ 1")
+        if self.alpha_iters < 0 or self.root_alpha_iters < 0:
+            raise ConfigError("GraphBaBConfig: alpha iterations must be ≥ 0")
+
+    def engine(self, iterations: int) -> EngineConfig:
+        alpha = AlphaCrownConfig(iterations=iterations, lr=self.lr, lr_beta=self.lr_beta)
+        return EngineConfig(alpha, self.refine_intermediate)
+
+
+def _cat(parts: list[Subdomains]) -> Subdomains:
+    """One batch from several. A warm-start entry missing from a part is zero there (β) —
+    any warm start is sound; an intermediate bound must be in every part."""
+    def cat(ms):
+        if any(m is None for m in ms):
+            return None
+        keys = set().union(*ms)
+        return {k: torch.cat([m[k] if k in m else _zeros_like_batch(ms, k, p.batch_size)
+                              for m, p in zip(ms, parts)]) for k in keys}
+    inter = {k: Interval(torch.cat([p.intermediate[k].lower for p in parts]),
+                         torch.cat([p.intermediate[k].upper for p in parts]))
+             for k in set(parts[0].intermediate).intersection(*(p.intermediate for p in parts))}
+    return Subdomains(cat([p.splits for p in parts]), inter, cat([p.slopes for p in parts]),
+                      cat([p.betas for p in parts]))
+
+
+def _zeros_like_batch(ms, key: str, batch: int) -> torch.Tensor:
+    ref = next(m[key] for m in ms if key in m)
+    return ref.new_zeros((batch, *ref.shape[1:]))
+
+
+def _scores(spec, bounds: SubdomainBounds, splits: Mapping[str, torch.Tensor],
+            z_of: Mapping[str, str]) -> list[torch.Tensor]:
+    """BaBSR scores (B, n) per ReLU node (0 for stable or split neurons) on the best row of
+    the worst clause of each subdomain."""
+    rows, vals = br.clause_best_rows(spec, bounds.lower)
+    worst = rows.gather(1, vals.argmin(1, keepdim=True)).squeeze(1)
+    names = list(z_of)
+    B, R = bounds.lower.shape
+    layers, As = [], []
+    for r in names:
+        iv = bounds.intermediate[z_of[r]]
+        free = (splits[r] == 0).reshape(B, -1)
+        lo = torch.where(free, iv.lower.reshape(B, -1), torch.zeros_like(free, dtype=iv.lower.dtype))
+        layers.append((lo, iv.upper.reshape(B, -1)))
+        A = bounds.coefficients.get(r)  # (None: the ReLU does not reach the output)
+        As.append(lo.new_zeros(B, R, lo.shape[1]) if A is None else A.reshape(B, R, -1))
+    return br.babsr_scores(layers, As, worst)
+
+
+def _children(doms: Subdomains, names: list[str], layer: torch.Tensor,
+              idx: torch.Tensor) -> Subdomains:
+    """Two children per subdomain (all +1 children, then all −1): the parent's splits plus
+    one on neuron ``idx`` of ReLU ``names[layer]``; the parent's (clipped) intermediate
+    bounds, sound on each child (a subset), and its warm start."""
+    B = layer.shape[0]
+    rows = torch.arange(B, device=layer.device)
+    splits = {}
+    for k, r in enumerate(names):
+        s = doms.splits[r].reshape(B, -1)
+        pos, neg = s.clone(), s.clone()
+        sel = layer == k
+        pos[rows[sel], idx[sel]] = 1
+        neg[rows[sel], idx[sel]] = -1
+        splits[r] = torch.cat([pos, neg]).reshape(2 * B, *doms.splits[r].shape[1:])
+    for r, s in doms.splits.items():
+        splits.setdefault(r, torch.cat([s, s]))
+
+    def twice(m):
+        return None if m is None else {k: torch.cat([v, v]) for k, v in m.items()}
+    inter = {k: Interval(torch.cat([v.lower, v.lower]), torch.cat([v.upper, v.upper]))
+             for k, v in doms.intermediate.items()}
+    return Subdomains(splits, inter, twice(doms.slopes), twice(doms.betas))
+
+
+def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Checker):
+    """The input-set corner minimising each subdomain's worst row's linear bound, run on the
+    graph; a point that violates the spec is handed to ``check`` (the concrete re-check)."""
+    g, xs, spec = problem.graph, problem.input_set, problem.output_spec
+    A = bounds.coefficients.get(g.input_name)
+    if A is None:
+        return None
+    rows, vals = br.clause_best_rows(spec, bounds.lower)
+    worst = rows.gather(1, vals.argmin(1, keepdim=True)).squeeze(1)
+    a = A[torch.arange(A.shape[0], device=A.device), worst]
+    x = xs.project(torch.where(a > 0, xs.lower, xs.upper))
+    with torch.no_grad():
+        bad = ~spec.expand(x.shape[0]).holds(g.forward(x).flatten(1))
+    for i in bad.nonzero().flatten().tolist():
+        cex = check(x[i:i + 1])
+        if cex is not None:
+            return cex
+    return None
+
+
+def _margin(spec, lower: torch.Tensor) -> torch.Tensor:
+    return spec.clause_max(lower).amin(-1)
+
+
+def _bound(problem, doms: Subdomains, iters: int, config: GraphBaBConfig, deadline: float):
+    spec = problem.output_spec
+    return bound_subdomains(problem.graph, problem.input_set, spec.C, spec.d, doms,
+                            config.engine(iters), proved=spec.proved, deadline=deadline)
+
+
+@dataclass(frozen=True, eq=False)
+class _Open:
+    """Open subdomains (bounded, unproved): their state for the children, their margin lower
+    bound and the neuron each will be split on (ReLU index into ``names``, flat index)."""
+
+    doms: Subdomains
+    margin: torch.Tensor
+    layer: torch.Tensor
+    idx: torch.Tensor
+
+    def select(self, i: torch.Tensor) -> _Open:
+        return _Open(self.doms.select(i), self.margin[i], self.layer[i], self.idx[i])
+
+
+def _cat_open(parts: list[_Open]) -> _Open:
+    full = [p for p in parts if p.margin.numel()]
+    if len(full) <= 1:
+        return full[0] if full else parts[0]
+    parts = full
+    return _Open(_cat([p.doms for p in parts]), torch.cat([p.margin for p in parts]),
+                 torch.cat([p.layer for p in parts]), torch.cat([p.idx for p in parts]))
+
+
+def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, stats: dict):
+    """The unproved, non-empty subdomains of a bounded batch as _Open (with their split
+    choice); those with no unstable neuron left are counted as stuck and dropped (the
+    outcome can then not be VERIFIED)."""
+    spec = problem.output_spec
+    keep = ~(spec.proved(b.lower) | b.empty)
+    layer, idx = br.flat_argmax(_scores(spec, b, doms.splits, z_of))
+    stuck = keep & (layer < 0)
+    stats["stuck"] += int(stuck.sum())
+    keep &= layer >= 0
+    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas)
+    i = keep.nonzero().flatten()
+    return _Open(state.select(i), _margin(spec, b.lower)[i], layer[i], idx[i])
+
+
+def _step(problem, open_: _Open, names, z_of, config: GraphBaBConfig, deadline, check, stats):
+    """Split the worst ``batch_size`` open subdomains, bound the children; returns the open
+    set after the step and a confirmed counterexample or None."""
+    k = min(config.batch_size, open_.margin.numel())
+    order = open_.margin.argsort()
+    parents, rest = open_.select(order[:k]), open_.select(order[k:])
+    kids = _children(parents.doms, names, parents.layer, parents.idx)
+    b = _bound(problem, kids, config.alpha_iters, config, deadline)
+    stats["domains"] += 2 * k
+    cex = _try_points(problem, b, check)
+    return _cat_open([rest, _settle(problem, kids, b, z_of, stats)]), cex
+
+
+def graph_relu_bab(problem: VerificationProblem, config: GraphBaBConfig, deadline: float,
+                   check: Checker, root_intermediate: Mapping[str, Interval] | None = None
+                   ) -> BaBOutcome:
+    """Decide a batch-1 problem on a graph with ReLUs by ReLU-split BaB (see the module
+    docstring). ``root_intermediate``: bounds sound on the input set to start from.
+    "timeout" past ``deadline`` (``time.perf_counter()``), "unknown" past the caps or when a
+    subdomain has no neuron left to split."""
+    if problem.batch_size != 1:
+        raise ConfigError("graph_relu_bab takes a batch-1 problem")
+    g, spec = problem.graph, problem.output_spec
+    z_of = relu_inputs(g)
+    names = list(z_of)
+    stats = {"domains": 1, "steps": 0, "stuck": 0}
+    root = root_subdomain(g, problem.input_set, config.engine(0), root_intermediate)
+    b = _bound(problem, root, config.root_alpha_iters, config, deadline)
+    stats["root_lower"] = float(_margin(spec, b.lower).min())
+    cex = _try_points(problem, b, check)
+    if cex is not None:
+        return BaBOutcome("falsified", cex, stats=stats)
+    open_ = _settle(problem, root, b, z_of, stats)
+    while open_.margin.numel():
+        lower = float(open_.margin.min())
+        if time.perf_counter() > deadline:
+            return BaBOutcome("timeout", lower=lower, stats=stats)
+        if open_.margin.numel() > config.max_domains or (
+                config.max_steps is not None and stats["steps"] >= config.max_steps):
+            return BaBOutcome("unknown", lower=lower, stats={**stats, "reason": "budget"})
+        open_, cex = _step(problem, open_, names, z_of, config, deadline, check, stats)
+        stats["steps"] += 1
+        if cex is not None:
+            return BaBOutcome("falsified", cex, stats=stats)
+    if stats["stuck"]:
+        return BaBOutcome("unknown", stats={**stats, "reason": "no neuron left to split"})
+    return BaBOutcome("verified", lower=math.inf, stats=stats)
