@@ -364,14 +364,18 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
 
 def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig | None = None,
                         given: Mapping[str, Interval] | None = None,
-                        row_bounds: RowBounds | None = None) -> dict[str, Interval]:
+                        row_bounds: RowBounds | None = None,
+                        post: Callable[[str, Interval], Interval] | None = None
+                        ) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
     IBP through the graph; at each node that feeds an activation / MaxPool the interval is
     intersected with a backward-pass bound (``config.intermediate == "crown"``; ``row_bounds``
     replaces the plain backward pass, e.g. by an optimised one). Nodes in ``given`` take those
     bounds instead (they must be sound for the set, or for the subdomain the caller bounds);
-    later nodes build on them.
+    later nodes build on them. ``post(name, interval)`` replaces each computed node's bounds
+    before later nodes read them (e.g. clipped by split constraints: the result is then sound
+    for the subdomain that ``post`` keeps sound).
     """
     cfg = config or CrownConfig()
     given = given or {}
@@ -394,7 +398,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp)
-        values[node.name] = iv
+        values[node.name] = iv if post is None else post(node.name, iv)
     return values
 
 

@@ -75,12 +75,15 @@ class Subdomains:
       ReLU / relaxed node's input; missing ones are filled by CROWN).
     slopes / betas: optional warm start (``slopes`` as ``backward_bounds`` takes them,
       (B, R, *shape); ``betas`` keyed by ReLU name, (B, R, *shape)), any value is sound.
+    lower: optional (B, R) lower bounds of the spec rows already known to hold on each
+      subdomain (e.g. its parent's: a child is a subset); the engine never returns less.
     """
 
     splits: Mapping[str, torch.Tensor]
     intermediate: Mapping[str, Interval]
     slopes: Mapping[str, torch.Tensor] | None = None
     betas: Mapping[str, torch.Tensor] | None = None
+    lower: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -91,7 +94,8 @@ class Subdomains:
         def pick(m):
             return None if m is None else {k: v[idx] for k, v in m.items()}
         return Subdomains(pick(self.splits), {k: v[idx] for k, v in self.intermediate.items()},
-                          pick(self.slopes), pick(self.betas))
+                          pick(self.slopes), pick(self.betas),
+                          None if self.lower is None else self.lower[idx])
 
 
 def root_subdomain(graph: Graph, input_set: InputSet, config: EngineConfig | None = None,
@@ -149,22 +153,22 @@ def _descendants(graph: Graph, names: set[str]) -> set[str]:
 def _refined(graph: Graph, xs: InputSet, inter: Mapping[str, Interval],
              pre: Mapping[str, torch.Tensor], cfg: EngineConfig) -> dict[str, Interval]:
     """``inter`` (already clipped) with every node downstream of a split re-bounded by CROWN
-    on the subdomain and intersected with its given bounds, then clipped again. Sound: the
-    relaxations use bounds sound on the subdomain, so the backward bounds hold on it."""
+    on the subdomain, each intersected with its given bounds and clipped by its splits
+    before later nodes read it. Sound on the subdomain: every relaxation uses bounds sound on
+    it, so the backward bounds hold on it, and so do their intersections and clips."""
     split_nodes = {z for z, s in pre.items() if bool((s != 0).any())}
     down = _descendants(graph, split_nodes)
     if not down:
         return dict(inter)
+
+    def post(name: str, iv: Interval) -> Interval:
+        if name in inter:
+            iv = Interval(torch.maximum(iv.lower, inter[name].lower),
+                          torch.minimum(iv.upper, inter[name].upper))
+        return _clip_splits({name: iv}, {name: pre[name]})[0][name] if name in pre else iv
+
     given = {k: v for k, v in inter.items() if k not in down}
-    fresh = intermediate_bounds(graph, xs, cfg.crown, given=given)
-    out = dict(inter)
-    for k in down:
-        if k in fresh:
-            iv = fresh[k] if k not in inter else Interval(
-                torch.maximum(fresh[k].lower, inter[k].lower),
-                torch.minimum(fresh[k].upper, inter[k].upper))
-            out[k] = iv
-    return _clip_splits(out, pre)[0]
+    return intermediate_bounds(graph, xs, cfg.crown, given=given, post=post)
 
 
 def _spec_ibp(graph: Graph, C, d, inter: Mapping[str, Interval]) -> torch.Tensor | None:
@@ -188,7 +192,8 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
 
     Sound for every slope in its range and every β ≥ 0 (so for any warm start, any number of
     steps, and a stop at ``deadline``): the result is the best bound seen, never looser than
-    CROWN with the clipped intermediate bounds, and intersected with the interval bound.
+    CROWN with the clipped intermediate bounds, and intersected with the interval bound and
+    ``doms.lower`` (so a child whose ``lower`` is its parent's is never looser).
     ``proved(lower) -> (B,) bool`` stops the optimisation early once every subdomain is done.
     """
     cfg = config or EngineConfig()
@@ -212,9 +217,9 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
             graph, xs, C, d, inter, cfg.alpha, signs=signs, init_slopes=doms.slopes,
             proved=proved or (lambda lb: (lb > 0).all(1)), deadline=deadline,
             init_betas=init_betas, capture=capture)
-    ibp = _spec_ibp(graph, C, d, inter)
-    if ibp is not None:
-        lower = torch.maximum(lower, ibp)
+    for known in (_spec_ibp(graph, C, d, inter), doms.lower):
+        if known is not None:
+            lower = torch.maximum(lower, known.to(lower))
     if empty is None:
         empty = torch.zeros(B, dtype=torch.bool, device=lower.device)
     lower = torch.where(empty.unsqueeze(1), torch.full_like(lower, torch.inf), lower)

@@ -76,7 +76,9 @@ def _cat(parts: list[Subdomains]) -> Subdomains:
                          torch.cat([p.intermediate[k].upper for p in parts]))
              for k in set(parts[0].intermediate).intersection(*(p.intermediate for p in parts))}
     return Subdomains(cat([p.splits for p in parts]), inter, cat([p.slopes for p in parts]),
-                      cat([p.betas for p in parts]))
+                      cat([p.betas for p in parts]),
+                      None if any(p.lower is None for p in parts)
+                      else torch.cat([p.lower for p in parts]))
 
 
 def _zeros_like_batch(ms, key: str, batch: int) -> torch.Tensor:
@@ -125,7 +127,8 @@ def _children(doms: Subdomains, names: list[str], layer: torch.Tensor,
         return None if m is None else {k: torch.cat([v, v]) for k, v in m.items()}
     inter = {k: Interval(torch.cat([v.lower, v.lower]), torch.cat([v.upper, v.upper]))
              for k, v in doms.intermediate.items()}
-    return Subdomains(splits, inter, twice(doms.slopes), twice(doms.betas))
+    lower = None if doms.lower is None else torch.cat([doms.lower, doms.lower])
+    return Subdomains(splits, inter, twice(doms.slopes), twice(doms.betas), lower)
 
 
 def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Checker):
@@ -191,7 +194,7 @@ def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, stats: dict):
     stuck = keep & (layer < 0)
     stats["stuck"] += int(stuck.sum())
     keep &= layer >= 0
-    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas)
+    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas, b.lower)
     i = keep.nonzero().flatten()
     return _Open(state.select(i), _margin(spec, b.lower)[i], layer[i], idx[i])
 
