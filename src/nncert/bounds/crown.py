@@ -243,6 +243,8 @@ def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torc
     A_in = acc.get(g.input_name)
     if A_in is not None and g.input_name in offsets:
         A_in = A_in + offsets[g.input_name]
+    if capture is not None and A_in is not None and g.input_name in capture:
+        capture[g.input_name] = A_in.detach()
     return A_in, const
 
 

@@ -29,6 +29,7 @@ from ..bounds.subdomains import (
 )
 from ..errors import ConfigError
 from ..result import Counterexample
+from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
 from . import branching as br
 from .bab import BaBOutcome
@@ -41,7 +42,8 @@ class GraphBaBConfig:
     """``batch_size``: subdomains split per step (2× as many children bounded together);
     ``alpha_iters`` / ``root_alpha_iters``: alpha/beta steps per child / at the root;
     ``max_domains``: UNKNOWN past this many open subdomains; ``max_steps``: UNKNOWN past this
-    many steps (None: no cap; an iteration budget for tests)."""
+    many steps (None: no cap; an iteration budget for tests); ``refine_intermediate``: re-bound
+    each child's nodes after its splits (see EngineConfig)."""
 
     batch_size: int = 16
     alpha_iters: int = 10
@@ -51,6 +53,8 @@ class GraphBaBConfig:
     max_domains: int = 20_000
     max_steps: int | None = None
     refine_intermediate: bool = False
+    attack_steps: int = 10  # PGD steps from each bounded subdomain's worst corner
+
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_domains < 1:
@@ -131,9 +135,12 @@ def _children(doms: Subdomains, names: list[str], layer: torch.Tensor,
     return Subdomains(splits, inter, twice(doms.slopes), twice(doms.betas), lower)
 
 
-def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Checker):
-    """The input-set corner minimising each subdomain's worst row's linear bound, run on the
-    graph; a point that violates the spec is handed to ``check`` (the concrete re-check)."""
+def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Checker,
+                steps: int = 0):
+    """From the input-set corner minimising each subdomain's worst row's linear bound (and
+    as many random points of the set), ``steps`` of signed-gradient descent on the spec
+    margin over the whole set; points that violate the spec on the graph are handed to
+    ``check`` (the concrete re-check)."""
     g, xs, spec = problem.graph, problem.input_set, problem.output_spec
     A = bounds.coefficients.get(g.input_name)
     if A is None:
@@ -142,6 +149,9 @@ def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Ch
     worst = rows.gather(1, vals.argmin(1, keepdim=True)).squeeze(1)
     a = A[torch.arange(A.shape[0], device=A.device), worst]
     x = xs.project(torch.where(a > 0, xs.lower, xs.upper))
+    if steps:  # random starts too: corners may sit where the margin is flat
+        x = torch.cat([x, xs.sample(x.shape[0])[:, 0]])
+    x = _descend(g, xs, spec.expand(x.shape[0]), x, steps)
     with torch.no_grad():
         bad = ~spec.expand(x.shape[0]).holds(g.forward(x).flatten(1))
     for i in bad.nonzero().flatten().tolist():
@@ -149,6 +159,21 @@ def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Ch
         if cex is not None:
             return cex
     return None
+
+
+def _descend(g, xs, spec: OutputSpec, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """PGD on the margin (signed gradient, shrinking steps), projected into the set."""
+    size = float((xs.upper - xs.lower).max()) / 8
+    with torch.enable_grad():
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            m = spec.margin(g(x).flatten(1))
+            if bool((m <= 0).any()):
+                break
+            (grad,) = torch.autograd.grad(m.sum(), x)
+            x = xs.project(x - size * grad.sign())
+            size *= 0.8
+    return x.detach()
 
 
 def _margin(spec, lower: torch.Tensor) -> torch.Tensor:
@@ -208,30 +233,31 @@ def _step(problem, open_: _Open, names, z_of, config: GraphBaBConfig, deadline, 
     kids = _children(parents.doms, names, parents.layer, parents.idx)
     b = _bound(problem, kids, config.alpha_iters, config, deadline)
     stats["domains"] += 2 * k
-    cex = _try_points(problem, b, check)
+    cex = _try_points(problem, b, check, config.attack_steps)
     return _cat_open([rest, _settle(problem, kids, b, z_of, stats)]), cex
 
 
-def graph_relu_bab(problem: VerificationProblem, config: GraphBaBConfig, deadline: float,
-                   check: Checker, root_intermediate: Mapping[str, Interval] | None = None
-                   ) -> BaBOutcome:
-    """Decide a batch-1 problem on a graph with ReLUs by ReLU-split BaB (see the module
-    docstring). ``root_intermediate``: bounds sound on the input set to start from.
-    "timeout" past ``deadline`` (``time.perf_counter()``), "unknown" past the caps or when a
-    subdomain has no neuron left to split."""
-    if problem.batch_size != 1:
-        raise ConfigError("graph_relu_bab takes a batch-1 problem")
-    g, spec = problem.graph, problem.output_spec
-    z_of = relu_inputs(g)
+def _clause_problem(problem: VerificationProblem, clause: tuple[int, ...]):
+    """The problem restricted to one clause (its rows as one disjunction)."""
+    spec = problem.output_spec
+    rows = list(clause)
+    sub = OutputSpec(spec.C[:, rows], spec.d[:, rows], (tuple(range(len(rows))),))
+    return VerificationProblem(problem.graph, problem.input_set, sub, problem.name)
+
+
+def _clause_state(root: _Open, rows: list[int]) -> _Open:
+    """The root's open state with only ``rows`` of the per-row tensors (slopes, lower)."""
+    d = root.doms
+    slopes = None if d.slopes is None else {k: v[:, rows] for k, v in d.slopes.items()}
+    lower = None if d.lower is None else d.lower[:, rows]
+    doms = Subdomains(d.splits, d.intermediate, slopes, None, lower)
+    return _Open(doms, lower.amax(1), root.layer, root.idx)
+
+
+def _search(problem, open_: _Open, z_of, config: GraphBaBConfig, deadline: float, check,
+            stats: dict) -> BaBOutcome:
+    """Pop, split, bound, push until no subdomain is open or a budget runs out."""
     names = list(z_of)
-    stats = {"domains": 1, "steps": 0, "stuck": 0}
-    root = root_subdomain(g, problem.input_set, config.engine(0), root_intermediate)
-    b = _bound(problem, root, config.root_alpha_iters, config, deadline)
-    stats["root_lower"] = float(_margin(spec, b.lower).min())
-    cex = _try_points(problem, b, check)
-    if cex is not None:
-        return BaBOutcome("falsified", cex, stats=stats)
-    open_ = _settle(problem, root, b, z_of, stats)
     while open_.margin.numel():
         lower = float(open_.margin.min())
         if time.perf_counter() > deadline:
@@ -245,4 +271,39 @@ def graph_relu_bab(problem: VerificationProblem, config: GraphBaBConfig, deadlin
             return BaBOutcome("falsified", cex, stats=stats)
     if stats["stuck"]:
         return BaBOutcome("unknown", stats={**stats, "reason": "no neuron left to split"})
+    return BaBOutcome("verified", lower=math.inf, stats=stats)
+
+
+def graph_relu_bab(problem: VerificationProblem, config: GraphBaBConfig, deadline: float,
+                   check: Checker, root_intermediate: Mapping[str, Interval] | None = None
+                   ) -> BaBOutcome:
+    """Decide a batch-1 problem on a graph with ReLUs by ReLU-split BaB (see the module
+    docstring). ``root_intermediate``: bounds sound on the input set to start from.
+    Clauses proved at the root are proved on every subdomain; each other clause gets its own
+    search tree (worst clause first), and the property is VERIFIED when every tree closes.
+    "timeout" past ``deadline`` (``time.perf_counter()``), "unknown" past the caps or when a
+    subdomain has no neuron left to split."""
+    if problem.batch_size != 1:
+        raise ConfigError("graph_relu_bab takes a batch-1 problem")
+    g, spec = problem.graph, problem.output_spec
+    z_of = relu_inputs(g)
+    stats = {"domains": 1, "steps": 0, "stuck": 0}
+    root = root_subdomain(g, problem.input_set, config.engine(0), root_intermediate)
+    b = _bound(problem, root, config.root_alpha_iters, config, deadline)
+    stats["root_lower"] = float(_margin(spec, b.lower).min())
+    cex = _try_points(problem, b, check, config.attack_steps)
+    if cex is not None:
+        return BaBOutcome("falsified", cex, stats=stats)
+    state = _settle(problem, root, b, z_of, stats)
+    if not state.margin.numel():
+        return _search(problem, state, z_of, config, deadline, check, stats)
+    clause_lb = spec.clause_max(b.lower)[0]
+    todo = [k for k in clause_lb.argsort().tolist() if float(clause_lb[k]) <= 0]
+    stats["open_clauses"] = len(todo)
+    for k in todo:
+        rows = list(spec.clauses[k])
+        out = _search(_clause_problem(problem, spec.clauses[k]), _clause_state(state, rows),
+                      z_of, config, deadline, check, stats)
+        if out.status != "verified":
+            return out
     return BaBOutcome("verified", lower=math.inf, stats=stats)
