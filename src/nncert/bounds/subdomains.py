@@ -31,7 +31,7 @@ from ..specs.input_sets import InputSet
 from ..specs.output import OutputSpec
 from .alpha_crown import AlphaCrownConfig, Proved, _clip_splits, _complete, _optimize_rows
 from .core import Interval
-from .crown import BACKWARD, CrownConfig, intermediate_bounds
+from .crown import BACKWARD, CrownConfig, _relaxed_inputs, intermediate_bounds
 from .interval import spec_bounds_from_interval
 from .traversal import check_supported
 
@@ -54,6 +54,14 @@ class EngineConfig:
 def relu_inputs(graph: Graph) -> dict[str, str]:
     """ReLU node name → the name of its input (pre-activation) node, in graph order."""
     return {n.name: n.inputs[0] for n in graph if isinstance(n.op, ops.ReLU)}
+
+
+def kept_bounds(graph: Graph) -> set[str]:
+    """The nodes whose bounds the engine reads: the input, every relaxed node's input and
+    the node the interval spec bound starts from (what a subdomain needs to store)."""
+    out = graph.node(graph.output_name)
+    ibp = out.inputs[0] if isinstance(out.op, ops.Linear) else graph.output_name
+    return {graph.input_name, ibp, *_relaxed_inputs(graph)}
 
 
 def is_relu_chain(graph: Graph) -> bool:
@@ -107,6 +115,7 @@ def root_subdomain(graph: Graph, input_set: InputSet, config: EngineConfig | Non
         raise ValueError("root_subdomain takes a batch-1 input set")
     inter = dict(intermediate) if intermediate is not None else intermediate_bounds(
         graph, input_set, cfg.crown)
+    inter = {k: v for k, v in inter.items() if k in kept_bounds(graph)}
     splits = {r: torch.zeros((1, *inter[z].shape), dtype=torch.int8,
                              device=inter[z].lower.device)
               for r, z in relu_inputs(graph).items()}
@@ -116,9 +125,9 @@ def root_subdomain(graph: Graph, input_set: InputSet, config: EngineConfig | Non
 @dataclass(frozen=True, eq=False)
 class SubdomainBounds:
     """Sound lower bounds (B, R) of the spec rows on each subdomain (+inf when empty), the
-    clipped intermediate bounds, the coefficients A (B, R, *shape) of the rows on each ReLU's
-    output and on the graph input (last pass; for branching and attack starts only), the
-    final slopes and β (warm starts)."""
+    clipped intermediate bounds (of ``kept_bounds``), the coefficients A (B, R, *shape) of
+    the rows on each ReLU's output and on the graph input (last pass; for branching and
+    attack starts only), the final slopes and β (warm starts)."""
 
     lower: torch.Tensor
     intermediate: Mapping[str, Interval]
@@ -224,6 +233,7 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
         empty = torch.zeros(B, dtype=torch.bool, device=lower.device)
     lower = torch.where(empty.unsqueeze(1), torch.full_like(lower, torch.inf), lower)
     relu_of = {z: r for r, z in z_of.items()}
-    return SubdomainBounds(lower.detach(), inter,
+    keep = kept_bounds(graph)
+    return SubdomainBounds(lower.detach(), {k: v for k, v in inter.items() if k in keep},
                            {r: a for r, a in capture.items() if a is not None}, slopes,
                            {relu_of[z]: b for z, b in betas.items()}, empty)

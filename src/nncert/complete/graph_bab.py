@@ -53,7 +53,8 @@ class GraphBaBConfig:
     max_domains: int = 20_000
     max_steps: int | None = None
     refine_intermediate: bool = False
-    attack_steps: int = 10  # PGD steps from each bounded subdomain's worst corner
+    attack_steps: int = 10  # PGD steps from each bounded subdomain's worst corner ...
+    attack_every: int = 5  # ... every this many steps (the others check the corners only)
 
 
     def __post_init__(self) -> None:
@@ -204,9 +205,46 @@ def _cat_open(parts: list[_Open]) -> _Open:
     full = [p for p in parts if p.margin.numel()]
     if len(full) <= 1:
         return full[0] if full else parts[0]
-    parts = full
-    return _Open(_cat([p.doms for p in parts]), torch.cat([p.margin for p in parts]),
-                 torch.cat([p.layer for p in parts]), torch.cat([p.idx for p in parts]))
+    return _Open(_cat([p.doms for p in full]), torch.cat([p.margin for p in full]),
+                 torch.cat([p.layer for p in full]), torch.cat([p.idx for p in full]))
+
+
+class _Queue:
+    """The open subdomains as a list of small batches (one per step), so that popping the
+    worst ones copies only those (and the rest of their batches), not the whole queue."""
+
+    def __init__(self, first: _Open):
+        self.chunks = [first] if first.margin.numel() else []
+
+    def __len__(self) -> int:
+        return sum(c.margin.numel() for c in self.chunks)
+
+    def min_margin(self) -> float:
+        return min(float(c.margin.min()) for c in self.chunks)
+
+    def push(self, o: _Open) -> None:
+        if o.margin.numel():
+            self.chunks.append(o)
+
+    def pop(self, k: int) -> _Open:
+        """The (up to) k open subdomains with the lowest margins, removed from the queue."""
+        margins = torch.cat([c.margin for c in self.chunks])
+        owner = torch.cat([torch.full((c.margin.numel(),), i) for i, c in enumerate(self.chunks)])
+        local = torch.cat([torch.arange(c.margin.numel()) for c in self.chunks])
+        pick = margins.argsort()[:k]
+        taken, kept = [], []
+        for i, c in enumerate(self.chunks):
+            mine = local[pick[owner[pick] == i]]
+            if not mine.numel():
+                kept.append(c)
+                continue
+            taken.append(c.select(mine))
+            rest = torch.ones(c.margin.numel(), dtype=torch.bool)
+            rest[mine] = False
+            if bool(rest.any()):
+                kept.append(c.select(rest.nonzero().flatten()))
+        self.chunks = kept
+        return _cat_open(taken)
 
 
 def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, stats: dict):
@@ -224,17 +262,18 @@ def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, stats: dict):
     return _Open(state.select(i), _margin(spec, b.lower)[i], layer[i], idx[i])
 
 
-def _step(problem, open_: _Open, names, z_of, config: GraphBaBConfig, deadline, check, stats):
-    """Split the worst ``batch_size`` open subdomains, bound the children; returns the open
-    set after the step and a confirmed counterexample or None."""
-    k = min(config.batch_size, open_.margin.numel())
-    order = open_.margin.argsort()
-    parents, rest = open_.select(order[:k]), open_.select(order[k:])
+def _step(problem, queue: _Queue, names, z_of, config: GraphBaBConfig, deadline, check,
+          stats) -> Counterexample | None:
+    """Split the worst ``batch_size`` open subdomains, bound the children, push the open
+    ones; returns a confirmed counterexample or None."""
+    parents = queue.pop(config.batch_size)
     kids = _children(parents.doms, names, parents.layer, parents.idx)
     b = _bound(problem, kids, config.alpha_iters, config, deadline)
-    stats["domains"] += 2 * k
-    cex = _try_points(problem, b, check, config.attack_steps)
-    return _cat_open([rest, _settle(problem, kids, b, z_of, stats)]), cex
+    stats["domains"] += kids.batch_size
+    steps = config.attack_steps if stats["steps"] % max(config.attack_every, 1) == 0 else 0
+    cex = _try_points(problem, b, check, steps)
+    queue.push(_settle(problem, kids, b, z_of, stats))
+    return cex
 
 
 def _clause_problem(problem: VerificationProblem, clause: tuple[int, ...]):
@@ -258,14 +297,15 @@ def _search(problem, open_: _Open, z_of, config: GraphBaBConfig, deadline: float
             stats: dict) -> BaBOutcome:
     """Pop, split, bound, push until no subdomain is open or a budget runs out."""
     names = list(z_of)
-    while open_.margin.numel():
-        lower = float(open_.margin.min())
+    queue = _Queue(open_)
+    while queue.chunks:
+        lower = queue.min_margin()
         if time.perf_counter() > deadline:
             return BaBOutcome("timeout", lower=lower, stats=stats)
-        if open_.margin.numel() > config.max_domains or (
+        if len(queue) > config.max_domains or (
                 config.max_steps is not None and stats["steps"] >= config.max_steps):
             return BaBOutcome("unknown", lower=lower, stats={**stats, "reason": "budget"})
-        open_, cex = _step(problem, open_, names, z_of, config, deadline, check, stats)
+        cex = _step(problem, queue, names, z_of, config, deadline, check, stats)
         stats["steps"] += 1
         if cex is not None:
             return BaBOutcome("falsified", cex, stats=stats)
