@@ -55,11 +55,15 @@ class GraphBaBConfig:
     refine_intermediate: bool = False
     attack_steps: int = 10  # PGD steps from each bounded subdomain's worst corner ...
     attack_every: int = 5  # ... every this many steps (the others check the corners only)
+    heuristic: str = "fsb"  # "babsr" or "fsb" (BaBSR's top fsb_topk tried with one CROWN pass)
+    fsb_topk: int = 4
 
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_domains < 1:
             raise ConfigError("GraphBaBConfig: batch_size and max_domains must be ≥ 1")
+        if self.heuristic not in ("babsr", "fsb") or self.fsb_topk < 1:
+            raise ConfigError("GraphBaBConfig: heuristic must be 'babsr' or 'fsb', fsb_topk ≥ 1")
         if self.alpha_iters < 0 or self.root_alpha_iters < 0:
             raise ConfigError("GraphBaBConfig: alpha iterations must be ≥ 0")
 
@@ -102,11 +106,11 @@ def _scores(spec, bounds: SubdomainBounds, splits: Mapping[str, torch.Tensor],
     layers, As = [], []
     for r in names:
         iv = bounds.intermediate[z_of[r]]
-        free = (splits[r] == 0).reshape(B, -1)
-        lo = torch.where(free, iv.lower.reshape(B, -1), torch.zeros_like(free, dtype=iv.lower.dtype))
-        layers.append((lo, iv.upper.reshape(B, -1)))
+        free = (splits[r] == 0).flatten(1)
+        lo = torch.where(free, iv.lower.flatten(1), torch.zeros_like(free, dtype=iv.lower.dtype))
+        layers.append((lo, iv.upper.flatten(1)))
         A = bounds.coefficients.get(r)  # (None: the ReLU does not reach the output)
-        As.append(lo.new_zeros(B, R, lo.shape[1]) if A is None else A.reshape(B, R, -1))
+        As.append(lo.new_zeros(B, R, lo.shape[1]) if A is None else A.flatten(2))
     return br.babsr_scores(layers, As, worst)
 
 
@@ -247,19 +251,43 @@ class _Queue:
         return _cat_open(taken)
 
 
-def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, stats: dict):
+def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, config: GraphBaBConfig,
+            deadline: float, stats: dict):
     """The unproved, non-empty subdomains of a bounded batch as _Open (with their split
     choice); those with no unstable neuron left are counted as stuck and dropped (the
     outcome can then not be VERIFIED)."""
     spec = problem.output_spec
     keep = ~(spec.proved(b.lower) | b.empty)
-    layer, idx = br.flat_argmax(_scores(spec, b, doms.splits, z_of))
-    stuck = keep & (layer < 0)
-    stats["stuck"] += int(stuck.sum())
-    keep &= layer >= 0
-    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas, b.lower)
     i = keep.nonzero().flatten()
-    return _Open(state.select(i), _margin(spec, b.lower)[i], layer[i], idx[i])
+    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas, b.lower).select(i)
+    sb = SubdomainBounds(b.lower[i], state.intermediate,
+                         {k: v[i] for k, v in b.coefficients.items()}, {}, {}, b.empty[i])
+    scores = _scores(spec, sb, state.splits, z_of)
+    if config.heuristic == "fsb" and i.numel():
+        layer, idx = _fsb(problem, state, scores, list(z_of), config, deadline)
+    else:
+        layer, idx = br.flat_argmax(scores)
+    stuck = layer < 0
+    stats["stuck"] += int(stuck.sum())
+    j = (~stuck).nonzero().flatten()
+    return _Open(state.select(j), _margin(spec, sb.lower)[j], layer[j], idx[j])
+
+
+def _fsb(problem, state: Subdomains, scores, names, config: GraphBaBConfig, deadline: float):
+    """Filtered smart branching (De Palma et al. 2021): of each subdomain's top-k BaBSR
+    candidates, the one whose worse child has the best bound after one CROWN pass with
+    the parent's slopes and β. Returns (ReLU index, flat index) per subdomain, −1 if none."""
+    vals, layer, idx = br.topk_candidates(scores, config.fsb_topk)  # (B, k) each
+    B, k = vals.shape
+    kids = _cat([_children(state, names, layer[:, c], idx[:, c]) for c in range(k)])
+    kids = Subdomains(kids.splits, kids.intermediate, kids.slopes, kids.betas, None)
+    b = _bound(problem, kids, 0, config, deadline)
+    m = _margin(problem.output_spec, b.lower).reshape(k, 2, B).amin(1)  # worse child
+    m = torch.where(vals.T > 0, m, torch.full_like(m, -math.inf))
+    best = m.argmax(0)
+    rows = torch.arange(B)
+    ok = vals[rows, best] > 0
+    return (torch.where(ok, layer[rows, best], torch.full_like(best, -1)), idx[rows, best])
 
 
 def _step(problem, queue: _Queue, names, z_of, config: GraphBaBConfig, deadline, check,
@@ -272,7 +300,7 @@ def _step(problem, queue: _Queue, names, z_of, config: GraphBaBConfig, deadline,
     stats["domains"] += kids.batch_size
     steps = config.attack_steps if stats["steps"] % max(config.attack_every, 1) == 0 else 0
     cex = _try_points(problem, b, check, steps)
-    queue.push(_settle(problem, kids, b, z_of, stats))
+    queue.push(_settle(problem, kids, b, z_of, config, deadline, stats))
     return cex
 
 
@@ -334,7 +362,7 @@ def graph_relu_bab(problem: VerificationProblem, config: GraphBaBConfig, deadlin
     cex = _try_points(problem, b, check, config.attack_steps)
     if cex is not None:
         return BaBOutcome("falsified", cex, stats=stats)
-    state = _settle(problem, root, b, z_of, stats)
+    state = _settle(problem, root, b, z_of, config, deadline, stats)
     if not state.margin.numel():
         return _search(problem, state, z_of, config, deadline, check, stats)
     clause_lb = spec.clause_max(b.lower)[0]
