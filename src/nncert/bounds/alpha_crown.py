@@ -139,16 +139,18 @@ def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
 
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: Deadline = NEVER):
-    """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters and
-    the number of Adam steps taken. Past ``deadline`` (checked before every step) it raises
+                   deadline: Deadline = NEVER, init_betas=None, capture=None):
+    """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters, the
+    number of Adam steps taken and the final split multipliers β (keyed like ``signs``;
+    warm-started from ``init_betas`` where given, clamped ≥ 0, so any start is sound).
+    ``capture``: filled by ``backward_bounds`` with the A of the last pass at the named nodes.
+    Past ``deadline`` (checked before every step) it raises
     :class:`~nncert.clock.DeadlineExceededError`."""
     B, R = input_set.batch_size, C.shape[1]
     params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
                                   start or graph.output_name)
     signs = signs or {}
-    betas = {n: torch.zeros((B, R, *s.shape[1:]), dtype=C.dtype, device=C.device,
-                            requires_grad=True) for n, s in signs.items()}
+    betas = {n: _init_beta(init_betas, n, (B, R, *s.shape[1:]), C) for n, s in signs.items()}
     leaves = [(t, cfg.lr) for t in params.values()] + [(t, cfg.lr_beta) for t in betas.values()]
     moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t, _ in leaves]
     best, steps = None, 0
@@ -157,15 +159,25 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
         offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in betas}
         lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
                                    need_upper=False, start=start,
-                                   relaxation=cfg.crown.relaxation)
+                                   relaxation=cfg.crown.relaxation, capture=capture)
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
         if done or steps == cfg.iterations or not leaves or not lower.requires_grad:
-            return best, {k: v.detach() for k, v in params.items()}, steps
+            return (best, {k: v.detach() for k, v in params.items()}, steps,
+                    {k: v.detach() for k, v in betas.items()})
         grads = torch.autograd.grad(-lower.sum(), [t for t, _ in leaves], allow_unused=True)
         _adam_step(leaves, grads, moments, steps + 1, cfg.lr_decay ** steps)
         _project(params, ranges, betas)
         steps += 1
+
+
+def _init_beta(init: Mapping[str, torch.Tensor] | None, name: str, shape, like: torch.Tensor):
+    """A trainable β ≥ 0 of ``shape``: ``init[name]`` (clamped at 0) when given, else zeros."""
+    if init is not None and name in init:
+        t = init[name].to(like).clamp(min=0).expand(shape)
+    else:
+        t = like.new_zeros(shape)
+    return t.detach().clone().requires_grad_(True)
 
 
 def optimize_bounds(
@@ -201,7 +213,7 @@ def optimize_bounds(
         signs = {n: s.to(C.dtype) for n, s in splits.items() if bool((s != 0).any())}
     intermediate = _complete(graph, input_set, intermediate, cfg, deadline)
     with torch.enable_grad():
-        lower, slopes, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
+        lower, slopes, _, _ = _optimize_rows(graph, input_set, C, d, intermediate, cfg, signs=signs,
                                        init_slopes=init_slopes,
                                        proved=proved or (lambda lb: (lb > 0).all(1)),
                                        deadline=deadline)
@@ -215,7 +227,7 @@ def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
     """Intermediate bounds each optimised with their own parameters, layer by layer."""
     def rows(name, C, idx, values):
         sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
-        lower, _, _ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
+        lower, *_ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
                                      cfg, start=name, deadline=deadline)
         return lower[:, :1], -lower[:, 1:]
 
@@ -252,11 +264,11 @@ def alpha_crown_bounds(problem: VerificationProblem,
             todo = todo[~spec.proved(lower)]
         if todo.numel():
             sub = {k: v[todo] for k, v in values.items()}
-            best, _, steps = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
-                                            proved=spec.proved, deadline=deadline)
+            best, _, steps, _ = _optimize_rows(g, xs[todo], spec.C[todo], spec.d[todo], sub, cfg,
+                                               proved=spec.proved, deadline=deadline)
             lower[todo] = torch.maximum(lower[todo], best)
         upper = crown.upper
         if cfg.optimize_upper:
-            neg, _, _ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg, deadline=deadline)
+            neg, *_ = _optimize_rows(g, xs, -spec.C, -spec.d, values, cfg, deadline=deadline)
             upper = torch.minimum(upper, -neg)
     return Bounds(lower, upper, "alpha-crown", values, stats={"steps": steps})

@@ -220,9 +220,11 @@ def _ancestors(graph: Graph, start: str) -> set[str]:
     return seen
 
 
-def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torch.Tensor]):
+def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torch.Tensor],
+              capture: dict[str, torch.Tensor] | None = None):
     """Substitute ``A0`` (B, R, *shape of start) back to the graph input:
-    returns (A at the input or None, constant (B, R))."""
+    returns (A at the input or None, constant (B, R)). ``capture``: its keys (node names) get
+    the (detached) A on that node's output, summed over its consumers."""
     g = p.graph
     keep = _ancestors(g, start)
     acc = {start: A0}
@@ -231,6 +233,8 @@ def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torc
         if node.name not in keep or node.name not in acc:
             continue
         A = acc.pop(node.name)
+        if capture is not None and node.name in capture:
+            capture[node.name] = A.detach()
         if node.name in offsets:
             A = A + offsets[node.name]
         ins, c = BACKWARD[type(node.op)](node, A, p)
@@ -241,6 +245,8 @@ def _backward(p: _Pass, start: str, A0: torch.Tensor, offsets: Mapping[str, torc
     A_in = acc.get(g.input_name)
     if A_in is not None and g.input_name in offsets:
         A_in = A_in + offsets[g.input_name]
+    if capture is not None and A_in is not None and g.input_name in capture:
+        capture[g.input_name] = A_in.detach()
     return A_in, const
 
 
@@ -276,6 +282,7 @@ def backward_bounds(
     start: str | None = None,
     relaxation: str = "adaptive",
     batch_index: torch.Tensor | None = None,
+    capture: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sound bounds of the rows ``C·v + d`` over ``input_set``, where v is node ``start``'s
     output (default: the graph output), flattened. C: (B or 1, R, n), d: (B, R) or None.
@@ -288,6 +295,8 @@ def backward_bounds(
     ``−β∘s`` at a split pre-activation node gives a valid lower bound on the split subdomain).
     With ``batch_index`` (B',) the pass has B' elements, element i reading element
     ``batch_index[i]`` of the input set and of ``intermediate`` (C is then (B', R, n)).
+    ``capture``: a dict whose keys name nodes; each is set to the A (B, R', *shape) reaching
+    that node's output in this pass (left as given for nodes the pass does not reach).
     Returns ``(lower (B, R), upper (B, R) or None)``.
     """
     relaxations.check_mode(relaxation)
@@ -300,7 +309,7 @@ def backward_bounds(
     if need_upper:
         A0, d = torch.cat([A0, -A0], 1), torch.cat([d, -d], 1)
     p = _Pass(graph, intermediate, relaxation, slopes or {}, batch_index)
-    A_in, const = _backward(p, start, A0, node_offsets or {})
+    A_in, const = _backward(p, start, A0, node_offsets or {}, capture)
     lower = const + d
     if A_in is not None:
         lower = lower + _concretize_rows(input_set, A_in, batch_index)
@@ -385,7 +394,9 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
                         given: Mapping[str, Interval] | None = None,
                         row_bounds: RowBounds | None = None,
                         deadline: Deadline = NEVER,
-                        checks_per_pass: int = 1) -> dict[str, Interval]:
+                        checks_per_pass: int = 1,
+                        post: Callable[[str, Interval], Interval] | None = None
+                        ) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
     IBP through the graph; at each node that feeds an activation / MaxPool the interval is
@@ -393,7 +404,9 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
     replaces the plain backward pass, e.g. by an optimised one that checks ``deadline``
     ``checks_per_pass - 1`` times per pass; see :func:`_refine`). Nodes in ``given``
     take those bounds instead (they must be sound for the set, or for the subdomain the caller
-    bounds); later nodes build on them. Past ``deadline`` it raises
+    bounds); later nodes build on them. ``post(name, interval)`` replaces each computed node's
+    bounds before later nodes read them (e.g. clipped by split constraints: the result is then
+    sound for the subdomain that ``post`` keeps sound). Past ``deadline`` it raises
     :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
     """
     cfg = config or CrownConfig()
@@ -419,7 +432,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
                          deadline, checks_per_pass)
-        values[node.name] = iv
+        values[node.name] = iv if post is None else post(node.name, iv)
     return values
 
 

@@ -152,7 +152,7 @@ def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig
     box = _as_box(p)
     spec = p.output_spec
     if net is None or box is None:
-        return _decide_generic(p, box, config, end, check, stats)
+        return _decide_generic(p, box, config, end, check, stats, chain=net is not None)
     lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
     branching = choose_branching(net, config.bab)
     complete = config.complete
@@ -220,8 +220,10 @@ def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.
     return out
 
 
-def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats) -> BaBOutcome:
-    """Graphs outside the dense ReLU form: registry bounds, then input-split BaB on boxes."""
+def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, chain: bool = False
+                    ) -> BaBOutcome:
+    """Graphs outside the dense ReLU form: registry bounds, then ReLU-split BaB over the graph
+    (ReLU graphs with high-dimensional inputs) or input-split BaB on boxes."""
     from ..bounds import compute_bounds
 
     method = config.bounds_method
@@ -236,8 +238,38 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats) -
     stats["method"] = method
     if bool(p.output_spec.proved(b.lower).all()):
         return BaBOutcome("verified")
-    if box is None or config.complete == "none":
+    if config.complete == "none":
+        return BaBOutcome("unknown")
+    if not chain and _use_graph_bab(p, config):
+        return _graph_bab(p, b, config, end, check, stats)
+    if box is None:
         return BaBOutcome("unknown")
     stats["method"] = "bab-input"
     return generic_input_bab(p, box, method, replace(config.bab),
                              end.within(config.bab.timeout_s), check)
+
+
+def _use_graph_bab(p: VerificationProblem, config: VerifyConfig) -> bool:
+    """ReLU-split BaB over the graph: a graph with ReLUs whose ops the subdomain engine
+    supports, an input of more than ``input_split_max_dim`` dimensions, BaB allowed."""
+    from ..bounds.crown import BACKWARD
+    from ..models import ops
+
+    g = p.graph
+    return (config.complete in ("auto", "bab") and config.bab.branching != "input"
+            and math.prod(g.input_shape) > config.bab.input_split_max_dim
+            and any(isinstance(n.op, ops.ReLU) for n in g)
+            and all(type(n.op) in BACKWARD for n in g))
+
+
+def _graph_bab(p: VerificationProblem, b, config: VerifyConfig, end: Deadline, check, stats
+               ) -> BaBOutcome:
+    from .graph_bab import GraphBaBConfig, graph_relu_bab
+
+    stats["method"] = "bab-relu-graph"
+    stats["stages"].append("bab-relu-graph")
+    inter = b.intermediate if b.method in ("crown", "alpha-crown") else None
+    out = graph_relu_bab(p, GraphBaBConfig(), end.within(config.bab.timeout_s), check,
+                         root_intermediate=inter)
+    stats["bab"] = out.stats
+    return out
