@@ -231,7 +231,8 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
         b = compute_bounds(p, method, deadline=end)
     except DeadlineExceededError:
         raise
-    except Exception:  # method not available for this graph: fall back to intervals
+    except Exception as e:  # method not available for this graph: intervals, said in stats
+        stats["fallback"] = f"{method} unavailable ({type(e).__name__}: {e}); interval bounds"
         method = "interval"
         b = compute_bounds(p, method, deadline=end)
     stats["stages"].append(method)
@@ -240,6 +241,8 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
         return BaBOutcome("verified")
     if config.complete == "none":
         return BaBOutcome("unknown")
+    if config.complete == "milp":
+        return _graph_milp(p, box, b, config, end, check, stats)
     if not chain and _use_graph_bab(p, config):
         return _graph_bab(p, b, config, end, check, stats)
     if box is None:
@@ -247,6 +250,31 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
     stats["method"] = "bab-input"
     return generic_input_bab(p, box, method, replace(config.bab),
                              end.within(config.bab.timeout_s), check)
+
+
+def _graph_milp(p: VerificationProblem, box, b, config: VerifyConfig, end: Deadline, check,
+                stats) -> BaBOutcome:
+    """The exact MILP over the graph (``milp_graph``; an op without an exact encoding is an
+    error naming it), big-M constants from the bounds just computed (or CROWN's)."""
+    from ..models import ops
+    from .milp_graph import check_encodable, graph_bounds, milp_decide
+
+    check_encodable(p.graph)
+    if box is None:
+        return BaBOutcome("unknown", stats={"reason": "MILP needs a box or L-inf input set"})
+    stats["method"] = "milp"
+    stats["stages"].append("milp")
+    lo, hi = box.lower, box.upper
+    needed = {n.inputs[0] for n in p.graph if isinstance(n.op, (ops.ReLU, ops.LeakyReLU, ops.MaxPool2d))}
+    bounds = b.intermediate if needed <= set(b.intermediate) else graph_bounds(p.graph, lo, hi)
+    proved = {k for k, cl in enumerate(p.output_spec.clauses) if float(b.lower[0, list(cl)].max()) > 0}
+    out = milp_decide(p.graph, lo, hi, p.output_spec, bounds, end.within(config.milp.timeout_s),
+                      config.milp.threads, proved)
+    if out.status == "candidate":
+        cex = check(out.x)
+        return BaBOutcome("falsified", cex) if cex is not None else BaBOutcome(
+            "unknown", stats={"reason": "MILP solution not confirmed"})
+    return BaBOutcome(out.status)
 
 
 def _use_graph_bab(p: VerificationProblem, config: VerifyConfig) -> bool:
