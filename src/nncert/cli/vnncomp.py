@@ -158,25 +158,12 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nncert.cli.vnncomp ACTION ...``: ``nncert vnncomp`` alone, without importing
-    the other subcommands (seconds of start-up, which count against a VNN-COMP timeout; the
+    """``python -m nncert.cli.vnncomp ACTION ...``: the same as ``nncert vnncomp ACTION ...``
+    (``nncert`` imports only the named subcommand's module, so start-up is as short; the
     vnncomp_scripts use this entry). Same errors and exit statuses as ``nncert``."""
-    from .main import _Parser
+    from .main import main as nncert_main
 
-    parser = _Parser(prog="nncert")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(["vnncomp", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except NncertError as e:
-        if args.debug:
-            raise
-        print(f"nncert: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nncert: interrupted; results written so far are kept", file=sys.stderr)
-        return 130
+    return nncert_main(["vnncomp", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
