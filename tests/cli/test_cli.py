@@ -159,21 +159,17 @@ def test_verified_never_exceeds_correct(capsys, mnist_like, tmp_path):
         summarize(rows, RobustnessConfig(eps=0.1))
 
 
-def test_verify_pt_model_needs_trust_pickle(capsys, mnist_like, tmp_path):
+def test_pt_models_are_refused_without_unpickling(capsys, mnist_like, tmp_path):
+    """verify and info read ONNX; a .pt whole module is refused (never unpickled) with advice."""
     model, data = mnist_like
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     pt = tmp_path / "m.pt"
     torch.save(net, pt)
     code, _, err = run_cli(capsys, "verify", "--model", pt, "--data", data, "--eps", "0.001")
-    assert code == 2 and "--trust-pickle" in err
-    code, out, err = run_cli(capsys, "verify", "--model", pt, "--data", data, "--eps", "0.001",
-                             "--trust-pickle")
-    assert code == 0 and "verified" in out and "warning: unpickling" in err
-    code, out, _ = run_cli(capsys, "info", pt, "--input-shape", "1,28,28", "--trust-pickle")
-    assert code == 0 and "input shape:  (1, 28, 28)" in out
-    code, _, err = run_cli(capsys, "info", pt, "--trust-pickle")
-    assert code == 2 and "--input-shape" in err
+    assert code == 2 and "does not unpickle" in err and "ONNX" in err
+    code, _, err = run_cli(capsys, "info", pt)
+    assert code == 2 and "does not unpickle" in err
 
 
 def test_demo_runs(capsys):

@@ -141,9 +141,9 @@ def test_foreign_out_file_is_never_overwritten(capsys, digits_model, tmp_path):
     assert code == 2 and "not written by" in err and out.read_text() == "precious\n"
 
 
-def test_pt_models_state_dict_with_arch_or_trusted_pickle(capsys, tmp_path):
+def test_pt_models_state_dict_with_arch_never_a_pickle(capsys, tmp_path):
     """.pt base classifiers: a state_dict with --arch (weights_only, nothing unpickled); a
-    whole pickled module only with --trust-pickle (and a warning)."""
+    whole pickled module is refused, and nothing is written."""
     sd = tmp_path / "m.pt"
     assert main(["smooth", "train", "--data", "digits:train", "--count", "100", "--sigma", "0.25",
                  "--epochs", "1", "--arch", "mlp", "--out", str(sd)]) == 0
@@ -164,10 +164,7 @@ def test_pt_models_state_dict_with_arch_or_trusted_pickle(capsys, tmp_path):
     torch.save(small_mlp((1, 8, 8), 10), whole)
     code, _, err = run_cli(capsys, "smooth", "predict", "--model", whole, *common[:2], "--n", "50",
                            "--count", "2", "--out", tmp_path / "p.tsv")
-    assert code == 2 and "--trust-pickle" in err and not (tmp_path / "p.tsv").exists()
-    code, _, err = run_cli(capsys, "smooth", "predict", "--model", whole, "--trust-pickle",
-                           *common[:2], "--n", "50", "--count", "2", "--out", tmp_path / "p.tsv")
-    assert code == 0 and "warning: unpickling" in err
+    assert code == 2 and "does not unpickle" in err and not (tmp_path / "p.tsv").exists()
 
 
 def test_pixeldp_train_and_certify(capsys, tmp_path):

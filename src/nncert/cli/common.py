@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError
-from ..models import load
-from ..models.graph import Graph
 from ..utils import check_writable as check_writable
 from ..utils import one_line as one_line
 from ..utils import open_output as open_output
@@ -106,28 +103,5 @@ def shape(text: str) -> tuple[int, ...]:
 
 
 # -- models ------------------------------------------------------------------------------------
-def add_model_args(p: argparse.ArgumentParser, input_shape_help: str | None = None) -> None:
-    """``--input-shape`` and ``--trust-pickle``, for commands that read .pt model files."""
-    p.add_argument("--input-shape", type=shape, default=None,
-                   help=input_shape_help or "input shape of a .pt model without the batch dim, "
-                        "e.g. 1,28,28 (ONNX files carry theirs)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a .pt file holding a whole pickled nn.Module: unpickling runs "
-                        "any code in the file, so only for files you trust (default: refuse; "
-                        "prefer ONNX)")
-
-
 def is_torch_file(path: str | Path) -> bool:
     return Path(path).suffix in TORCH_SUFFIXES
-
-
-def load_model(path: str | Path, input_shape: tuple[int, ...] | None,
-               trust_pickle: bool = False) -> Graph:
-    """``nncert.load`` for the CLI: a warning line on stderr before a trusted pickle is read."""
-    if is_torch_file(path) and input_shape is None:
-        raise ConfigError(f"{path}: a .pt model does not record its input shape; pass "
-                          "--input-shape (e.g. 1,28,28)")
-    if is_torch_file(path) and trust_pickle:
-        print(f"nncert: warning: unpickling {path} (--trust-pickle): this runs any code the "
-              "file holds", file=sys.stderr)
-    return load(path, input_shape, trust_pickle=trust_pickle)

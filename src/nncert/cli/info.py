@@ -6,8 +6,8 @@ import argparse
 import importlib
 
 from ..bounds import METHODS
+from ..models import load
 from ..models.graph import Graph
-from .common import add_model_args, load_model
 
 
 def method_support(graph: Graph) -> dict[str, str]:
@@ -34,7 +34,7 @@ def method_support(graph: Graph) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    graph = load_model(args.model, args.input_shape, args.trust_pickle)
+    graph = load(args.model)
     print(f"model:        {args.model}")
     print(f"input shape:  {graph.input_shape}  (batch dim excluded)")
     print(f"output shape: {graph.output_shape}")
@@ -51,10 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a model: layers, shapes, supported methods",
-                       description="Load MODEL (ONNX, or a pickled torch module .pt with "
-                                   "--input-shape and --trust-pickle) and print its layers, "
-                                   "shapes, parameter count and which bound methods support "
-                                   "every one of its ops.")
-    p.add_argument("model", help="path to an .onnx file (or a .pt file with a whole nn.Module)")
-    add_model_args(p)
+                       description="Load MODEL (ONNX; .pt files are never unpickled) and print "
+                                   "its layers, shapes, parameter count and which bound methods "
+                                   "support every one of its ops.")
+    p.add_argument("model", help="path to an .onnx (or .onnx.gz) file")
     p.set_defaults(func=run)

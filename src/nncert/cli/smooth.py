@@ -37,13 +37,12 @@ from ..smoothing.train import (
 from ..utils import is_special, open_through, sync
 from .common import (
     add_device_arg,
-    add_model_args,
     check_writable,
     is_torch_file,
-    load_model,
     open_output,
     progress,
     resolve_device,
+    shape,
     write_atomic,
 )
 
@@ -275,15 +274,14 @@ def default_plot(out: str, plot: str | None) -> Path | None:
 
 
 def _base_graph(args: argparse.Namespace, image_shape: tuple[int, ...]):
-    """The base classifier: ONNX; a .pt state_dict with --arch (nothing unpickled); or a whole
-    pickled module with --trust-pickle."""
-    shape = args.input_shape or image_shape
+    """The base classifier: ONNX, or a .pt state_dict with --arch (nothing is unpickled)."""
+    in_shape = args.input_shape or image_shape
     if args.arch is not None:
         if not is_torch_file(args.model):
             raise ConfigError(f"--arch names the architecture of a .pt state_dict; {args.model} "
                               "is not a .pt/.pth file")
-        return load(load_architecture(args.model, args.arch, shape), shape)
-    return load_model(args.model, shape if is_torch_file(args.model) else None, args.trust_pickle)
+        return load(load_architecture(args.model, args.arch, in_shape), in_shape)
+    return load(args.model)
 
 
 def _load_smooth(args: argparse.Namespace):
@@ -414,13 +412,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", required=True,
-                       help="base classifier: ONNX file; or a .pt state_dict with --arch; or a "
-                            ".pt whole pickled module with --trust-pickle")
+                       help="base classifier: ONNX file, or a .pt state_dict with --arch (read "
+                            "with torch.load(weights_only=True); nothing is unpickled)")
         q.add_argument("--arch", default=None, choices=sorted(MODELS),
                        help="architecture of a .pt state_dict (as `smooth train --arch`), read "
                             "with torch.load(weights_only=True)")
-        add_model_args(q, "input shape of a .pt model without the batch dim (default: the "
-                          "dataset's image shape)")
+        q.add_argument("--input-shape", type=shape, default=None,
+                       help="input shape of a --arch model without the batch dim (default: the "
+                            "dataset's image shape)")
         q.add_argument("--data", default="digits:test",
                        help="dataset (anything nncert.data reads: digits, digits:test, an MNIST "
                             "IDX file or folder, ...); inputs are pixels/pixel_max in [0,1] "

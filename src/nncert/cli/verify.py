@@ -21,16 +21,14 @@ from ..benchmarks.robustness import (
 from ..bounds import METHODS
 from ..data import load_dataset
 from ..errors import DataError
+from ..models import load
 from ..models.graph import Graph
 from ..models.onnx_runtime import run_onnx
 from ..utils import JsonLines, is_special
 from .common import (
     add_device_arg,
-    add_model_args,
     check_writable,
     finite_floats,
-    is_torch_file,
-    load_model,
     nonnegative_float,
     positive_float,
     positive_floats,
@@ -116,13 +114,11 @@ def _summary(args: argparse.Namespace, rows: list[dict], config: RobustnessConfi
 
 
 def _load(args: argparse.Namespace):
-    """(graph with normalisation, source graph, dataset): the data first, so that a .pt model
-    without --input-shape takes the dataset's image shape."""
+    """(graph with normalisation, source graph, dataset)."""
     data = load_dataset(args.data, count=args.count)
     if len(data) == 0:
         raise DataError(f"{args.data}: the dataset holds no images")
-    shape = args.input_shape or (tuple(data.images.shape[1:]) if is_torch_file(args.model) else None)
-    source = load_model(args.model, shape, args.trust_pickle).to(resolve_device(args.device))
+    source = load(args.model).to(resolve_device(args.device))
     return with_normalization(source, args.mean, args.std), source, data
 
 
@@ -177,8 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "certificate; UNKNOWN means the method could not decide.",
     )
     p.add_argument("--model", required=True,
-                   help="ONNX file (or a .pt file with a whole pickled nn.Module: needs "
-                        "--trust-pickle)")
+                   help="ONNX file (.onnx or .onnx.gz; .pt files are never unpickled)")
     p.add_argument("--data", required=True,
                    help="dataset: ERAN CSV, MNIST IDX images file (labels file beside it), "
                         "CIFAR-10 batch (.npz or python pickle), or 'digits' (embedded)")
@@ -204,7 +199,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write JSON {summary, results} here (rows go to OUT.partial.jsonl while "
                         "running); with a .jsonl suffix: JSON Lines, one row per line as it is "
                         "decided, then a {\"summary\": ...} line")
-    add_model_args(p, "input shape of a .pt model without the batch dim (default: the dataset's "
-                      "image shape)")
     add_device_arg(p)
     p.set_defaults(func=run)

@@ -426,8 +426,7 @@ def from_torch(module: nn.Module, input_shape, simplify: bool = True) -> Graph:
     return graph
 
 
-ADVICE = ("Export the model to ONNX, or save its state_dict and name its architecture, or pass "
-          "--trust-pickle for a file you trust")
+ADVICE = "Export the model to ONNX, or save its state_dict and name its architecture"
 
 
 def read_torch_file(path, advice: str = ADVICE) -> object:
@@ -465,29 +464,15 @@ def load_weights(path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def from_torch_file(path, input_shape, simplify: bool = True, trust_pickle: bool = False) -> Graph:
-    """A Graph from a ``.pt``/``.pth`` file holding a whole pickled ``nn.Module``.
+def from_torch_file(path) -> Graph:
+    """Refuses a ``.pt``/``.pth`` model file with a ModelError that says what to do instead.
 
-    Security: only with ``trust_pickle=True`` is the file unpickled
-    (``torch.load(weights_only=False)``, which can run any code in the file). Without it the
-    file is read with ``weights_only=True`` and refused with a ModelError: a state dict needs
-    its architecture (build the module, ``load_state_dict``, pass the module to ``load``).
+    Security: nncert never unpickles a model file. The file is read with
+    ``torch.load(weights_only=True)`` (nothing in it runs): a pickled module is refused, and a
+    state dict has no architecture (build the module, ``load_state_dict``, pass the module to
+    ``load``; or ``nncert smooth --arch``; or export the model to ONNX).
     """
-    if input_shape is None:
-        raise ModelError(f"loading {path} needs the input shape without the batch dim "
-                         "(e.g. --input-shape 1,28,28)")
     p = Path(path)
-    if not trust_pickle:
-        load_weights(p)  # refuses pickles; a state dict falls through to the error below
-        raise ModelError(f"{p} holds a state_dict (weights only), not a model: name its "
-                         "architecture (nncert smooth: --arch) or export the model to ONNX")
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ModelError(f"{p} is not a loadable torch file: {one_line(e)}") from None
-    if not isinstance(obj, nn.Module):
-        raise ModelError(f"{p} holds a {type(obj).__name__}, not a whole nn.Module (a state_dict "
-                         "needs its module class: build the module, load_state_dict, pass the module)")
-    return from_torch(obj, input_shape, simplify=simplify)
+    load_weights(p)  # refuses pickles; a state dict falls through to the error below
+    raise ModelError(f"{p} holds a state_dict (weights only), not a model: name its "
+                     "architecture (nncert smooth: --arch) or export the model to ONNX")

@@ -11,13 +11,12 @@ from ..errors import ModelError
 from .graph import Graph
 
 
-def load(model, input_shape: tuple[int, ...] | None = None, simplify: bool = True,
-         trust_pickle: bool = False) -> Graph:
+def load(model, input_shape: tuple[int, ...] | None = None, simplify: bool = True) -> Graph:
     """A Graph from an ONNX file path, a ``torch.nn.Module`` or an existing Graph.
 
     ``input_shape`` (no batch dim) is required for torch modules, whose input shape is not
-    recorded in the module; ONNX files carry theirs. A ``.pt``/``.pth`` file is unpickled only
-    with ``trust_pickle=True`` (unpickling can run code; see ``from_torch_file``).
+    recorded in the module; ONNX files carry theirs. A ``.pt``/``.pth`` file is never unpickled
+    (unpickling can run code): it is refused with advice (see ``from_torch_file``).
     """
     if isinstance(model, Graph):
         return model
@@ -36,7 +35,7 @@ def load(model, input_shape: tuple[int, ...] | None = None, simplify: bool = Tru
         if path.suffix in (".pt", ".pth"):
             from .from_torch import from_torch_file
 
-            return from_torch_file(path, input_shape, simplify=simplify, trust_pickle=trust_pickle)
+            return from_torch_file(path)
         from .from_onnx import from_onnx
 
         return from_onnx(path, simplify=simplify)
