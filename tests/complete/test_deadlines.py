@@ -130,9 +130,10 @@ def test_attack_stops_at_the_next_check(monkeypatch, fake, n, ball):
     assert fake.expired and calls["all"] == n and calls["after"] == 0
 
 
-@pytest.mark.parametrize("seconds", [0.0, 1.0])
-def test_random_search_chunks_grow_only_while_quick(fake, seconds):
-    """Chunks start at 64 samples and double while a chunk takes under 0.05 s (fake time)."""
+@pytest.mark.parametrize("fake_tick", [0.0, 1.0])
+def test_random_search_chunks_grow_only_while_quick(fake, fake_tick):
+    """Chunks start at 64 samples and double while a chunk takes under 0.05 s of the FAKE
+    clock: each forward pass advances it by ``fake_tick`` (no real time is read)."""
     from nncert.attacks import random_search
 
     g, net, lo, hi, spec = _hard(gap=0.5)
@@ -140,12 +141,13 @@ def test_random_search_chunks_grow_only_while_quick(fake, seconds):
 
     def fn(x):
         sizes.append(x.shape[0])
-        fake.t += seconds
+        fake.t += fake_tick
         return net.forward(x)
 
     random_search(fn, lo, hi, spec, 1000, torch.Generator().manual_seed(0))
+    growing, fixed = [64, 128, 256, 512, 40], [64] * 15 + [40]
     assert sum(sizes) == 1000
-    assert sizes == ([64, 128, 256, 512, 40] if seconds == 0.0 else [64] * 15 + [40])
+    assert sizes == (growing if fake_tick == 0.0 else fixed)
 
 
 def test_attack_with_an_expired_deadline_does_nothing(fake):
