@@ -164,10 +164,17 @@ def _pgd_on(net: rn.ReluNet, spec: OutputSpec, lo, hi, check: Checker, deadline:
 
     B = lo.shape[0]
     x, m = pgd(net.forward, lo, hi, spec.expand(B), restarts, steps, 0.25, deadline=deadline)
-    for b in m.argsort().tolist()[:8]:
-        if float(m[b]) > 0:
+    return first_confirmed(x, m, check, 8)
+
+
+def first_confirmed(points: torch.Tensor, margins: torch.Tensor, check: Checker,
+                    count: int) -> Counterexample | None:
+    """Of the ``count`` points with the lowest spec margins, the first violating one (margin
+    ≤ 0) that ``check`` confirms on the concrete model, or None."""
+    for b in margins.argsort().tolist()[:count]:
+        if float(margins[b]) > 0:
             break
-        cex = check(x[b].reshape(1, -1))
+        cex = check(points[b].reshape(1, -1))
         if cex is not None:
             return cex
     return None
@@ -645,11 +652,4 @@ def _centers(g, spec: OutputSpec, shape, clo, chi, check: Checker) -> Counterexa
     centers = (clo + chi) / 2
     with torch.no_grad():
         y = g.forward(centers.reshape(-1, *shape)).reshape(centers.shape[0], -1)
-    m = spec.expand(centers.shape[0]).margin(y)
-    for b in m.argsort().tolist()[:4]:
-        if float(m[b]) > 0:
-            break
-        cex = check(centers[b].reshape(1, -1))
-        if cex is not None:
-            return cex
-    return None
+    return first_confirmed(centers, spec.expand(centers.shape[0]).margin(y), check, 4)

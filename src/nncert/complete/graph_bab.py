@@ -32,7 +32,7 @@ from ..result import Counterexample
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
 from . import branching as br
-from .bab import BaBOutcome
+from .bab import BaBOutcome, first_confirmed
 
 Checker = Callable[[torch.Tensor], Counterexample | None]
 
@@ -158,12 +158,8 @@ def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Ch
         x = torch.cat([x, xs.sample(x.shape[0])[:, 0]])
     x = _descend(g, xs, spec.expand(x.shape[0]), x, steps)
     with torch.no_grad():
-        bad = ~spec.expand(x.shape[0]).holds(g.forward(x).flatten(1))
-    for i in bad.nonzero().flatten().tolist():
-        cex = check(x[i:i + 1])
-        if cex is not None:
-            return cex
-    return None
+        margins = spec.expand(x.shape[0]).margin(g.forward(x).flatten(1))
+    return first_confirmed(x, margins, check, x.shape[0])
 
 
 def _descend(g, xs, spec: OutputSpec, x: torch.Tensor, steps: int) -> torch.Tensor:

@@ -43,8 +43,9 @@ def _build(net: rn.ReluNet, lo: np.ndarray, hi: np.ndarray, inter: list[rn.Layer
     """Variables and constraints shared by every clause; returns (highs, x_idx, out_expr)."""
     import highspy
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    from .milp_graph import new_highs
+
+    h = new_highs()
     inf = highspy.kHighsInf
     nvar = 0
 

@@ -335,13 +335,21 @@ def _quiet_stdout():
         os.close(fd)
 
 
-def _highs(model: Model, extra: tuple[sp.csr_matrix, np.ndarray, np.ndarray], cost: np.ndarray,
-           remaining: float, threads: int, cutoff: float | None):
+def new_highs():
+    """A silent HiGHS solver (its banner kept off stdout, its log off)."""
     import highspy
 
     with _quiet_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
+    return h
+
+
+def _highs(model: Model, extra: tuple[sp.csr_matrix, np.ndarray, np.ndarray], cost: np.ndarray,
+           remaining: float, threads: int, cutoff: float | None):
+    import highspy
+
+    h = new_highs()
     lb, ub = np.concatenate(model.lb), np.concatenate(model.ub)
     h.addVars(len(lb), lb, ub)
     ints = np.flatnonzero(np.concatenate(model.integer))
@@ -448,4 +456,4 @@ def graph_bounds(graph: Graph, lo: torch.Tensor, hi: torch.Tensor) -> dict[str, 
 
 
 __all__ = ["ENCODERS", "GraphMilpOutcome", "affine_map", "check_encodable", "encode",
-           "graph_bounds", "milp_decide", "minimize_rows"]
+           "graph_bounds", "milp_decide", "minimize_rows", "new_highs"]

@@ -29,6 +29,7 @@ import torch
 from onnx import numpy_helper
 
 from ..errors import ModelError, UnsupportedOpError
+from ..utils import one_line
 from . import ops
 from .graph import Graph, Node
 
@@ -524,15 +525,10 @@ def _read(path) -> onnx.ModelProto:
         else:
             model = onnx.load(str(p))
     except Exception as e:
-        raise ModelError(f"{p} is not a valid ONNX model: {_one_line(e)}") from e
+        raise ModelError(f"{p} is not a valid ONNX model: {one_line(e)}") from e
     if not model.graph.node and not model.graph.input:
         raise ModelError(f"{p} holds no ONNX graph (no nodes, no inputs)")
     return model
-
-
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64}
@@ -604,7 +600,7 @@ def _build_node(ctx: _Ctx, node: onnx.NodeProto) -> None:
         ctx.values[node.output[0]] = builder(ctx, node)
     except (ValueError, TypeError, IndexError, KeyError) as e:
         raise ModelError(f"ONNX node {node.name or node.output[0]!r} ({node.op_type}) cannot be "
-                         f"read: {_one_line(e)}") from e
+                         f"read: {one_line(e)}") from e
 
 
 def _live(nodes: list[Node], output: str) -> list[Node]:

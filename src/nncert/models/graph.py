@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelError, NumericalError, ShapeError
+from ..utils import one_line
 from .ops import Op, Shape
 
 
@@ -189,7 +190,7 @@ def prepend(graph: Graph, op: Op, name: str = "prep") -> Graph:
         got = tuple(op.forward(x).shape[1:])
     except RuntimeError as e:
         raise ShapeError(f"prepended {op.kind} cannot take the model input "
-                         f"({' '.join(str(e).split())[:120]})", graph.input_shape, ()) from e
+                         f"({one_line(e, 120)})", graph.input_shape, ()) from e
     if got != graph.input_shape:
         raise ShapeError(f"prepended {op.kind} must keep the input shape", graph.input_shape, got)
     nodes = [Node(name, op, (graph.input_name,))]

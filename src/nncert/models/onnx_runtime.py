@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, ShapeError
+from ..utils import one_line
 
 
 @functools.lru_cache(maxsize=8)
@@ -32,7 +33,7 @@ def _session(path: str):
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ModelError(f"onnxruntime cannot load {path}: {' '.join(str(e).split())[:200]}") from e
+        raise ModelError(f"onnxruntime cannot load {path}: {one_line(e, 200)}") from e
 
 
 def _drop_batch(y: np.ndarray) -> np.ndarray:
