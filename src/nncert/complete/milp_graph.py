@@ -345,25 +345,29 @@ def new_highs():
     return h
 
 
-def _highs(model: Model, extra: tuple[sp.csr_matrix, np.ndarray, np.ndarray], cost: np.ndarray,
-           remaining: float, threads: int, cutoff: float | None):
+def _highs(model: Model, extra: tuple[sp.csr_matrix, np.ndarray, np.ndarray], remaining: float,
+           threads: int, cutoff: float | None):
+    """The model plus one free column ``t`` (index ``model.n``, minimised) and the ``extra``
+    rows over both; the model itself is not changed, so one encoding serves every clause."""
     import highspy
 
     h = new_highs()
-    lb, ub = np.concatenate(model.lb), np.concatenate(model.ub)
-    h.addVars(len(lb), lb, ub)
+    n = model.n + 1
+    lb = np.concatenate([*model.lb, [-np.inf]])
+    ub = np.concatenate([*model.ub, [np.inf]])
+    h.addVars(n, np.where(np.isinf(lb), -highspy.kHighsInf, lb),
+              np.where(np.isinf(ub), highspy.kHighsInf, ub))
     ints = np.flatnonzero(np.concatenate(model.integer))
     if ints.size:
         h.changeColsIntegrality(len(ints), ints.astype(np.int32),
                                 np.full(len(ints), highspy.HighsVarType.kInteger))
     A, lo, hi = model.matrix()
-    A = sp.vstack([A, _widen(extra[0], model.n)], format="csr")
+    A = sp.vstack([_widen(A, n), extra[0]], format="csr")
     lo, hi = np.concatenate([lo, extra[1]]), np.concatenate([hi, extra[2]])
     inf = highspy.kHighsInf
     h.addRows(A.shape[0], np.where(np.isinf(lo), -inf, lo), np.where(np.isinf(hi), inf, hi), A.nnz,
               A.indptr[:-1].astype(np.int32), A.indices.astype(np.int32), A.data)
-    nz = np.flatnonzero(cost)
-    h.changeColsCost(len(nz), nz.astype(np.int32), cost[nz])
+    h.changeColCost(model.n, 1.0)
     h.setOptionValue("time_limit", float(max(remaining, 0.01)))
     h.setOptionValue("threads", int(threads))
     if cutoff is not None:
@@ -372,11 +376,12 @@ def _highs(model: Model, extra: tuple[sp.csr_matrix, np.ndarray, np.ndarray], co
     return h
 
 
-def _clause_rows(model: Model, out: Expr, C: np.ndarray, d: np.ndarray, rows, t: int):
-    """Rows ``C_r·y + d_r − t ≤ 0`` for the clause's rows r."""
-    R = sp.csr_matrix(C[list(rows)]) @ _widen(out.M, model.n)
+def _clause_rows(model: Model, out: Expr, C: np.ndarray, d: np.ndarray, rows):
+    """Rows ``C_r·y + d_r − t ≤ 0`` for the clause's rows r, ``t`` the column after the model's."""
+    t = model.n
+    R = sp.csr_matrix(C[list(rows)]) @ _widen(out.M, t + 1)
     T = sp.csr_matrix((np.full(len(rows), -1.0), (np.arange(len(rows)), np.full(len(rows), t))),
-                      shape=(len(rows), model.n))
+                      shape=(len(rows), t + 1))
     return sp.csr_matrix(R + T), np.full(len(rows), -np.inf), -(C[list(rows)] @ out.c + d[list(rows)])
 
 
@@ -393,13 +398,17 @@ def minimize_rows(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, bounds, C: n
     """min over the box of max_r (C_r·y + d_r): (HiGHS model status, objective or None,
     minimiser x (1, *input_shape) or None). With ``cutoff`` the search may stop at the first
     point below it, or once the minimum is proved above it."""
-    model, x_idx, out = encode(graph, lo, hi, bounds, splits)
+    encoded = encode(graph, lo, hi, bounds, splits)
+    return _solve_rows(graph, encoded, C, d, rows, deadline, threads, cutoff)
+
+
+def _solve_rows(graph: Graph, encoded, C: np.ndarray, d: np.ndarray, rows, deadline: Deadline,
+                threads: int, cutoff: float | None):
+    """:func:`minimize_rows` on an encoding already made (it is not changed)."""
+    model, x_idx, out = encoded
     deadline.check()
-    (t,) = model.add_vars(np.array([-np.inf]), np.array([np.inf]))
-    extra = _clause_rows(model, out, C, d, rows, t)
-    cost = np.zeros(model.n)
-    cost[t] = 1.0
-    h = _highs(model, extra, cost, min(deadline.remaining(), 1e7), threads, cutoff)
+    h = _highs(model, _clause_rows(model, out, C, d, rows), min(deadline.remaining(), 1e7),
+               threads, cutoff)
     h.run()
     status = h.getModelStatus()
     sol = h.getSolution()
@@ -407,7 +416,7 @@ def minimize_rows(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, bounds, C: n
         return status, None, None
     vals = np.asarray(sol.col_value)
     x = torch.tensor(vals[x_idx], dtype=torch.float64).reshape(1, *graph.input_shape)
-    return status, float(vals[t]), x
+    return status, float(vals[model.n]), x
 
 
 def milp_decide(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
@@ -428,12 +437,13 @@ def _decide(graph, lo, hi, spec, bounds, deadline: Deadline, threads, skip_claus
 
     S = highspy.HighsModelStatus
     C, d = spec.C[0].double().cpu().numpy(), spec.d[0].double().cpu().numpy()
-    for k, clause in enumerate(spec.clauses):
-        if skip_clauses and k in skip_clauses:
-            continue
-        deadline.check()
-        status, value, x = minimize_rows(graph, lo, hi, bounds, C, d, clause, deadline, threads,
-                                         cutoff=0.0, splits=splits)
+    todo = [cl for k, cl in enumerate(spec.clauses) if not (skip_clauses and k in skip_clauses)]
+    if not todo:
+        return GraphMilpOutcome("verified", stats=stats)
+    deadline.check()
+    encoded = encode(graph, lo, hi, bounds, splits)  # shared by every clause
+    for clause in todo:
+        status, value, x = _solve_rows(graph, encoded, C, d, clause, deadline, threads, cutoff=0.0)
         stats["clauses"] += 1
         if x is not None and value is not None and value <= 0:
             return GraphMilpOutcome("candidate", x, stats)
