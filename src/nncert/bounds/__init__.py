@@ -41,8 +41,14 @@ def _resolve(method: str):
 
 
 def compute_bounds(problem: VerificationProblem, method: str = "interval",
-                   config: Any = None, deadline: Deadline = NEVER) -> Bounds:
+                   config: Any = None, deadline: Deadline = NEVER, grad: bool = False) -> Bounds:
     """Sound lower/upper bounds of the spec rows ``C·y + d`` over the input set, (B, R) each.
+
+    With ``grad`` the bounds (and the intermediate bounds) stay attached to the autograd graph,
+    differentiable in the graph's weights and in the input set's tensors: a training loss can
+    be built on them (nncert.training builds the graph on a module's own Parameters). Without
+    it (verification) they are computed under ``no_grad`` and detached. The bounds are the same
+    either way.
 
     The problem is moved to the graph's device and dtype first. Raises UnsupportedOpError
     before any work when the method cannot handle an op, NumericalError on NaN/inf bounds,
@@ -57,11 +63,12 @@ def compute_bounds(problem: VerificationProblem, method: str = "interval",
     kwargs = {"deadline": deadline} if method in CHECKS_DEADLINE else {}
     deadline.check()
     t0 = clock.now()
-    with torch.no_grad() if method != "alpha-crown" else torch.enable_grad():
+    with torch.no_grad() if method != "alpha-crown" and not grad else torch.enable_grad():
         bounds = fn(problem, config, **kwargs)
     deadline.check()
-    bounds = Bounds(bounds.lower.detach(), bounds.upper.detach(), method, bounds.intermediate,
-                    clock.now() - t0, bounds.stats)
+    lower, upper = (bounds.lower, bounds.upper) if grad else (bounds.lower.detach(),
+                                                               bounds.upper.detach())
+    bounds = Bounds(lower, upper, method, bounds.intermediate, clock.now() - t0, bounds.stats)
     return bounds.check_finite()
 
 
