@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "nncert"
 # DESIGN.md's pipeline order; a module may import only from earlier layers (or its own).
 LAYERS = [
     "errors", "tables", "utils", "clock", "result", "models", "data", "specs", "attacks",
-    "bounds", "complete", "smoothing", "semantic", "training", "benchmarks", "cli",
+    "bounds", "complete", "training", "smoothing", "semantic", "benchmarks", "cli",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Small, plain-torch training loops for the probabilistic certificates.
+"""Training for the probabilistic certificates, through the one loop of ``nncert.training``.
 
 * :func:`train_gaussian` — Gaussian-noise data augmentation (Cohen et al.): the base classifier
   sees ``x + N(0, σ²I)`` so that the smoothed classifier is accurate.
@@ -109,87 +109,59 @@ def load_images(source: str | Path, count: int | None = None) -> tuple[torch.Ten
     return ds.images / float(ds.pixel_max), ds.labels, str(ds.name)
 
 
-# -- training loops ----------------------------------------------------------------------
-def _loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
-          batch_size: int, lr: float, seed: int, device: torch.device | str,
-          forward: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-          after_step: Callable[[], None] | None, progress: bool) -> list[float]:
+# -- training (the one loop of nncert.training) ----------------------------------------------
+def _config(epochs: int, batch_size: int, lr: float, seed: int, device, progress: bool):
+    from ..training.loop import TrainConfig
+
     epochs = stats.check_count(epochs, "epochs")
     batch_size = stats.check_count(batch_size, "batch_size")
     stats.check_positive(lr, "lr")
-    if len(images) != len(labels) or len(images) == 0:
-        raise ConfigError(f"need as many labels as images (≥ 1), got {len(images)} and {len(labels)}")
-    device = torch.device(device)
-    model.to(device).train()
-    images, labels = images.to(device), labels.to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    order_gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    total_steps = epochs * math.ceil(len(images) / batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-    history = []
-    steps = range(epochs)
-    if progress:
-        import os
-        import sys
-
-        from tqdm import tqdm
-
-        show = sys.stderr.isatty() or os.environ.get("NNCERT_PROGRESS") == "1"
-        steps = tqdm(steps, total=epochs, desc="train", leave=False, dynamic_ncols=True,
-                     file=sys.stderr, disable=not show)
-    for _ in steps:
-        perm = torch.randperm(len(images), generator=order_gen).to(device)
-        total, seen = 0.0, 0
-        for start in range(0, len(images), batch_size):
-            idx = perm[start:start + batch_size]
-            logits = forward(images[idx], gen)
-            loss = F.cross_entropy(logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if after_step is not None:
-                after_step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        history.append(total / seen)
-    model.eval()
-    return history
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       device=str(torch.device(device)), progress=progress)
 
 
 def train_gaussian(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, sigma: float, *,
                    epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = False) -> list[float]:
-    """Train ``model`` in place on ``images + N(0, σ²)`` (σ = 0: plain training). Returns the
-    mean training loss per epoch; leaves the model in eval mode."""
-    if not (sigma >= 0 and math.isfinite(sigma)):
-        raise ConfigError(f"sigma must be ≥ 0, got {sigma!r}")
+    """Train ``model`` in place on ``images + N(0, σ²)`` (σ = 0: plain training) with
+    :func:`nncert.training.fit` and the :class:`~nncert.training.GaussianNoise` loss (Adam,
+    cosine LR). Returns the mean training loss per epoch; leaves the model in eval mode."""
+    from ..training.loop import fit
+    from ..training.losses import GaussianNoise
 
-    def forward(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if sigma > 0:
-            x = x + torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * sigma
-        return model(x)
+    loss = GaussianNoise(sigma)
+    config = _config(epochs, batch_size, lr, seed, device, progress)
+    return fit(model, loss, images, labels, config).losses()
 
-    return _loop(model, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                 device=device, forward=forward, after_step=None, progress=progress)
+
+class _PixelDPNoise:
+    """Cross-entropy of the PixelDP network with its noise layer on (as at inference)."""
+
+    name = "pixeldp"
+    needs_graph = False
+
+    def __init__(self, net: PixelDPNet):
+        self.net = net
+
+    def __call__(self, step, x: torch.Tensor, y: torch.Tensor):
+        loss = F.cross_entropy(self.net(x, noise=True, generator=step.generator), y)
+        return loss, {}
 
 
 def train_pixeldp(net: PixelDPNet, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 10,
                   batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                   device: torch.device | str = "cpu", progress: bool = False) -> list[float]:
     """Train a PixelDP network with its noise layer on (as at inference), keeping the first
-    layer's sensitivity ≤ 1; ends with an exact :meth:`PixelDPNet.finalize_`."""
+    layer's sensitivity ≤ 1 (a projection after every step of :func:`nncert.training.fit`);
+    ends with an exact :meth:`PixelDPNet.finalize_`."""
+    from ..training.loop import fit
+
     images = images.reshape(len(images), *net.input_shape)
     net.project_(iterations=20)
-
-    def forward(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return net(x, noise=True, generator=g)
-
-    history = _loop(net, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                    device=device, forward=forward, after_step=net.project_, progress=progress)
+    config = _config(epochs, batch_size, lr, seed, device, progress)
+    history = fit(net, _PixelDPNoise(net), images, labels, config, after_step=net.project_)
     net.finalize_()
-    return history
+    return history.losses()
 
 
 @torch.no_grad()
