@@ -117,11 +117,13 @@ def load_checkpoint(path) -> dict[str, Any]:
     return obj
 
 
-def _restore(ckpt, model, opt, sched, gens, history: History) -> int:
+def _restore(ckpt, model, opt, sched, gens, history: History, sched_total: int) -> int:
     try:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
+        if hasattr(sched, "T_max"):  # more (or fewer) epochs than the first run: anneal to the new end
+            sched.T_max = sched_total
         for g, s in zip(gens, ckpt["rng"]):
             g.set_state(s.to(torch.uint8).cpu())
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
@@ -134,11 +136,13 @@ def _restore(ckpt, model, opt, sched, gens, history: History) -> int:
 def fit(model: nn.Module, loss: Loss, images: torch.Tensor, labels: torch.Tensor,
         config: TrainConfig = TrainConfig(), *, resume: str | Path | None = None,
         on_epoch: Callable[[int, nn.Module], dict[str, Any]] | None = None,
-        after_step: Callable[[], None] | None = None) -> History:
+        after_step: Callable[[], None] | None = None,
+        after_epoch: Callable[[History], None] | None = None) -> History:
     """Train ``model`` in place with ``loss`` on ``images`` (N, *shape) in [0, 1] and
     ``labels`` (N,). ``on_epoch(epoch, model)`` may return more columns for the epoch's row
     (the model is in eval mode during the call); ``after_step`` runs after every optimiser
-    step (e.g. a projection). On Ctrl-C the current weights are saved to the checkpoint
+    step (e.g. a projection); ``after_epoch(history)`` after each epoch's row is complete
+    (e.g. to write a log). On Ctrl-C the current weights are saved to the checkpoint
     (marked incomplete: resuming reruns that epoch) and KeyboardInterrupt is re-raised.
     Leaves the model in eval mode."""
     if len(images) != len(labels) or len(images) == 0:
@@ -154,7 +158,7 @@ def fit(model: nn.Module, loss: Loss, images: torch.Tensor, labels: torch.Tensor
             torch.Generator(device=device).manual_seed(config.seed))
     history = History()
     start = 0 if resume is None else _restore(load_checkpoint(resume), model, opt, sched, gens,
-                                              history)
+                                              history, config.epochs * steps_per_epoch)
     done, mid_epoch = start, False
     try:
         for epoch in range(start, config.epochs):
@@ -169,6 +173,8 @@ def fit(model: nn.Module, loss: Loss, images: torch.Tensor, labels: torch.Tensor
                 model.train()
             if config.checkpoint:
                 save_checkpoint(config.checkpoint, model, opt, sched, done, gens, history)
+            if after_epoch is not None:
+                after_epoch(history)
     except KeyboardInterrupt:
         if config.checkpoint:
             save_checkpoint(config.checkpoint, model, opt, sched, done, gens, history,

@@ -131,8 +131,8 @@ def shi_regularizer(graph: Graph, intermediate, tol: float = 0.5) -> torch.Tenso
         tight = tight + F.relu(tol - r0 / rad.mean().clamp(min=1e-12)) / tol
         act, inact = (iv.lower > 0).to(center.dtype), (iv.upper < 0).to(center.dtype)
         delta = (center - center.mean()) ** 2
-        mean_ratio = (center * act).mean() / -(center * inact).mean()
-        var_ratio = (delta * act).sum() / (delta * inact).sum()
+        mean_ratio = (center * act).mean() / (-(center * inact).mean()).clamp(min=1e-12)
+        var_ratio = (delta * act).sum() / (delta * inact).sum().clamp(min=1e-12)
         mean_ratio = torch.minimum(mean_ratio, 1 / mean_ratio.clamp(min=1e-12))
         var_ratio = torch.minimum(var_ratio, 1 / var_ratio.clamp(min=1e-12))
         term = (F.relu(tol - mean_ratio) + F.relu(tol - var_ratio)) / tol

@@ -1,0 +1,210 @@
+"""``nncert train``: certified training (natural, PGD, IBP, CROWN-IBP, DiffAI, SABR, Gaussian
+noise) of a literature architecture on MNIST, CIFAR-10 or the embedded digits; writes the
+ONNX model, a weights-only checkpoint, a per-epoch CSV log and an accuracy plot."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from ..bounds.zonotope import RELU_RULES
+from ..errors import ConfigError, ModelError
+from ..training import architectures, losses
+from ..training.data import DATASETS, NORMALIZATION, load_split
+from ..training.schedules import Constant, Ramp
+from .common import (
+    add_device_arg,
+    check_writable,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
+
+METHODS = ("natural", "pgd", "ibp", "crown-ibp", "diffai", "sabr", "noise")
+#: methods that start from Shi et al.'s IBP initialisation (with --init auto)
+IBP_FAMILY = ("ibp", "crown-ibp", "sabr", "diffai")
+
+
+def outputs(out: str) -> dict[str, Path]:
+    """The files a run writes beside ``--out model.onnx``."""
+    p = Path(out)
+    stem = p.with_suffix("") if p.suffix == ".onnx" else p
+    return {"onnx": p, "checkpoint": Path(f"{stem}.ckpt.pt"), "log": Path(f"{stem}.log.csv"),
+            "plot": Path(f"{stem}.png")}
+
+
+def make_loss(args: argparse.Namespace) -> losses.Loss:
+    """The loss object of ``--method`` with the documented schedules (in epochs): ε ramps
+    linearly from 0 to --eps over [--warmup, --warmup + --ramp]; κ from 1 to --kappa and β
+    (CROWN-IBP) from 1 to --beta over the same window."""
+    ramp = args.ramp if args.ramp is not None else args.epochs / 2
+    win = (args.warmup, ramp)
+    eps = Ramp(0.0, args.eps, *win, shape=args.ramp_shape)
+    kappa_end = args.kappa if args.kappa is not None else (0.0 if args.method == "crown-ibp" else 0.5)
+    kappa = Ramp(1.0, kappa_end, *win)
+    reg = args.warmup_reg
+    m = args.method
+    if m == "natural":
+        return losses.Natural()
+    if m == "noise":
+        if args.sigma is None:
+            raise ConfigError("--method noise needs --sigma (the noise std, in [0,1] pixel units)")
+        return losses.GaussianNoise(args.sigma)
+    if m == "pgd":
+        return losses.PGD(Constant(args.eps), steps=args.pgd_steps)
+    if m == "ibp":
+        return losses.IBP(eps, kappa, reg)
+    if m == "crown-ibp":
+        return losses.CrownIBP(eps, kappa, reg, beta=Ramp(1.0, args.beta, *win))
+    if m == "diffai":
+        return losses.DiffAI(eps, kappa, reg, relu=args.domain, box_errors=args.box_errors)
+    return losses.SABR(eps, Constant(0.0), reg, lam=args.sabr_lambda, steps=args.pgd_steps)
+
+
+def _evaluator(test, eps: float, device):
+    from ..models import load
+    from ..training.evaluate import certified, correct, pgd_correct
+
+    x, y = test.images.to(device), test.labels.to(device)
+
+    def on_epoch(epoch: int, model) -> dict:
+        g = load(model, x.shape[1:]).to(device)  # a detached snapshot of the weights
+        cert = certified(g, x, y, eps, "interval") | certified(g, x, y, eps, "crown-ibp")
+        return {"clean": float(correct(g, x, y).float().mean()),
+                "pgd": float(pgd_correct(g, x, y, eps, steps=10).float().mean()),
+                "certified": float(cert.float().mean())}
+    return on_epoch
+
+
+def export(model, shape, path: Path, check_x: torch.Tensor) -> float:
+    """Write the model as ONNX (atomically) and read it back with ``nncert.load``: returns the
+    largest output difference (a ModelError above 1e-4: the file would not be the model)."""
+    from ..models import load
+    from ..models.to_onnx import to_onnx
+
+    model = model.cpu().eval()
+    graph = load(model, shape)
+    tmp = path.with_name(f".{path.name}.tmp")
+    to_onnx(graph, tmp)
+    os.replace(tmp, path)
+    with torch.no_grad():
+        diff = float((load(str(path))(check_x) - model(check_x)).abs().max())
+    if diff > 1e-4:
+        raise ModelError(f"{path}: the ONNX file differs from the trained model by {diff:.2e}")
+    return diff
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    files = outputs(args.out)
+    for what, p in files.items():
+        check_writable(p, f"--out ({what})")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise ConfigError(f"--resume {args.resume}: no such checkpoint file")
+    loss = make_loss(args)
+    train = load_split(args.data, True, args.data_dir).head(args.count)
+    test = load_split(args.data, False, args.data_dir).head(args.eval_count)
+    shape = tuple(train.images.shape[1:])
+    mean, std = NORMALIZATION[args.data]
+    model = architectures.build(args.arch, shape, 10, mean, std, seed=args.seed)
+    if args.init == "ibp" or (args.init == "auto" and args.method in IBP_FAMILY):
+        losses.ibp_init_(model, torch.Generator().manual_seed(args.seed))
+    return _train(args, model, loss, train, test, shape, files, device)
+
+
+def _train(args, model, loss, train, test, shape, files, device) -> int:
+    from ..training.loop import TrainConfig, fit
+
+    evaluate = _evaluator(test, args.eps, device)
+
+    def on_epoch(epoch, m):
+        row = evaluate(epoch, m)
+        print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.1%}" for k, v in row.items()), flush=True)
+        return row
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+                      grad_clip=args.grad_clip, seed=args.seed, device=str(device),
+                      checkpoint=str(files["checkpoint"]))
+    title = f"{args.arch} {args.method} eps={args.eps:g} on {args.data}"
+    print(f"training {args.arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
+          f"{args.data} ({len(train.labels)} images) with {args.method}, eps {args.eps:g}, "
+          f"{args.epochs} epochs, device {device}", flush=True)
+    try:
+        history = fit(model, loss, train.images, train.labels, cfg, resume=args.resume,
+                      on_epoch=on_epoch, after_epoch=_writer(files, title))
+    except KeyboardInterrupt:
+        export(model, shape, files["onnx"], test.images[:16].cpu())
+        raise
+    diff = export(model, shape, files["onnx"], test.images[:16].cpu())
+    last = history.rows[-1] if history.rows else {}
+    print(f"wrote {files['onnx']} (ONNX read back by nncert.load: max difference {diff:.1e}), "
+          f"{files['checkpoint']}, {files['log']}, {files['plot']}")
+    print(f"last epoch on {len(test.labels)} test images: clean {last.get('clean', 0):.1%}, "
+          f"PGD {last.get('pgd', 0):.1%}, certified {last.get('certified', 0):.1%}")
+    return 0
+
+
+def _writer(files, title):
+    """Rewrites the CSV log and the plot from every epoch's row so far (a resumed run's rows
+    come from its checkpoint)."""
+    from ..training.report import plot_history, write_log
+
+    def write(history) -> None:
+        write_log(files["log"], history.rows)
+        plot_history(files["plot"], history.rows, title)
+    return write
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="certified training (IBP, CROWN-IBP, DiffAI, SABR, PGD, ...)",
+                       description="Trains an architecture of the literature with a certified "
+                                   "(or adversarial, or noise) training method; writes the ONNX "
+                                   "model, a weights-only checkpoint (.ckpt.pt), a per-epoch CSV "
+                                   "log (.log.csv) and a plot of clean/PGD/certified accuracy "
+                                   "(.png) beside --out. Ctrl-C keeps the last checkpoint.")
+    p.add_argument("--data", required=True, choices=DATASETS)
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding mnist/ and cifar10/ (default: $NNCERT_DATA or ../shared/data)")
+    p.add_argument("--arch", required=True, choices=sorted(architectures.ARCHITECTURES))
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--eps", type=nonnegative_float, required=True,
+                   help="L-inf radius in [0,1] pixel units (the final one of the ramp)")
+    p.add_argument("--epochs", type=positive_int, required=True)
+    p.add_argument("--out", required=True, help="the ONNX model to write (others go beside it)")
+    p.add_argument("--resume", default=None, help="a checkpoint of an earlier run to continue")
+    add_device_arg(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
+    p.add_argument("--grad-clip", type=nonnegative_float, default=10.0)
+    p.add_argument("--count", type=positive_int, default=None, help="only the first K training images")
+    p.add_argument("--eval-count", type=positive_int, default=200,
+                   help="test images evaluated after each epoch (default 200)")
+    p.add_argument("--warmup", type=nonnegative_float, default=0.0,
+                   help="epochs at eps = 0 before the ramp")
+    p.add_argument("--ramp", type=nonnegative_float, default=None,
+                   help="epochs of the eps ramp (default: half the epochs)")
+    p.add_argument("--ramp-shape", choices=("linear", "smooth"), default="linear")
+    p.add_argument("--kappa", type=nonnegative_float, default=None,
+                   help="final weight of the natural loss (default 0.5; crown-ibp 0)")
+    p.add_argument("--beta", type=nonnegative_float, default=0.0,
+                   help="crown-ibp: final weight of the CROWN-IBP bound (starts at 1)")
+    p.add_argument("--domain", choices=RELU_RULES, default="zswitch", help="diffai: zonotope ReLU rule")
+    p.add_argument("--box-errors", action="store_true", help="diffai: new errors into the box part")
+    p.add_argument("--sabr-lambda", type=positive_float, default=0.4,
+                   help="sabr: the box radius as a share of eps")
+    p.add_argument("--pgd-steps", type=positive_int, default=10)
+    p.add_argument("--sigma", type=nonnegative_float, default=None, help="noise: the std")
+    p.add_argument("--init", choices=("auto", "ibp", "default"), default="auto",
+                   help="weights: Shi et al.'s IBP init (auto: for ibp, crown-ibp, sabr, diffai)")
+    p.add_argument("--warmup-reg", type=nonnegative_float, default=0.0,
+                   help="Shi et al.'s warm-up regulariser weight λ during the ramp (their "
+                        "value: 0.5; default 0: off, it was made for networks with BatchNorm)")
+    p.set_defaults(func=run)

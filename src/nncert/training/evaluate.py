@@ -1,0 +1,135 @@
+"""Clean, PGD and certified accuracy of a classifier on a test set: the protocol of the
+certified-training SoK (Li et al. 2023): a fixed set of test images, every bound method,
+complete verification with a per-image timeout.
+
+Certified accuracy counts an image only when the model classifies it correctly *and* a sound
+method proves the whole ε-ball (L∞, clipped to [0, 1]); PGD accuracy counts the images whose
+PGD point is still classified correctly (an upper bound of the true robust accuracy).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..bounds import compute_bounds
+from ..bounds.crown import CrownConfig
+from ..models.graph import Graph
+from ..specs.input_sets import LpBall
+from ..specs.output import OutputSpec
+from ..specs.problem import VerificationProblem
+from .losses import pgd_ce
+
+BOUND_METHODS = ("interval", "crown-ibp", "zonotope", "deeppoly", "crown", "alpha-crown")
+
+
+def _method(name: str):
+    """(compute_bounds method, config) of an evaluation method name."""
+    if name == "crown-ibp":
+        return "crown", CrownConfig(intermediate="ibp")
+    return name, None
+
+
+@torch.no_grad()
+def correct(graph: Graph | nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500):
+    """Whether each image is classified correctly, (N,) bool."""
+    return torch.cat([graph(x[i:i + batch]).argmax(1) == y[i:i + batch]
+                      for i in range(0, len(x), batch)])
+
+
+def pgd_correct(model: Graph | nn.Module, x, y, eps: float, steps: int = 20, restarts: int = 1,
+                seed: int = 0, batch: int = 500) -> torch.Tensor:
+    """Whether each image survives L∞ PGD (``restarts`` random starts, ``steps`` steps)."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    ok = correct(model, x, y, batch)
+    for _ in range(restarts):
+        for i in range(0, len(x), batch):
+            xa = pgd_ce(model, x[i:i + batch], y[i:i + batch], eps, steps, eps / 4, (0.0, 1.0),
+                        gen)
+            ok[i:i + batch] &= correct(model, xa, y[i:i + batch])
+    return ok
+
+
+def certified(graph: Graph, x, y, eps: float, method: str, batch: int = 200) -> torch.Tensor:
+    """Whether each image is proved robust over its ε-ball by ``method`` (see
+    :data:`BOUND_METHODS`) and classified correctly, (N,) bool."""
+    name, cfg = _method(method)
+    out = []
+    for i in range(0, len(x), batch):
+        xb, yb = x[i:i + batch].to(graph.dtype), y[i:i + batch]
+        spec = OutputSpec.robustness(yb, graph.num_outputs, dtype=graph.dtype, device=xb.device)
+        p = VerificationProblem(graph, LpBall(xb, float(eps), float("inf"), 0.0, 1.0), spec)
+        out.append(spec.proved(compute_bounds(p, name, cfg).lower))
+    return torch.cat(out) & correct(graph, x, y)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the evaluation table: the share of images a method certifies."""
+
+    eps: float
+    method: str
+    accuracy: float
+    count: int
+    seconds: float
+
+
+def evaluate(graph: Graph, x, y, eps: float, methods=BOUND_METHODS, *, pgd_steps: int = 20,
+             timeout_s: float | None = None) -> list[Row]:
+    """Rows for clean and PGD accuracy and every method at radius ``eps``; with ``timeout_s``
+    also "complete": the bound methods' union, then complete verification of each remaining
+    correctly classified image that PGD did not break, ``timeout_s`` seconds each."""
+    n = len(x)
+    rows = []
+    t = time.perf_counter()
+    clean = correct(graph, x, y)
+    rows.append(Row(eps, "clean", float(clean.float().mean()), n, time.perf_counter() - t))
+    t = time.perf_counter()
+    pgd_ok = pgd_correct(graph, x, y, eps, pgd_steps)
+    rows.append(Row(eps, "pgd", float(pgd_ok.float().mean()), n, time.perf_counter() - t))
+    union = torch.zeros(n, dtype=torch.bool)
+    for m in methods:
+        t = time.perf_counter()
+        ok = certified(graph, x, y, eps, m)
+        union |= ok.cpu()
+        rows.append(Row(eps, m, float(ok.float().mean()), n, time.perf_counter() - t))
+    if timeout_s is not None:
+        t = time.perf_counter()
+        ok = union | _complete(graph, x, y, eps, ~union & pgd_ok.cpu(), timeout_s)
+        rows.append(Row(eps, "complete", float(ok.float().mean()), n, time.perf_counter() - t))
+    return rows
+
+
+def _complete(graph: Graph, x, y, eps: float, todo: torch.Tensor, timeout_s: float):
+    """Complete verification (``nncert.complete.verify``) of the images in ``todo``."""
+    from ..complete.verify import VerifyConfig, verify
+    from ..result import Verdict
+    from ..specs.problem import robustness_problem
+
+    ok = torch.zeros(len(x), dtype=torch.bool)
+    cfg = VerifyConfig(timeout_s=timeout_s)
+    for i in torch.nonzero(todo).flatten().tolist():
+        p = robustness_problem(graph, x[i:i + 1], y[i:i + 1], eps)
+        ok[i] = verify(p, cfg).verdict == Verdict.VERIFIED
+    return ok
+
+
+def to_markdown(rows: list[Row]) -> str:
+    """One table: a row per ε, a column per method (accuracy in %)."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    eps = list(dict.fromkeys(r.eps for r in rows))
+    get = {(r.eps, r.method): r for r in rows}
+    lines = ["| eps | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for e in eps:
+        cells = [f"{get[e, m].accuracy:.1%}" if (e, m) in get else "" for m in methods]
+        lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    lines = ["eps,method,accuracy,count,seconds"]
+    lines += [f"{r.eps:g},{r.method},{r.accuracy:.6f},{r.count},{r.seconds:.3f}" for r in rows]
+    return "\n".join(lines) + "\n"
