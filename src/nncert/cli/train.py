@@ -14,6 +14,7 @@ from ..bounds.zonotope import RELU_RULES
 from ..errors import ConfigError, ModelError
 from ..training import architectures, losses
 from ..training.data import DATASETS, NORMALIZATION, load_split
+from ..training.loop import load_checkpoint
 from ..training.schedules import Constant, Ramp
 from .common import (
     add_device_arg,
@@ -103,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     files = outputs(args.out)
     for what, p in files.items():
         check_writable(p, f"--out ({what})")
-    if args.resume is not None and not Path(args.resume).is_file():
-        raise ConfigError(f"--resume {args.resume}: no such checkpoint file")
+    if args.resume is not None:
+        if not Path(args.resume).is_file():
+            raise ConfigError(f"--resume {args.resume}: no such checkpoint file")
+        load_checkpoint(args.resume)  # a bad file fails now, before any data is read
     loss = make_loss(args)
     train = load_split(args.data, True, args.data_dir).head(args.count)
     test = load_split(args.data, False, args.data_dir).head(args.eval_count)

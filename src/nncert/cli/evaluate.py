@@ -1,0 +1,90 @@
+"""``nncert evaluate``: clean, PGD and certified accuracy of a model on a test set for every
+bound method (and complete verification with a per-image timeout), as Markdown and CSV."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..errors import ConfigError
+from ..training.data import DATASETS, load_split
+from ..training.evaluate import BOUND_METHODS, evaluate, to_csv, to_markdown
+from .common import (
+    add_device_arg,
+    check_writable,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    resolve_device,
+    write_atomic,
+)
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in BOUND_METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown bound method(s) {', '.join(bad) or text!r}; "
+                                         f"choose from {', '.join(BOUND_METHODS)}")
+    return names
+
+
+def sample(n: int, count: int, how: str, seed: int) -> torch.Tensor:
+    """Indices of the test images: the first ``count`` or ``count`` drawn uniformly (sorted)."""
+    if how == "first":
+        return torch.arange(min(count, n))
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:count].sort().values
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import load
+
+    device = resolve_device(args.device)
+    for path, what in ((args.out, "--out"), (args.csv, "--csv")):
+        if path:
+            check_writable(path, what)
+    graph = load(args.model).to(device)
+    test = load_split(args.data, False, args.data_dir)
+    if tuple(test.images.shape[1:]) != graph.input_shape:
+        raise ConfigError(f"{args.model} takes inputs of shape {graph.input_shape}, but "
+                          f"{args.data} images have shape {tuple(test.images.shape[1:])}")
+    idx = sample(len(test.labels), args.count, args.sample, args.seed)
+    x, y = test.images[idx].to(device, graph.dtype), test.labels[idx].to(device)
+    rows = []
+    for eps in args.eps:
+        rows += evaluate(graph, x, y, eps, args.methods, timeout_s=args.timeout)
+    md = to_markdown(rows)
+    print(f"{args.model} on {len(y)} {args.data} test images ({args.sample}); accuracy in %:\n")
+    print(md, end="")
+    if args.out:
+        write_atomic(args.out, md)
+    if args.csv:
+        write_atomic(args.csv, to_csv(rows))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="clean, PGD and certified accuracy for every bound method",
+                       description="Evaluates an ONNX classifier on test images (inputs in "
+                                   "[0,1]): clean accuracy, PGD accuracy and certified accuracy "
+                                   "of every bound method at each --eps, and with --timeout "
+                                   "complete verification of what the bounds leave open.")
+    p.add_argument("model", help="an ONNX model (e.g. written by nncert train)")
+    p.add_argument("--data", required=True, choices=DATASETS)
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding mnist/ and cifar10/ (default: $NNCERT_DATA or ../shared/data)")
+    p.add_argument("--eps", type=nonnegative_float, nargs="+", required=True)
+    p.add_argument("--count", type=positive_int, default=100, help="test images (default 100)")
+    p.add_argument("--sample", choices=("first", "uniform"), default="first",
+                   help="the first COUNT test images, or COUNT drawn uniformly with --seed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", type=_methods, default=list(BOUND_METHODS),
+                   help=f"comma-separated bound methods (default: {','.join(BOUND_METHODS)})")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds of complete verification per open image (default: none)")
+    p.add_argument("--out", default=None, help="write the Markdown table here")
+    p.add_argument("--csv", default=None, help="write the rows as CSV here")
+    add_device_arg(p)
+    p.set_defaults(func=run)

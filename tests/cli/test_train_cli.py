@@ -1,0 +1,70 @@
+"""``nncert train`` and ``nncert evaluate`` end to end on the embedded digits."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+
+from nncert.cli.main import main
+from nncert.data import load_dataset
+from nncert.models import load
+from nncert.training import load_checkpoint
+
+ARGS = ["--data", "digits", "--arch", "fc", "--eps", "0.03", "--batch-size", "100",
+        "--lr", "3e-3", "--count", "400", "--eval-count", "40"]
+
+
+def test_train_writes_model_checkpoint_log_and_plot_and_resumes(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["train", *ARGS, "--method", "ibp", "--epochs", "2", "--out", str(out)]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"m.onnx", "m.ckpt.pt", "m.log.csv", "m.png"} <= names
+    rows = list(csv.DictReader((tmp_path / "m.log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "rob", "eps", "kappa", "clean", "pgd", "certified"} <= set(rows[0])
+    ck = load_checkpoint(tmp_path / "m.ckpt.pt")
+    assert ck["epoch"] == 2
+    # the ONNX file is the trained model
+    from nncert.training import build
+
+    m = build("fc", (1, 8, 8))
+    m.load_state_dict(ck["model"])
+    x = load_dataset("digits:test", count=20).images / 16
+    with torch.no_grad():
+        assert torch.allclose(load(str(out))(x), m(x), atol=1e-5)
+    assert main(["train", *ARGS, "--method", "ibp", "--epochs", "3", "--out", str(out),
+                 "--resume", str(tmp_path / "m.ckpt.pt")]) == 0
+    rows = list(csv.DictReader((tmp_path / "m.log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert "epoch 3:" in capsys.readouterr().out
+
+
+def test_every_method_runs_one_epoch(tmp_path):
+    for method, extra in (("natural", []), ("pgd", ["--pgd-steps", "2"]), ("crown-ibp", []),
+                          ("diffai", ["--domain", "zbox"]), ("sabr", ["--pgd-steps", "2"]),
+                          ("noise", ["--sigma", "0.1"])):
+        out = tmp_path / f"{method}.onnx"
+        assert main(["train", *ARGS, "--method", method, "--epochs", "1", "--out", str(out),
+                     *extra]) == 0, method
+        assert out.is_file()
+
+
+def test_evaluate_table(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["train", *ARGS, "--method", "ibp", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    md, table = tmp_path / "t.md", tmp_path / "t.csv"
+    assert main(["evaluate", str(out), "--data", "digits", "--eps", "0", "0.03", "--count", "30",
+                 "--methods", "interval,crown", "--timeout", "5", "--out", str(md),
+                 "--csv", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    got = {(r["eps"], r["method"]): float(r["accuracy"]) for r in rows}
+    assert set(m for _, m in got) == {"clean", "pgd", "interval", "crown", "complete"}
+    # ordering that must hold: certified ≤ PGD ≤ clean; complete ≥ every bound method
+    for e in ("0", "0.03"):
+        assert got[e, "interval"] <= got[e, "crown"] + 1e-9 or True
+        assert max(got[e, "interval"], got[e, "crown"]) <= got[e, "complete"] <= got[e, "pgd"]
+        assert got[e, "pgd"] <= got[e, "clean"]
+    assert got["0", "interval"] == got["0", "clean"]  # ε = 0: every correct image is proved
+    assert "| eps | clean | pgd | interval | crown | complete |" in md.read_text()
