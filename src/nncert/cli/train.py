@@ -26,8 +26,6 @@ from .common import (
 )
 
 METHODS = ("natural", "pgd", "ibp", "crown-ibp", "diffai", "sabr", "noise")
-#: methods that start from Shi et al.'s IBP initialisation (with --init auto)
-IBP_FAMILY = ("ibp", "crown-ibp", "sabr", "diffai")
 
 
 def outputs(out: str) -> dict[str, Path]:
@@ -114,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     shape = tuple(train.images.shape[1:])
     mean, std = NORMALIZATION[args.data]
     model = architectures.build(args.arch, shape, 10, mean, std, seed=args.seed)
-    if args.init == "ibp" or (args.init == "auto" and args.method in IBP_FAMILY):
+    if args.init == "ibp":
         losses.ibp_init_(model, torch.Generator().manual_seed(args.seed))
     return _train(args, model, loss, train, test, shape, files, device)
 
@@ -205,8 +203,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sabr: the box radius as a share of eps")
     p.add_argument("--pgd-steps", type=positive_int, default=10)
     p.add_argument("--sigma", type=nonnegative_float, default=None, help="noise: the std")
-    p.add_argument("--init", choices=("auto", "ibp", "default"), default="auto",
-                   help="weights: Shi et al.'s IBP init (auto: for ibp, crown-ibp, sabr, diffai)")
+    p.add_argument("--init", choices=("default", "ibp"), default="default",
+                   help="initial weights: PyTorch's default or Shi et al.'s IBP init (made for "
+                        "networks with BatchNorm; slower to start without it)")
     p.add_argument("--warmup-reg", type=nonnegative_float, default=0.0,
                    help="Shi et al.'s warm-up regulariser weight λ during the ramp (their "
                         "value: 0.5; default 0: off, it was made for networks with BatchNorm)")
