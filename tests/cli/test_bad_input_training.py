@@ -37,6 +37,8 @@ BASE = ["train", "--data", "digits", "--arch", "fc", "--method", "ibp", "--eps",
     (["--epochs", "0"], "--epochs"),
     (["--method", "noise"], "--sigma"),
     (["--method", "magic"], "invalid choice"),
+    (["--kappa", "1.5"], "--kappa must lie in [0, 1]"),
+    (["--method", "sabr", "--sabr-lambda", "2"], "λ must lie in (0, 1]"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nonsense"],
      "device"),
 ])

@@ -40,6 +40,9 @@ def make_loss(args: argparse.Namespace) -> losses.Loss:
     """The loss object of ``--method`` with the documented schedules (in epochs): ε ramps
     linearly from 0 to --eps over [--warmup, --warmup + --ramp]; κ from 1 to --kappa and β
     (CROWN-IBP) from 1 to --beta over the same window."""
+    for flag, v in (("--kappa", args.kappa), ("--beta", args.beta)):
+        if v is not None and not 0 <= v <= 1:
+            raise ConfigError(f"{flag} must lie in [0, 1], got {v:g}")
     ramp = args.ramp if args.ramp is not None else args.epochs / 2
     win = (args.warmup, ramp)
     eps = Ramp(0.0, args.eps, *win, shape=args.ramp_shape)
