@@ -1,0 +1,11 @@
+"""Semantic certification beyond norm balls (GCert, Yuan, Wang & Su, USENIX Security 2023):
+segments in input or latent space (exact with ExactLine, or by bound propagation on the graph
+over the segment parameter), quantitative robust-fraction bounds, geometric/photometric
+transform sets, and generators with continuity and independent mutation directions."""
+
+from .segments import LinePieces as LinePieces
+from .segments import SegmentReport as SegmentReport
+from .segments import certify_segment_exact as certify_segment_exact
+from .segments import exact_line as exact_line
+from .segments import segment_graph as segment_graph
+from .segments import segment_problem as segment_problem
