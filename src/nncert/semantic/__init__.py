@@ -3,6 +3,8 @@ segments in input or latent space (exact with ExactLine, or by bound propagation
 over the segment parameter), quantitative robust-fraction bounds, geometric/photometric
 transform sets, and generators with continuity and independent mutation directions."""
 
+from .quantitative import QuantConfig as QuantConfig
+from .quantitative import robust_fraction as robust_fraction
 from .segments import LinePieces as LinePieces
 from .segments import SegmentReport as SegmentReport
 from .segments import certify_segment_exact as certify_segment_exact
