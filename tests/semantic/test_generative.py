@@ -84,7 +84,7 @@ def test_local_projection_moves_the_outside_less(digits):
         assert float(p.norm()) > 1e-3 * float(d.norm())
         assert outside_leakage(vae, z, p, mask) < outside_leakage(vae, z, d, mask)
     with pytest.raises(ConfigError):
-        local_projection(vae, z, d, mask, energy=1.0)
+        local_projection(vae, z, d, mask, keep=0.0)
 
 
 def test_mutations_change_the_images(digits):
@@ -97,6 +97,8 @@ def test_generator_report_and_files(generator, tmp_path):
     rep = generator.report
     assert set(rep["independence"]) == set(MUTATIONS)
     assert rep["continuity"]["C"] >= 1.0
+    leak = rep["local_outside_leakage"]
+    assert leak["after_orthogonalisation"] == leak["after"] < leak["before"]
     dirs = torch.stack(list(generator.directions.values()))
     g = dirs @ dirs.T
     assert float((g - torch.diag(torch.diag(g))).abs().max()) < 1e-4 * float(g.diag().max())

@@ -202,26 +202,33 @@ def orthogonalise(directions: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _jacobians(vae: VAE, z: torch.Tensor) -> list[torch.Tensor]:
+    return [torch.autograd.functional.jacobian(lambda v: vae.decode(v[None])[0].flatten(), zi)
+            for zi in z]
+
+
 def local_projection(vae: VAE, z: torch.Tensor, direction: torch.Tensor, mask: torch.Tensor,
-                     energy: float = 0.9) -> torch.Tensor:
-    """``direction`` with the latent directions that most change the pixels outside ``mask``
-    removed: the Jacobians J_G(z) restricted to the outside pixels (stacked over the latent
-    points z, (M, latent)) are decomposed, and the smallest set of right singular vectors
-    carrying ``energy`` of their squared norm is projected out. (With fewer latent dimensions
-    than outside pixels the exact null space is usually {0}; this keeps the direction's part
-    that moves the outside least.)"""
-    if not 0 < energy < 1:
-        raise ConfigError(f"energy must lie in (0, 1), got {energy}")
-    outside = ~mask.bool().expand(vae.image_shape).flatten()
-    rows = []
-    for zi in z:
-        J = torch.autograd.functional.jacobian(lambda v: vae.decode(v[None])[0].flatten(), zi)
-        rows.append(J[outside])
-    _, s, vh = torch.linalg.svd(torch.cat(rows), full_matrices=False)
-    share = torch.cumsum(s**2, 0) / (s**2).sum().clamp_min(1e-30)
-    k = int((share < energy).sum()) + 1
-    basis = vh[:k]
-    return direction - basis.T @ (basis @ direction)
+                     keep: float = 0.5) -> torch.Tensor:
+    """``direction`` projected onto the latent subspace that changes the pixels inside ``mask``
+    most relative to those outside it.
+
+    With A = Σ J_outᵀJ_out and B = Σ J_inᵀJ_in (the decoder's Jacobians at the latent points z,
+    (M, latent), split by the mask), the generalized eigenvectors of (A, B) with the smallest
+    ratios vᵀAv / vᵀBv (the share ``keep`` of them, at least one) span the most local
+    directions; the direction is projected onto their span (least squares). With fewer latent
+    dimensions than outside pixels an exact null space of J_out is usually {0}, hence this."""
+    if not 0 < keep <= 1:
+        raise ConfigError(f"keep must lie in (0, 1], got {keep}")
+    inside = mask.bool().expand(vae.image_shape).flatten()
+    A = sum(J[~inside].T @ J[~inside] for J in _jacobians(vae, z)).double()
+    B = sum(J[inside].T @ J[inside] for J in _jacobians(vae, z)).double()
+    B = B + 1e-9 * torch.trace(B) * torch.eye(B.shape[0], dtype=B.dtype)
+    L = torch.linalg.cholesky(B)
+    Linv = torch.linalg.inv(L)
+    _, U = torch.linalg.eigh(Linv @ A @ Linv.T)  # ascending ratios
+    W = (Linv.T @ U)[:, : max(1, round(keep * U.shape[1]))]
+    coef = torch.linalg.lstsq(W, direction.double().unsqueeze(1)).solution
+    return (W @ coef).squeeze(1).to(direction.dtype)
 
 
 def outside_leakage(vae: VAE, z: torch.Tensor, direction: torch.Tensor, mask: torch.Tensor
@@ -230,8 +237,7 @@ def outside_leakage(vae: VAE, z: torch.Tensor, direction: torch.Tensor, mask: to
     that falls outside ``mask`` (0: purely local)."""
     outside = ~mask.bool().expand(vae.image_shape).flatten()
     out = []
-    for zi in z:
-        J = torch.autograd.functional.jacobian(lambda v: vae.decode(v[None])[0].flatten(), zi)
+    for J in _jacobians(vae, z):
         out.append(float((J[outside] @ direction).norm() / (J @ direction).norm().clamp_min(1e-30)))
     return sum(out) / len(out)
 
@@ -291,8 +297,9 @@ class Generator:
 def build_generator(train: torch.Tensor, held_out: torch.Tensor, config: VAEConfig = VAEConfig(),
                     mutations: tuple[str, ...] = MUTATIONS, pairs: int = 500) -> Generator:
     """Train a VAE on ``train``, learn one direction per mutation from ``pairs`` data pairs
-    (x, τ(x)), project the local one, orthogonalise them in the order given, and measure the
-    continuity and independence on ``held_out``."""
+    (x, τ(x)), project the local one, orthogonalise them (the local one first, so it keeps its
+    projection; then the others in the order given), and measure the continuity, the local
+    direction's outside leakage and the independence on ``held_out``."""
     vae = train_vae(train, config)
     x = train[:pairs].float()
     dirs = {m: mutation_direction(vae, x, mutate(x, m)) for m in mutations}
@@ -304,7 +311,11 @@ def build_generator(train: torch.Tensor, held_out: torch.Tensor, config: VAEConf
         leak["before"] = outside_leakage(vae, z, dirs["local"], mask)
         dirs["local"] = local_projection(vae, z, dirs["local"], mask)
         leak["after"] = outside_leakage(vae, z, dirs["local"], mask)
-    ortho = dict(zip(dirs, orthogonalise(torch.stack(list(dirs.values())))))
+    order = sorted(dirs, key=lambda m: m != "local")  # the projected local direction is kept
+    ortho = dict(zip(order, orthogonalise(torch.stack([dirs[m] for m in order]))))
+    ortho = {m: ortho[m] for m in dirs}
+    if "local" in dirs:
+        leak["after_orthogonalisation"] = outside_leakage(vae, z, ortho["local"], mask)
     report = {"config": config.__dict__, "continuity": measure_continuity(vae, held_out),
               "local_outside_leakage": leak,
               "independence": independence(vae, held_out, ortho),
