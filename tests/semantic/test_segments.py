@@ -98,12 +98,13 @@ def test_segment_set_concretize_is_exact_and_samples_inside():
     assert seg[1].batch_size == 1 and bool((seg.lower <= seg.upper).all())
 
 
-def test_crown_on_segment_set_is_sound():
+@pytest.mark.parametrize("method", SOUND_METHODS)
+def test_every_method_on_the_segment_set_is_sound(method):
     f = zoo.mlp(2).to(dtype=D)
     a, b = _ends(f, 2)
     seg = Segment(a.unsqueeze(0), b.unsqueeze(0))
     spec = OutputSpec.identity(f.num_outputs, dtype=D)
-    bounds = compute_bounds(VerificationProblem(f, seg, spec), "crown")
+    bounds = compute_bounds(VerificationProblem(f, seg, spec), method, CONFIGS.get(method))
     y = f(seg.sample(2000)[:, 0])
     assert bool((y >= bounds.lower - 1e-9).all() and (y <= bounds.upper + 1e-9).all())
 
