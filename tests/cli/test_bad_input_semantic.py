@@ -134,3 +134,27 @@ def test_directions_npz_with_pickled_objects_is_refused(work):
     np.savez(work / "d.npz", names=np.array([None], dtype=object), vectors=np.zeros((1, 2)))
     with pytest.raises(DataError):
         load_directions(work / "d.npz")
+
+
+@pytest.mark.parametrize("toward,needle", [
+    (("rotate", "x"), "must be numbers"),
+    (("rotate", "1", "2"), "takes 1"),
+    (("warp", "1"), "unknown transform"),
+    (("scale", "-1"), "> 0"),
+    (("brightness", "inf"), "finite"),
+])
+def test_line_bad_toward(assets, work, toward, needle):
+    run = run_nncert("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+                     "--count", "2", "--toward", *toward, "--out", work / "l.json", cwd=work)
+    assert_clean_error(run, needle)
+    assert files_under(work) == set()
+
+
+def test_line_writes_json(assets, work):
+    run = run_nncert("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+                     "--count", "3", "--toward", "brightness", "0.3", "--method", "quantitative",
+                     "--out", work / "l.json", cwd=work)
+    assert run.code == 0, run.stderr
+    out = json.loads((work / "l.json").read_text())
+    assert out["summary"]["count"] == 3
+    assert all(r["fraction_lower"] <= r["fraction_upper"] for r in out["results"])

@@ -83,3 +83,17 @@ def test_deadline_gives_timeout_with_sound_bounds(monkeypatch):
 def test_bad_config():
     with pytest.raises(ConfigError):
         QuantConfig(max_pieces=0)
+
+
+def test_certify_line_between_two_images_matches_exact():
+    from nncert.semantic.latent import certify_line
+
+    net, a, b, spec = _case("conv-max", 2, 1.0)
+    label = int(net(a.unsqueeze(0)).argmax())
+    exact = certify_line(net, a, b, label, "exact")
+    quant = certify_line(net, a, b, label, "quantitative", QuantConfig(max_pieces=128))
+    once = certify_line(net, a, b, label, "interval")
+    assert quant.fraction_lower - 1e-9 <= exact.fraction_lower <= quant.fraction_upper + 1e-9
+    assert once.fraction_lower <= exact.fraction_lower <= once.fraction_upper
+    with pytest.raises(ConfigError, match="label"):
+        certify_line(net, a, b, 99)

@@ -25,9 +25,9 @@ from ..errors import ConfigError, DataError, ModelError
 from ..models import load
 from ..models.graph import Graph
 from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_directions, save_generator
-from ..semantic.latent import certify_latent_segment
+from ..semantic.latent import certify_latent_segment, certify_line
 from ..semantic.quantitative import QuantConfig
-from ..semantic.transforms import TRANSFORMS, TransformConfig, certify_transform
+from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
 from .common import (
     check_writable,
     finite_floats,
@@ -156,6 +156,49 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- line (a segment in input space) -----------------------------------------------------------
+def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor
+               ) -> list[dict]:
+    config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
+    rows = []
+    for i in progress(range(x.shape[0]), total=x.shape[0], desc="semantic line"):
+        label = int(labels[i])
+        rep = certify_line(graph, x[i], ends[i], label, args.method, config)
+        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
+               "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
+               "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
+                                                if k in ("pieces", "pieces_bounded")}}
+        if rep.t_star is not None:
+            row["t_star"] = rep.t_star
+        rows.append(row)
+    return rows
+
+
+def run_line(args: argparse.Namespace) -> int:
+    if args.out:
+        check_writable(args.out, "--out")
+    name, values = args.toward[0], args.toward[1:]
+    if name not in TRANSFORMS:
+        raise ConfigError(f"--toward: unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
+    try:
+        param = torch.tensor([[float(v) for v in values]], dtype=torch.float64)
+    except ValueError as e:
+        raise ConfigError(f"--toward {name}: parameter values must be numbers, got {values}") from e
+    if param.numel() != TRANSFORMS[name] or not bool(torch.isfinite(param).all()):
+        raise ConfigError(f"--toward {name} takes {TRANSFORMS[name]} finite number(s), got {values}")
+    if name == "scale" and float(param.min()) <= 0:
+        raise ConfigError("--toward scale: the factor must be > 0")
+    graph, x, labels = _classifier(args)
+    if x.dim() != 4:
+        raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
+    ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
+    rows = _line_rows(args, graph, x, labels, ends)
+    summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
+                       toward=[name, *param.flatten().tolist()])
+    _finish(args, rows, summary)
+    return 0
+
+
 # -- train-generator ----------------------------------------------------------------------------
 def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
@@ -226,6 +269,24 @@ def _register_segment(sub) -> None:
     p.add_argument("--direction", required=True, help="direction name (see its directions.npz)")
     p.add_argument("--delta", type=nonnegative_float, default=1.0,
                    help="segment length in units of the direction (default 1)")
+    _segment_method_args(p)
+    p.set_defaults(func=run_segment)
+
+
+def _register_line(sub) -> None:
+    p = sub.add_parser("line", help="certify along the straight line from each image to a mutated one",
+                       description="For each image x: the pixel-space segment from x to τ(x, p) "
+                                   "(--toward TRANSFORM P...), i.e. (1 − t)·x + t·τ(x, p); is every "
+                                   "image on it classified as x's label?")
+    _model_args(p)
+    p.add_argument("--toward", required=True, nargs="+", metavar="ARG",
+                   help="the end image: a transform and its parameter(s), e.g. 'brightness 0.3' "
+                        "or 'rotate 30'")
+    _segment_method_args(p)
+    p.set_defaults(func=run_line)
+
+
+def _segment_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="exact",
                    choices=["exact", "quantitative", *sorted(METHODS)],
                    help="exact (ExactLine), quantitative (robust-fraction bounds) or a bound "
@@ -234,7 +295,6 @@ def _register_segment(sub) -> None:
                    help="quantitative: most pieces bounded (default 512)")
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
                    help="quantitative: stop when upper − lower ≤ this (default 1e-3)")
-    p.set_defaults(func=run_segment)
 
 
 def _register_train(sub) -> None:
@@ -266,5 +326,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     inner = p.add_subparsers(dest="semantic_command", metavar="SUBCOMMAND")
     _register_transform(inner)
     _register_segment(inner)
+    _register_line(inner)
     _register_train(inner)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])

@@ -40,15 +40,24 @@ def certify_latent_segment(classifier: Graph, decoder: Graph, encoder: Graph, im
                            deadline: Deadline = NEVER) -> SegmentReport:
     """Robustness of ``classifier`` at ``label`` on ``decoder``'s images along the segment
     (see the module docstring)."""
-    if not 0 <= label < classifier.num_outputs:
-        raise ConfigError(f"label {label} outside the classifier's {classifier.num_outputs} classes")
     fg = compose(decoder.to(dtype=torch.float64), classifier.to(dtype=torch.float64))
     z0, z1 = latent_segment(encoder, image, direction, delta)
-    z0, z1 = z0.double(), z1.double()
-    spec = OutputSpec.robustness([label], fg.num_outputs, dtype=torch.float64)
+    return certify_line(fg, z0, z1, label, method, config, deadline)
+
+
+def certify_line(graph: Graph, start: torch.Tensor, end: torch.Tensor, label: int,
+                 method: str = "exact", config: QuantConfig | None = None,
+                 deadline: Deadline = NEVER) -> SegmentReport:
+    """Robustness of ``graph`` at ``label`` on the segment start → end of its input space (two
+    images, or two latent points of f∘G), in float64; ``method`` as in the module docstring."""
+    if not 0 <= label < graph.num_outputs:
+        raise ConfigError(f"label {label} outside the model's {graph.num_outputs} classes")
+    g = graph.to(dtype=torch.float64)
+    a, b = start.to(g.device, torch.float64), end.to(g.device, torch.float64)
+    spec = OutputSpec.robustness([label], g.num_outputs, dtype=torch.float64, device=g.device)
     if method == "exact":
-        return certify_segment_exact(fg, z0, z1, spec)
+        return certify_segment_exact(g, a, b, spec)
     if method == "quantitative":
-        return robust_fraction(fg, z0, z1, spec, config or QuantConfig(), deadline)
+        return robust_fraction(g, a, b, spec, config or QuantConfig(), deadline)
     one = QuantConfig(method=method, initial_pieces=1, max_pieces=1)
-    return robust_fraction(fg, z0, z1, spec, one, deadline)
+    return robust_fraction(g, a, b, spec, one, deadline)
