@@ -197,3 +197,37 @@ def prepend(graph: Graph, op: Op, name: str = "prep") -> Graph:
     for n in graph.nodes:
         nodes.append(Node(n.name, n.op, tuple(name if s == graph.input_name else s for s in n.inputs)))
     return Graph(nodes, graph.input_shape, graph.input_name, graph.output_name)
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
+def compose(inner: Graph, outer: Graph, prefix: str = "f.") -> Graph:
+    """The graph of ``outer(inner(x))`` (e.g. a classifier f after a generator G: f∘G).
+
+    ``inner``'s output must have as many elements as ``outer``'s input; when the shapes differ
+    a Reshape node is inserted between them. ``outer``'s nodes are renamed ``prefix + name``
+    (with ``_`` appended on a clash); ``inner``'s names are kept. Concrete evaluation equals
+    ``outer.forward(inner.forward(x).reshape(...))`` exactly (the same ops, in order)."""
+    from .ops import Reshape
+
+    if math.prod(inner.output_shape) != math.prod(outer.input_shape):
+        raise ShapeError("composing graphs: inner output vs outer input",
+                         outer.input_shape, inner.output_shape)
+    outer = outer.to(inner.device, inner.dtype)
+    taken = {inner.input_name, *(n.name for n in inner.nodes)}
+    nodes = list(inner.nodes)
+    link = inner.output_name
+    if inner.output_shape != outer.input_shape:
+        link = _fresh(prefix + "reshape_in", taken)
+        taken.add(link)
+        nodes.append(Node(link, Reshape(outer.input_shape), (inner.output_name,)))
+    rename = {outer.input_name: link}
+    for n in outer.nodes:
+        rename[n.name] = _fresh(prefix + n.name, taken)
+        taken.add(rename[n.name])
+        nodes.append(Node(rename[n.name], n.op, tuple(rename[s] for s in n.inputs)))
+    return Graph(nodes, inner.input_shape, inner.input_name, rename[outer.output_name])

@@ -3,6 +3,7 @@
 from .input_sets import Box as Box
 from .input_sets import InputSet as InputSet
 from .input_sets import LpBall as LpBall
+from .input_sets import Segment as Segment
 from .output import OutputSpec as OutputSpec
 from .problem import VerificationProblem as VerificationProblem
 from .problem import robustness_problem as robustness_problem

@@ -261,3 +261,105 @@ class LpBall(InputSet):
 
         return _derived(LpBall, center_=mv(self.center_), eps=mv(self.eps), p=self.p,
                         clip_lower=mv(self.clip_lower), clip_upper=mv(self.clip_upper))
+
+
+@dataclass(frozen=True, eq=False)
+class Segment(InputSet):
+    """The line segment ``{start + t·(end − start) : t ∈ [t_lo, t_hi]}`` (per batch element).
+
+    ``start`` and ``end`` are (B, *shape); ``t_lo``/``t_hi`` are floats or (B,) tensors in
+    [0, 1] (default the whole segment). ``concretize`` is exact (a linear functional is
+    extreme at an end of the segment); ``lower``/``upper`` are the box hull. Bound methods
+    that only read the box hull (interval, zonotope) lose the 1-D structure: for them build
+    the graph over the parameter t instead (``nncert.semantic.segments.segment_problem``).
+    """
+
+    start: torch.Tensor
+    end: torch.Tensor
+    t_lo: float | torch.Tensor = 0.0
+    t_hi: float | torch.Tensor = 1.0
+
+    def __post_init__(self) -> None:
+        if self.start.shape != self.end.shape:
+            raise ShapeError("segment end vs start", tuple(self.start.shape),
+                             tuple(self.end.shape))
+        _check_finite("segment start", self.start)
+        _check_finite("segment end", self.end)
+        lo, hi = self._t()
+        _check_finite("segment parameter range", torch.cat([lo, hi]))
+        if bool((lo < 0).any() | (hi > 1).any() | (lo > hi).any()):
+            raise ConfigError("segment parameter range must satisfy 0 ≤ t_lo ≤ t_hi ≤ 1")
+
+    def _t(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """t_lo, t_hi as (B,) tensors."""
+        B, kw = self.start.shape[0], {"dtype": self.start.dtype, "device": self.start.device}
+        lo, hi = torch.as_tensor(self.t_lo).to(**kw), torch.as_tensor(self.t_hi).to(**kw)
+        return lo.expand(B) if lo.dim() == 0 else lo, hi.expand(B) if hi.dim() == 0 else hi
+
+    @property
+    def shape(self) -> Shape:
+        return tuple(self.start.shape[1:])
+
+    @property
+    def batch_size(self) -> int:
+        return self.start.shape[0]
+
+    def _view(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(*t.shape, *([1] * len(self.shape)))
+
+    def point(self, t: torch.Tensor) -> torch.Tensor:
+        """``start + t·(end − start)`` for parameters t of shape (…, B) → (…, B, *shape)."""
+        return self.start + self._view(t.to(self.start.dtype)) * (self.end - self.start)
+
+    def endpoints(self) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = self._t()
+        return self.point(lo), self.point(hi)
+
+    @property
+    def lower(self) -> torch.Tensor:
+        a, b = self.endpoints()
+        return torch.minimum(a, b)
+
+    @property
+    def upper(self) -> torch.Tensor:
+        a, b = self.endpoints()
+        return torch.maximum(a, b)
+
+    @property
+    def center(self) -> torch.Tensor:
+        lo, hi = self._t()
+        return self.point((lo + hi) / 2)
+
+    def concretize(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.endpoints()
+        va, vb = _flat_dot(A, a), _flat_dot(A, b)
+        return torch.minimum(va, vb), torch.maximum(va, vb)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        lo, hi = self._t()
+        u = torch.rand((n, self.batch_size), generator=generator, dtype=self.start.dtype)
+        return self.point(lo + u.to(self.start.device) * (hi - lo))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        d = (self.end - self.start).flatten(1)
+        rel = (x - self.start).flatten(start_dim=x.dim() - len(self.shape))
+        t = (rel * d).sum(-1) / (d * d).sum(-1).clamp_min(1e-30)
+        lo, hi = self._t()
+        return self.point(torch.maximum(torch.minimum(t, hi), lo))
+
+    def contains(self, x: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
+        dist = (x - self.project(x)).flatten(start_dim=x.dim() - len(self.shape)).abs()
+        return dist.amax(dim=-1) <= atol + 1e-12
+
+    def __getitem__(self, idx) -> Segment:
+        lo, hi = self._t()
+        s, e, lo, hi = self.start[idx], self.end[idx], lo[idx], hi[idx]
+        if s.dim() == len(self.shape):
+            s, e, lo, hi = s.unsqueeze(0), e.unsqueeze(0), lo.reshape(1), hi.reshape(1)
+        return _derived(Segment, start=s, end=e, t_lo=lo, t_hi=hi)
+
+    def to(self, device=None, dtype=None) -> Segment:
+        lo, hi = self._t()
+        kw = {"device": device, "dtype": dtype}
+        return _derived(Segment, start=self.start.to(**kw), end=self.end.to(**kw),
+                        t_lo=lo.to(**kw), t_hi=hi.to(**kw))

@@ -1,0 +1,331 @@
+"""``nncert semantic``: certification beyond norm balls (GCert).
+
+* ``semantic transform``: robustness of each test image to a geometric or photometric transform
+  over a parameter range (``--transform rotate --range -30 30``), decided by parameter splitting
+  with a bound method.
+* ``semantic segment``: robustness along a generator's latent segment z → z + δ·d for a learned
+  direction (``--generator DIR --direction rotate``), exact (ExactLine), quantitative or one pass
+  of a bound method.
+* ``semantic train-generator``: train the VAE with the continuity regulariser, learn the
+  mutation directions, and write decoder.onnx, encoder.onnx, directions.npz and report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..benchmarks.robustness import prepare_inputs, with_normalization
+from ..bounds import METHODS
+from ..data import load_dataset
+from ..errors import ConfigError, DataError, ModelError
+from ..models import load
+from ..models.graph import Graph
+from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_directions, save_generator
+from ..semantic.latent import certify_latent_segment, certify_line
+from ..semantic.quantitative import QuantConfig
+from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
+from .common import (
+    check_writable,
+    finite_floats,
+    nonnegative_float,
+    positive_float,
+    positive_floats,
+    positive_int,
+    progress,
+    write_json,
+)
+
+
+def _classifier(args: argparse.Namespace) -> tuple[Graph, torch.Tensor, torch.Tensor]:
+    """(classifier with normalisation, images in [0, 1] of its input shape, labels)."""
+    data = load_dataset(args.data, count=args.count)
+    if len(data) == 0:
+        raise DataError(f"{args.data}: the dataset holds no images")
+    graph = with_normalization(load(args.model), args.mean, args.std)
+    x = prepare_inputs(data.images, graph, args.scale if args.scale is not None else data.pixel_max)
+    return graph, x, data.labels
+
+
+def _summary(rows: list[dict], **extra) -> dict:
+    n = len(rows)
+    count = {v: sum(r["verdict"] == v for r in rows) for v in ("verified", "falsified", "unknown",
+                                                                 "timeout")}
+    out = {"count": n, **count, "certified_rate": count["verified"] / n if n else 0.0,
+           "mean_time_s": sum(r["time_s"] for r in rows) / n if n else 0.0}
+    for key in ("fraction_lower", "fraction_upper", "proved_fraction"):
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            out[f"mean_{key}"] = sum(vals) / len(vals)
+    return {**out, **extra}
+
+
+def _finish(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
+    if args.out:
+        write_json(args.out, {"summary": summary, "results": rows})
+        print(f"results written to {args.out}", file=sys.stderr)
+    fraction = ""
+    if "mean_fraction_lower" in summary:
+        fraction = (f"; mean robust fraction in [{summary['mean_fraction_lower']:.4f}, "
+                    f"{summary['mean_fraction_upper']:.4f}]")
+    elif "mean_proved_fraction" in summary:
+        fraction = f"; mean proved share of the range {summary['mean_proved_fraction']:.4f}"
+    print(f"{summary['verified']}/{summary['count']} verified, {summary['falsified']} falsified "
+          f"(mean {summary['mean_time_s']:.3f} s per input){fraction}")
+
+
+# -- transform ----------------------------------------------------------------------------------
+def _check_range(name: str, values: list[float]) -> tuple[list[float], list[float]]:
+    n = TRANSFORMS[name]
+    if len(values) != 2 * n:
+        raise ConfigError(f"--range for {name} takes {2 * n} numbers (lower then upper end of "
+                          f"each of its {n} parameter{'s' if n > 1 else ''}), got {len(values)}")
+    lo, hi = values[0::2], values[1::2]  # LO HI for each parameter in turn
+    if any(a > b for a, b in zip(lo, hi)):
+        raise ConfigError(f"--range for {name}: a lower end is above its upper end ({values})")
+    if name == "scale" and min(lo) <= 0:
+        raise ConfigError("--range for scale: factors must be > 0")
+    return lo, hi
+
+
+def run_transform(args: argparse.Namespace) -> int:
+    if args.out:
+        check_writable(args.out, "--out")
+    lo, hi = _check_range(args.transform, args.range)
+    graph, x, labels = _classifier(args)
+    config = TransformConfig(method=args.method, initial_pieces=args.pieces,
+                             max_pieces=args.max_pieces, batch=args.batch)
+    rows = []
+    for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.transform}"):
+        label = int(labels[i])
+        rep = certify_transform(graph, x[i], label, args.transform, lo, hi, config)
+        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
+               "proved_fraction": rep.proved_fraction, "time_s": rep.result.time_s,
+               "pieces_bounded": rep.result.stats.get("pieces_bounded", 0)}
+        if rep.param is not None:
+            row["counterexample_param"] = [float(v) for v in rep.param.flatten()]
+        rows.append(row)
+    summary = _summary(rows, model=str(args.model), data=str(args.data),
+                       transform=args.transform, range=[lo, hi], method=args.method)
+    _finish(args, rows, summary)
+    return 0
+
+
+# -- segment ------------------------------------------------------------------------------------
+def _generator(args: argparse.Namespace, graph: Graph):
+    d = Path(args.generator)
+    if not d.is_dir():
+        raise ModelError(f"--generator must be a directory written by train-generator: {d}")
+    decoder, encoder = load(d / "decoder.onnx"), load(d / "encoder.onnx")
+    directions = load_directions(d / "directions.npz")
+    if args.direction not in directions:
+        raise ConfigError(f"direction {args.direction!r} is not in {d / 'directions.npz'}; "
+                          f"it has {', '.join(directions)}")
+    if decoder.num_outputs != graph.num_inputs:
+        raise ModelError(f"the generator makes images of shape {decoder.output_shape}, the model "
+                         f"reads {graph.input_shape}")
+    return decoder, encoder, directions[args.direction]
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    if args.out:
+        check_writable(args.out, "--out")
+    graph, x, labels = _classifier(args)
+    decoder, encoder, direction = _generator(args, graph)
+    if encoder.input_shape != tuple(x.shape[1:]):
+        x = x.reshape(x.shape[0], *encoder.input_shape)
+    config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
+    rows = []
+    for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.direction}"):
+        label = int(labels[i])
+        rep = certify_latent_segment(graph, decoder, encoder, x[i], label, direction, args.delta,
+                                     args.method, config)
+        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
+               "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
+               "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
+                                                if k in ("pieces", "pieces_bounded")}}
+        if rep.t_star is not None:
+            row["t_star"] = rep.t_star
+        rows.append(row)
+    summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
+                       generator=str(args.generator), direction=args.direction, delta=args.delta)
+    _finish(args, rows, summary)
+    return 0
+
+
+# -- line (a segment in input space) -----------------------------------------------------------
+def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor
+               ) -> list[dict]:
+    config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
+    rows = []
+    for i in progress(range(x.shape[0]), total=x.shape[0], desc="semantic line"):
+        label = int(labels[i])
+        rep = certify_line(graph, x[i], ends[i], label, args.method, config)
+        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
+               "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
+               "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
+                                                if k in ("pieces", "pieces_bounded")}}
+        if rep.t_star is not None:
+            row["t_star"] = rep.t_star
+        rows.append(row)
+    return rows
+
+
+def run_line(args: argparse.Namespace) -> int:
+    if args.out:
+        check_writable(args.out, "--out")
+    name, values = args.toward[0], args.toward[1:]
+    if name not in TRANSFORMS:
+        raise ConfigError(f"--toward: unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
+    try:
+        param = torch.tensor([[float(v) for v in values]], dtype=torch.float64)
+    except ValueError as e:
+        raise ConfigError(f"--toward {name}: parameter values must be numbers, got {values}") from e
+    if param.numel() != TRANSFORMS[name] or not bool(torch.isfinite(param).all()):
+        raise ConfigError(f"--toward {name} takes {TRANSFORMS[name]} finite number(s), got {values}")
+    if name == "scale" and float(param.min()) <= 0:
+        raise ConfigError("--toward scale: the factor must be > 0")
+    graph, x, labels = _classifier(args)
+    if x.dim() != 4:
+        raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
+    ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
+    rows = _line_rows(args, graph, x, labels, ends)
+    summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
+                       toward=[name, *param.flatten().tolist()])
+    _finish(args, rows, summary)
+    return 0
+
+
+# -- train-generator ----------------------------------------------------------------------------
+def run_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out must be a directory: {out} is a file")
+    check_writable(out / "report.json", "--out")
+    train = load_dataset(args.data, count=args.count)
+    held = load_dataset(args.held_out, count=args.held_out_count)
+    if len(train) == 0 or len(held) == 0:
+        raise DataError("the training or held-out dataset holds no images")
+    if train.images.shape[1:] != held.images.shape[1:]:
+        raise DataError(f"training images {tuple(train.images.shape[1:])} and held-out images "
+                        f"{tuple(held.images.shape[1:])} differ in shape")
+    config = VAEConfig(latent=args.latent, hidden=args.hidden, steps=args.steps,
+                       jacobian_weight=args.jacobian_weight, seed=args.seed)
+    gen = build_generator(train.images / train.pixel_max, held.images / held.pixel_max, config,
+                          tuple(args.mutations))
+    paths = save_generator(gen, out)
+    c = gen.report["continuity"]
+    print(f"generator written to {out} ({', '.join(p.name for p in paths)}); measured "
+          f"bi-Lipschitz C = {c['C']:.3g} (ratios {c['lower']:.3g} .. {c['upper']:.3g})")
+    for name, row in gen.report["independence"].items():
+        print(f"  {name:<11} " + " ".join(f"{k}={v:.2f}" for k, v in row.items()))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="ONNX classifier")
+    p.add_argument("--data", required=True,
+                   help="dataset (as for `nncert verify`: 'digits:test', MNIST IDX, CIFAR-10, ERAN CSV)")
+    p.add_argument("--count", type=positive_int, default=None, help="only the first N images")
+    p.add_argument("--scale", type=positive_float, default=None,
+                   help="divide raw pixels by this (default: the dataset's max)")
+    p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean")
+    p.add_argument("--std", type=positive_floats, default=None, help="per-channel std")
+    p.add_argument("--out", default=None, help="write JSON {summary, results} here")
+
+
+def _register_transform(sub) -> None:
+    p = sub.add_parser("transform", help="certify robustness to a transform over a parameter range",
+                       description="VERIFIED: every image τ(x, p), p in the range, is classified "
+                                   "as x's label (sound pixel bounds per parameter piece, pieces "
+                                   "split until proved); FALSIFIED: a concrete parameter whose "
+                                   "image is misclassified.")
+    _model_args(p)
+    p.add_argument("--transform", required=True, choices=list(TRANSFORMS))
+    p.add_argument("--range", required=True, type=float, nargs="+", metavar="V",
+                   help="parameter range: LO HI (translate: DX_LO DX_HI DY_LO DY_HI); rotate in "
+                        "degrees, translate in pixels, scale as a factor, brightness as an offset "
+                        "in [0,1] units, contrast as a factor")
+    p.add_argument("--method", default="crown", choices=sorted(METHODS))
+    p.add_argument("--pieces", type=positive_int, default=8,
+                   help="initial pieces per parameter (default 8; 1 = no splitting at first)")
+    p.add_argument("--max-pieces", type=positive_int, default=1024,
+                   help="most parameter pieces bounded per image (default 1024)")
+    p.add_argument("--batch", type=positive_int, default=32, help="pieces per bound call")
+    p.set_defaults(func=run_transform)
+
+
+def _register_segment(sub) -> None:
+    p = sub.add_parser("segment", help="certify along a generator's latent mutation segment",
+                       description="For each image x: the segment z → z + DELTA·d in the latent "
+                                   "space of the generator (z = E(x), d the named direction); "
+                                   "is every decoded image classified as x's label?")
+    _model_args(p)
+    p.add_argument("--generator", required=True, help="directory written by train-generator")
+    p.add_argument("--direction", required=True, help="direction name (see its directions.npz)")
+    p.add_argument("--delta", type=nonnegative_float, default=1.0,
+                   help="segment length in units of the direction (default 1)")
+    _segment_method_args(p)
+    p.set_defaults(func=run_segment)
+
+
+def _register_line(sub) -> None:
+    p = sub.add_parser("line", help="certify along the straight line from each image to a mutated one",
+                       description="For each image x: the pixel-space segment from x to τ(x, p) "
+                                   "(--toward TRANSFORM P...), i.e. (1 − t)·x + t·τ(x, p); is every "
+                                   "image on it classified as x's label?")
+    _model_args(p)
+    p.add_argument("--toward", required=True, nargs="+", metavar="ARG",
+                   help="the end image: a transform and its parameter(s), e.g. 'brightness 0.3' "
+                        "or 'rotate 30'")
+    _segment_method_args(p)
+    p.set_defaults(func=run_line)
+
+
+def _segment_method_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="exact",
+                   choices=["exact", "quantitative", *sorted(METHODS)],
+                   help="exact (ExactLine), quantitative (robust-fraction bounds) or a bound "
+                        "method (one pass)")
+    p.add_argument("--max-pieces", type=positive_int, default=512,
+                   help="quantitative: most pieces bounded (default 512)")
+    p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
+                   help="quantitative: stop when upper − lower ≤ this (default 1e-3)")
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser("train-generator", help="train a VAE generator and its mutation directions",
+                       description="Trains a VAE (ReLU decoder, continuity regulariser), learns "
+                                   "one latent direction per mutation from data pairs, and writes "
+                                   "decoder.onnx, encoder.onnx, directions.npz and report.json "
+                                   "(measured bi-Lipschitz C and independence) into --out.")
+    p.add_argument("--data", default="digits:train", help="training images (default digits:train)")
+    p.add_argument("--held-out", default="digits:test", help="images for the measurements")
+    p.add_argument("--count", type=positive_int, default=None)
+    p.add_argument("--held-out-count", type=positive_int, default=1000)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--latent", type=positive_int, default=8)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--steps", type=positive_int, default=400)
+    p.add_argument("--jacobian-weight", type=nonnegative_float, default=0.05,
+                   help="continuity regulariser weight (0 disables it)")
+    p.add_argument("--mutations", nargs="+", choices=list(MUTATIONS), default=list(MUTATIONS))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("semantic", help="semantic certification: transforms, generator segments",
+                       description="Certification beyond norm balls (GCert): geometric and "
+                                   "photometric transforms, and segments in a generator's "
+                                   "latent space. Each subcommand has its own --help.")
+    inner = p.add_subparsers(dest="semantic_command", metavar="SUBCOMMAND")
+    _register_transform(inner)
+    _register_segment(inner)
+    _register_line(inner)
+    _register_train(inner)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])

@@ -1,0 +1,160 @@
+"""Bad input to ``nncert semantic`` in a real subprocess: one clean line, exit 2, no traceback,
+nothing written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from badinput import assert_clean_error, files_under, run_nncert  # noqa: E402
+
+from nncert.models import ops  # noqa: E402
+from nncert.models.graph import sequential  # noqa: E402
+from nncert.models.to_onnx import to_onnx  # noqa: E402
+from nncert.semantic.generative import VAEConfig, build_generator, save_generator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """An 8×8 digits classifier, a 4×4-input classifier, and a small generator directory."""
+    d = tmp_path_factory.mktemp("semantic_assets")
+    torch.manual_seed(0)
+    net = sequential([ops.Flatten(), ops.Linear(torch.randn(10, 64) * 0.1, torch.zeros(10))],
+                     (1, 8, 8))
+    to_onnx(net, d / "net.onnx")
+    small = sequential([ops.Flatten(), ops.Linear(torch.randn(10, 16), torch.zeros(10))], (1, 4, 4))
+    to_onnx(small, d / "small.onnx")
+    x = torch.rand(64, 1, 8, 8)
+    gen = build_generator(x, x, VAEConfig(latent=3, hidden=16, steps=5), ("rotate", "thickness"),
+                          pairs=16)
+    save_generator(gen, d / "gen")
+    bad = d / "gen_bad"
+    bad.mkdir()
+    for name in ("decoder.onnx", "encoder.onnx"):
+        (bad / name).write_bytes((d / "gen" / name).read_bytes())
+    (bad / "directions.npz").write_text("not an npz")
+    return d
+
+
+@pytest.fixture
+def work(tmp_path):
+    return tmp_path
+
+
+def _transform(assets, *extra):
+    return ("semantic", "transform", "--model", assets / "net.onnx", "--data", "digits:test",
+            "--count", "2", *extra)
+
+
+def _segment(assets, *extra, gen="gen"):
+    return ("semantic", "segment", "--model", assets / "net.onnx", "--data", "digits:test",
+            "--count", "2", "--generator", assets / gen, *extra)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (("--transform", "rotate", "--range", "1", "2", "3"), "takes 2 numbers"),
+    (("--transform", "translate", "--range", "1", "2"), "takes 4 numbers"),
+    (("--transform", "rotate", "--range", "5", "-5"), "lower end is above"),
+    (("--transform", "scale", "--range", "0", "1.2"), "must be > 0"),
+    (("--transform", "warp", "--range", "0", "1"), "invalid choice"),
+    (("--transform", "rotate", "--range", "0", "nan"), None),
+    (("--transform", "rotate", "--range", "0", "1", "--pieces", "0"), "pieces"),
+    (("--transform", "rotate", "--range", "0", "1", "--method", "magic"), "invalid choice"),
+])
+def test_transform_bad_arguments(assets, work, extra, needle):
+    run = run_nncert(*_transform(assets, *extra, "--out", work / "r.json"), cwd=work)
+    assert_clean_error(run, needle)
+    assert files_under(work) == set()
+
+
+def test_transform_bad_model_and_data(assets, work):
+    rng = ("--transform", "rotate", "--range", "0", "1")
+    run = run_nncert("semantic", "transform", "--model", work / "none.onnx", "--data",
+                     "digits:test", *rng, cwd=work)
+    assert_clean_error(run, "none.onnx")
+    run = run_nncert("semantic", "transform", "--model", assets / "small.onnx", "--data",
+                     "digits:test", *rng, cwd=work)
+    assert_clean_error(run, "shape")
+    run = run_nncert("semantic", "transform", "--model", assets / "net.onnx", "--data",
+                     work / "nodata.csv", *rng, cwd=work)
+    assert_clean_error(run, "nodata")
+    run = run_nncert(*_transform(assets, *rng, "--out", work), cwd=work)  # a directory
+    assert_clean_error(run, "--out")
+    assert files_under(work) == set()
+
+
+def test_segment_bad_generator(assets, work):
+    assert_clean_error(run_nncert(*_segment(assets, "--direction", "rotate", gen="nope"),
+                                  cwd=work), "directory")
+    assert_clean_error(run_nncert(*_segment(assets, "--direction", "spin"), cwd=work),
+                       "not in")
+    assert_clean_error(run_nncert(*_segment(assets, "--direction", "rotate", gen="gen_bad"),
+                                  cwd=work), "directions file")
+    run = run_nncert("semantic", "segment", "--model", assets / "small.onnx", "--data",
+                     "digits:test", "--generator", assets / "gen", "--direction", "rotate", cwd=work)
+    assert_clean_error(run, "shape")
+    run = run_nncert(*_segment(assets, "--direction", "rotate", "--delta", "-1"), cwd=work)
+    assert_clean_error(run, "delta")
+    assert files_under(work) == set()
+
+
+def test_segment_and_transform_write_json(assets, work):
+    run = run_nncert(*_segment(assets, "--direction", "rotate", "--out", work / "s.json"),
+                     cwd=work)
+    assert run.code == 0, run.stderr
+    rows = json.loads((work / "s.json").read_text())
+    assert rows["summary"]["count"] == 2 and len(rows["results"]) == 2
+    run = run_nncert(*_transform(assets, "--transform", "brightness", "--range", "-0.1", "0.1",
+                                 "--out", work / "t.json"), cwd=work)
+    assert run.code == 0, run.stderr
+    assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
+
+
+def test_train_generator_bad_input(work):
+    (work / "afile").write_text("x")
+    assert_clean_error(run_nncert("semantic", "train-generator", "--out", work / "afile",
+                                  "--steps", "1", cwd=work), "directory")
+    assert_clean_error(run_nncert("semantic", "train-generator", "--out", work / "g",
+                                  "--data", work / "none", "--steps", "1", cwd=work), "none")
+    assert_clean_error(run_nncert("semantic", "train-generator", "--out", work / "g",
+                                  "--steps", "0", cwd=work), "steps")
+    assert files_under(work) == {"afile"}
+
+
+def test_directions_npz_with_pickled_objects_is_refused(work):
+    from nncert.errors import DataError
+    from nncert.semantic.generative import load_directions
+
+    np.savez(work / "d.npz", names=np.array([None], dtype=object), vectors=np.zeros((1, 2)))
+    with pytest.raises(DataError):
+        load_directions(work / "d.npz")
+
+
+@pytest.mark.parametrize("toward,needle", [
+    (("rotate", "x"), "must be numbers"),
+    (("rotate", "1", "2"), "takes 1"),
+    (("warp", "1"), "unknown transform"),
+    (("scale", "-1"), "> 0"),
+    (("brightness", "inf"), "finite"),
+])
+def test_line_bad_toward(assets, work, toward, needle):
+    run = run_nncert("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+                     "--count", "2", "--toward", *toward, "--out", work / "l.json", cwd=work)
+    assert_clean_error(run, needle)
+    assert files_under(work) == set()
+
+
+def test_line_writes_json(assets, work):
+    run = run_nncert("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+                     "--count", "3", "--toward", "brightness", "0.3", "--method", "quantitative",
+                     "--out", work / "l.json", cwd=work)
+    assert run.code == 0, run.stderr
+    out = json.loads((work / "l.json").read_text())
+    assert out["summary"]["count"] == 3
+    assert all(r["fraction_lower"] <= r["fraction_upper"] for r in out["results"])

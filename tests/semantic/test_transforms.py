@@ -1,0 +1,116 @@
+"""Transform sets: sound pixel bounds over parameter boxes, and the split-and-bound decision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nncert.errors import ConfigError, ShapeError
+from nncert.result import Verdict
+from nncert.semantic.transforms import (
+    TRANSFORMS,
+    TransformConfig,
+    TransformSet,
+    apply_transform,
+    bilinear,
+    certify_transform,
+    uniform_pieces,
+)
+
+D = torch.float64
+RANGES = {"rotate": ([-30.0], [30.0]), "translate": ([-2.0, -1.5], [1.0, 2.5]),
+          "scale": ([0.8], [1.25]), "shear": ([-0.3], [0.3]), "brightness": ([-0.3], [0.3]),
+          "contrast": ([0.5], [1.5])}
+
+
+def _image(C=1, H=8, W=8, seed=0):
+    return torch.rand((C, H, W), generator=torch.Generator().manual_seed(seed), dtype=D)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 11, 9)])
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_pixel_bounds_contain_sampled_images(name, shape, pieces):
+    tset = uniform_pieces(_image(*shape), name, *RANGES[name], pieces)
+    box = tset.box()
+    n = 10_000 // tset.batch_size
+    params = tset.sample_params(n, torch.Generator().manual_seed(1))  # (n, B, k)
+    imgs = tset.images(params.reshape(-1, params.shape[-1])).reshape(n, tset.batch_size, *shape)
+    assert bool((imgs >= box.lo).all() and (imgs <= box.hi).all()), name
+    ends = tset.images(torch.cat([tset.lo, tset.hi])).reshape(2, tset.batch_size, *shape)
+    assert bool((ends >= box.lo).all() and (ends <= box.hi).all())
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_bounds_tighten_when_split_and_shrink_to_the_image(name):
+    tset = uniform_pieces(_image(), name, *RANGES[name], 1)
+    parent, kids = tset.box(), tset.split().box()
+    assert bool((kids.lo >= parent.lo - 1e-12).all() and (kids.hi <= parent.hi + 1e-12).all())
+    assert float((kids.hi - kids.lo).mean()) <= float((parent.hi - parent.lo).mean()) + 1e-12
+    p = (tset.lo + tset.hi) / 2
+    tiny = TransformSet(tset.image, name, p - 1e-7, p + 1e-7).box()
+    img = tset.images(p)
+    assert float((tiny.hi - img).abs().max()) < 1e-4 and float((tiny.lo - img).abs().max()) < 1e-4
+
+
+def test_identity_parameters_give_the_image():
+    x = _image()
+    for name, p in [("rotate", [0.0]), ("translate", [0.0, 0.0]), ("scale", [1.0]),
+                    ("shear", [0.0]), ("brightness", [0.0]), ("contrast", [1.0])]:
+        torch.testing.assert_close(apply_transform(x, name, torch.tensor([p], dtype=D))[0], x)
+
+
+def test_integer_translation_shifts_and_rotation_by_90_turns():
+    x = _image(H=7, W=7)
+    moved = apply_transform(x, "translate", torch.tensor([[2.0, 1.0]], dtype=D))[0]
+    torch.testing.assert_close(moved[:, 1:, 2:], x[:, :-1, :-2])
+    assert float(moved[:, 0].abs().max()) == 0.0
+    turned = apply_transform(x, "rotate", torch.tensor([[90.0]], dtype=D))[0]
+    assert torch.allclose(turned, torch.rot90(x, 1, (1, 2)), atol=1e-12) or \
+        torch.allclose(turned, torch.rot90(x, -1, (1, 2)), atol=1e-12)
+
+
+def test_bilinear_is_zero_outside_and_exact_on_grid():
+    x = _image()
+    r, c = torch.tensor([0.0, 3.0, -1.5, 9.0], dtype=D), torch.tensor([0.0, 5.0, 2.0, 1.0], dtype=D)
+    v = bilinear(x, r, c)[0]
+    assert v[0] == x[0, 0, 0] and v[1] == x[0, 3, 5] and v[2] == 0 and v[3] == 0
+
+
+def test_bad_transform_inputs():
+    with pytest.raises(ConfigError, match="unknown transform"):
+        uniform_pieces(_image(), "warp", [0], [1], 1)
+    with pytest.raises(ConfigError, match="lower end above"):
+        TransformSet(_image(), "rotate", torch.ones(1, 1), torch.zeros(1, 1))
+    with pytest.raises(ShapeError):
+        TransformSet(_image(), "translate", torch.zeros(1, 1), torch.ones(1, 1))
+    with pytest.raises(ConfigError, match="scale"):
+        TransformSet(_image(), "scale", torch.zeros(1, 1), torch.ones(1, 1))
+
+
+@pytest.mark.parametrize("method", ["interval", "crown"])
+@pytest.mark.parametrize("name,lo,hi", [("rotate", [-10.0], [10.0]),
+                                        ("brightness", [-0.1], [0.1]),
+                                        ("translate", [-0.5, -0.5], [0.5, 0.5]),
+                                        ("scale", [0.9], [1.1])])
+def test_certify_transform_agrees_with_dense_sampling(digits_mlp, digits_test, method, name, lo, hi):
+    x, y = digits_test
+    verdicts = []
+    for i in range(4):
+        label = int(y[i])
+        rep = certify_transform(digits_mlp, x[i], label, name, lo, hi,
+                                TransformConfig(method=method, initial_pieces=4, max_pieces=256))
+        v = rep.result.verdict
+        verdicts.append(v)
+        tset = uniform_pieces(x[i].double(), name, lo, hi, 1)
+        params = tset.sample_params(2000, torch.Generator().manual_seed(i))[:, 0]
+        pred = digits_mlp(tset.images(params).float()).argmax(1)
+        if v is Verdict.VERIFIED:
+            assert bool((pred == label).all())
+            assert rep.proved_fraction == pytest.approx(1.0)
+        if v is Verdict.FALSIFIED:
+            img = rep.result.counterexample.x.unsqueeze(0)
+            assert int(digits_mlp(img).argmax()) != label
+            torch.testing.assert_close(img.double(), tset.images(rep.param.reshape(1, -1)),
+                                       atol=1e-6, rtol=0)
+    assert Verdict.VERIFIED in verdicts
