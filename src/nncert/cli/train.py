@@ -46,7 +46,8 @@ def make_loss(args: argparse.Namespace) -> losses.Loss:
     ramp = args.ramp if args.ramp is not None else args.epochs / 2
     win = (args.warmup, ramp)
     eps = Ramp(0.0, args.eps, *win, shape=args.ramp_shape)
-    kappa_end = args.kappa if args.kappa is not None else (0.0 if args.method == "crown-ibp" else 0.5)
+    kappa_end = args.kappa if args.kappa is not None else (
+        0.0 if args.method in ("crown-ibp", "sabr") else 0.5)
     kappa = Ramp(1.0, kappa_end, *win)
     reg = args.warmup_reg
     m = args.method
@@ -64,7 +65,7 @@ def make_loss(args: argparse.Namespace) -> losses.Loss:
         return losses.CrownIBP(eps, kappa, reg, beta=Ramp(1.0, args.beta, *win))
     if m == "diffai":
         return losses.DiffAI(eps, kappa, reg, relu=args.domain, box_errors=args.box_errors)
-    return losses.SABR(eps, Constant(0.0), reg, lam=args.sabr_lambda, steps=args.pgd_steps)
+    return losses.SABR(eps, kappa, reg, lam=args.sabr_lambda, steps=args.pgd_steps)
 
 
 def _evaluator(test, eps: float, device):
@@ -197,7 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs of the eps ramp (default: half the epochs)")
     p.add_argument("--ramp-shape", choices=("linear", "smooth"), default="linear")
     p.add_argument("--kappa", type=nonnegative_float, default=None,
-                   help="final weight of the natural loss (default 0.5; crown-ibp 0)")
+                   help="final weight of the natural loss, from 1 (default 0.5; crown-ibp, sabr 0)")
     p.add_argument("--beta", type=nonnegative_float, default=0.0,
                    help="crown-ibp: final weight of the CROWN-IBP bound (starts at 1)")
     p.add_argument("--domain", choices=RELU_RULES, default="zswitch", help="diffai: zonotope ReLU rule")
