@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from semantic_fixtures import cached_digits_mlp, digits_test_data
 
 from nncert.data import load_dataset, to_unit
 from nncert.errors import ConfigError, DataError
@@ -29,6 +30,16 @@ from nncert.semantic.generative import (
 from nncert.semantic.latent import certify_latent_segment, latent_segment
 from nncert.semantic.quantitative import QuantConfig
 from nncert.semantic.segments import exact_line
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    return cached_digits_mlp()
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    return digits_test_data()
 
 FAST = VAEConfig(latent=6, hidden=48, steps=150, seed=0)
 

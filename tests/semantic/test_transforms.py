@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from semantic_fixtures import cached_digits_mlp, digits_test_data
 
 from nncert.errors import ConfigError, ShapeError
 from nncert.result import Verdict
@@ -16,6 +17,16 @@ from nncert.semantic.transforms import (
     certify_transform,
     uniform_pieces,
 )
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    return cached_digits_mlp()
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    return digits_test_data()
 
 D = torch.float64
 RANGES = {"rotate": ([-30.0], [30.0]), "translate": ([-2.0, -1.5], [1.0, 2.5]),

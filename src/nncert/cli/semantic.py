@@ -23,10 +23,11 @@ from ..bounds import METHODS
 from ..data import load_dataset
 from ..errors import ConfigError, DataError, ModelError
 from ..models import load
-from ..models.graph import Graph
+from ..models.graph import Graph, compose
 from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_directions, save_generator
-from ..semantic.latent import certify_latent_segment, certify_line
+from ..semantic.latent import certify_line, latent_segment
 from ..semantic.quantitative import QuantConfig
+from ..semantic.segments import as_float64
 from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
 from .common import (
     check_writable,
@@ -137,19 +138,10 @@ def run_segment(args: argparse.Namespace) -> int:
     decoder, encoder, direction = _generator(args, graph)
     if encoder.input_shape != tuple(x.shape[1:]):
         x = x.reshape(x.shape[0], *encoder.input_shape)
-    config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
-    rows = []
-    for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.direction}"):
-        label = int(labels[i])
-        rep = certify_latent_segment(graph, decoder, encoder, x[i], label, direction, args.delta,
-                                     args.method, config)
-        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
-               "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
-               "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
-                                                if k in ("pieces", "pieces_bounded")}}
-        if rep.t_star is not None:
-            row["t_star"] = rep.t_star
-        rows.append(row)
+    fg = as_float64(compose(decoder, graph))  # once for all images
+    starts = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
+    rows = _line_rows(args, fg, torch.stack([a for a, _ in starts]),
+                      labels, torch.stack([b for _, b in starts]), f"semantic {args.direction}")
     summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
                        generator=str(args.generator), direction=args.direction, delta=args.delta)
     _finish(args, rows, summary)
@@ -157,14 +149,18 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 # -- line (a segment in input space) -----------------------------------------------------------
-def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor
-               ) -> list[dict]:
+def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
+               desc: str = "semantic line") -> list[dict]:
+    """One row per segment x[i] → ends[i], certified at labels[i] with args.method."""
     config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
     rows = []
-    for i in progress(range(x.shape[0]), total=x.shape[0], desc="semantic line"):
+    for i in progress(range(x.shape[0]), total=x.shape[0], desc=desc):
         label = int(labels[i])
         rep = certify_line(graph, x[i], ends[i], label, args.method, config)
-        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
+        with torch.no_grad():
+            start = int(graph.forward(x[i:i + 1].to(graph.dtype)).argmax())
+        row = {"index": i, "label": label, "start_prediction": start,
+               "verdict": rep.result.verdict.value,
                "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
                "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
                                                 if k in ("pieces", "pieces_bounded")}}
@@ -192,7 +188,7 @@ def run_line(args: argparse.Namespace) -> int:
     if x.dim() != 4:
         raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
     ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
-    rows = _line_rows(args, graph, x, labels, ends)
+    rows = _line_rows(args, as_float64(graph), x, labels, ends)
     summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
                        toward=[name, *param.flatten().tolist()])
     _finish(args, rows, summary)

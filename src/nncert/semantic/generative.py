@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, ShapeError
 from ..models import ops
-from ..models.graph import Graph, sequential
+from ..models.graph import Graph, Node, sequential
 from ..models.to_onnx import to_onnx
 from ..utils import write_atomic
 from .transforms import apply_transform
@@ -125,16 +125,20 @@ def _linear(m: nn.Linear) -> ops.Linear:
 
 
 def decoder_graph(vae: VAE) -> Graph:
-    """The decoder as a Graph from the latent (latent,) to the image shape: equal to
-    ``vae.decode`` (the clamp as ``relu(u) − relu(u − 1)``: Linear, ReLU, Linear)."""
+    """The decoder as a Graph from the latent (latent,) to the image shape, equal to
+    ``vae.decode``: the clamp is ``relu(u) − relu(u − 1)`` (two ReLU nodes and a Sub, no dense
+    identity matrices), then a Reshape."""
     layers = [m for m in vae.decoder if isinstance(m, nn.Linear)]
     n = layers[-1].out_features
-    eye = torch.eye(n)
-    split = ops.Linear(torch.cat([eye, eye]), torch.cat([torch.zeros(n), -torch.ones(n)]))
-    join = ops.Linear(torch.cat([eye, -eye], 1), torch.zeros(n))
-    body: list[ops.Op] = [_linear(layers[0]), ops.ReLU(), _linear(layers[1]), ops.ReLU(),
-                          _linear(layers[2]), split, ops.ReLU(), join, ops.Reshape(vae.image_shape)]
-    return sequential(body, (layers[0].in_features,), prefix="G")
+    body = sequential([_linear(layers[0]), ops.ReLU(), _linear(layers[1]), ops.ReLU(),
+                       _linear(layers[2])], (layers[0].in_features,), prefix="G")
+    u = body.output_name
+    tail = [Node("G_hi", ops.ReLU(), (u,)),
+            Node("G_shift", ops.ElementwiseAffine(None, -torch.ones(n)), (u,)),
+            Node("G_lo", ops.ReLU(), ("G_shift",)),
+            Node("G_clamp", ops.Sub(), ("G_hi", "G_lo")),
+            Node("G_image", ops.Reshape(vae.image_shape), ("G_clamp",))]
+    return Graph([*body.nodes, *tail], body.input_shape, body.input_name)
 
 
 def encoder_graph(vae: VAE) -> Graph:

@@ -17,7 +17,7 @@ from ..errors import ConfigError, ShapeError
 from ..models.graph import Graph, compose
 from ..specs.output import OutputSpec
 from .quantitative import QuantConfig, robust_fraction
-from .segments import SegmentReport, certify_segment_exact
+from .segments import SegmentReport, as_float64, certify_segment_exact
 
 
 def latent_segment(encoder: Graph, image: torch.Tensor, direction: torch.Tensor, delta: float
@@ -52,7 +52,7 @@ def certify_line(graph: Graph, start: torch.Tensor, end: torch.Tensor, label: in
     images, or two latent points of f∘G), in float64; ``method`` as in the module docstring."""
     if not 0 <= label < graph.num_outputs:
         raise ConfigError(f"label {label} outside the model's {graph.num_outputs} classes")
-    g = graph.to(dtype=torch.float64)
+    g = as_float64(graph)
     a, b = start.to(g.device, torch.float64), end.to(g.device, torch.float64)
     spec = OutputSpec.robustness([label], g.num_outputs, dtype=torch.float64, device=g.device)
     if method == "exact":

@@ -154,11 +154,12 @@ def exact_line(graph: Graph, start: torch.Tensor, end: torch.Tensor,
     at the breakpoints. Raises UnsupportedOpError for a non piecewise-linear op and ConfigError
     past ``max_points`` breakpoints."""
     _check_ops(graph)
-    g = graph.to(dtype=torch.float64)
+    g = as_float64(graph)
     a, b = _as_point(g, start, "start"), _as_point(g, end, "end")
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64, device=g.device)
     vals = {g.input_name: torch.stack([a, b])}
-    for node in g.nodes:
+    last_use = _last_use(g)
+    for k, node in enumerate(g.nodes):
         xs = [vals[s] for s in node.inputs]
         if isinstance(node.op, PIECEWISE_LINEAR):
             new = _new_points(node, ts, xs)
@@ -167,12 +168,30 @@ def exact_line(graph: Graph, start: torch.Tensor, end: torch.Tensor,
                 if merged.numel() > max_points:
                     raise ConfigError(f"ExactLine: more than {max_points} breakpoints at node "
                                       f"{node.name!r}")
-                vals = {k: _interpolate(ts, v, merged) for k, v in vals.items()}
+                vals = {n: _interpolate(ts, v, merged) for n, v in vals.items()}
                 ts, xs = merged, [vals[s] for s in node.inputs]
         vals[node.name] = node.op.forward(*xs)
+        for s in set(node.inputs):
+            if last_use[s] <= k and s != g.output_name:
+                del vals[s]  # no later node reads it: never interpolated again
     with torch.no_grad():
         y = g.forward(a + ts.reshape(-1, *([1] * len(g.input_shape))) * (b - a))
     return LinePieces(ts, y.reshape(ts.numel(), -1))
+
+
+def _last_use(g: Graph) -> dict[str, int]:
+    """Index of the last node reading each value (the output is read 'at the end')."""
+    last = {g.input_name: -1, **{n.name: len(g.nodes) for n in g.nodes}}
+    for k, n in enumerate(g.nodes):
+        for s in n.inputs:
+            last[s] = k
+    last[g.output_name] = len(g.nodes)
+    return last
+
+
+def as_float64(graph: Graph) -> Graph:
+    """The graph in float64 (itself when it already is)."""
+    return graph if graph.dtype == torch.float64 else graph.to(dtype=torch.float64)
 
 
 # -- deciding a spec on the pieces -----------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Small models trained on the embedded digits, shared by the semantic tests."""
+"""Small models trained on the embedded digits, shared by the semantic tests (imported by
+name: a conftest.py here would shadow tests/conftest.py for `from conftest import ...`)."""
 
 from __future__ import annotations
 
-import pytest
+import functools
+
 import torch
 from torch import nn
 
@@ -24,12 +26,11 @@ def train_digits_mlp(seed: int = 0, hidden: int = 32, steps: int = 300):
     return from_torch(net.eval(), (1, 8, 8))
 
 
-@pytest.fixture(scope="session")
-def digits_mlp():
+@functools.cache
+def cached_digits_mlp():
     return train_digits_mlp()
 
 
-@pytest.fixture(scope="session")
-def digits_test():
+def digits_test_data():
     ds = load_dataset("digits:test")
     return to_unit(ds).float(), ds.labels
