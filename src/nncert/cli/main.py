@@ -14,7 +14,7 @@ from ..errors import NncertError
 from ..utils import one_line
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp")
+SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp", "bench", "report")
 
 DESCRIPTION = """\
 nncert proves things about neural networks read from PyTorch or ONNX:
