@@ -77,6 +77,8 @@ def row_of(work: Work, out: Outcome) -> dict[str, Any]:
     row["time_s"] = round(out.elapsed, 3)
     if out.kind == "killed":
         row["stopped"] = True
+    elif out.kind == "crashed":  # how it died is executor-specific: logged, not in the row
+        row["error"] = "the worker process died"
     else:
         row["error"] = one_line(out.detail, 300)
     return row
@@ -115,6 +117,8 @@ def _log_problem(work: Work, out: Outcome, row: dict, grace: float, log) -> None
     if out.kind == "killed":
         print(f"nncert: {name}: still running {grace:g} s after its timeout: stopped, "
               "recorded as timeout", file=log)
+    elif out.kind == "crashed":
+        print(f"nncert: {name}: error: {one_line(out.detail, 300)}", file=log)
     elif row.get("verdict") == "error":
         print(f"nncert: {name}: error: {one_line(row.get('error', out.detail), 300)}", file=log)
 
