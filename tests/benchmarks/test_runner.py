@@ -15,7 +15,7 @@ import pytest
 
 from nncert.benchmarks.executors import LocalPool, RayPool
 from nncert.benchmarks.plan import plan, run_plan
-from nncert.benchmarks.runner import JsonlStore, comparable, read_results
+from nncert.benchmarks.runner import JsonlStore, Work, comparable, read_results
 from nncert.benchmarks.suites import load_suite
 from nncert.complete.vnncomp import TEST_HOOK_ENV
 from nncert.errors import DataError
@@ -105,7 +105,7 @@ def test_refuses_other_files_and_other_suites(tmp_path):
         JsonlStore(other, "tiny")
     assert other.read_text() == '{"a": 1}\n'
     mine = tmp_path / "r.jsonl"
-    JsonlStore(mine, "tiny")
+    JsonlStore(mine, "tiny").append(Work("k", {}, (), 1.0), {"verdict": "unknown", "time_s": 0})
     with pytest.raises(DataError, match="results of suite 'tiny', not 'other'"):
         JsonlStore(mine, "other")
 

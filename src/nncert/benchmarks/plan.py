@@ -119,10 +119,11 @@ def _robustness(suite: Suite, base: Path, models_dir: Path, timeout: float | Non
     return works
 
 
-def run_plan(p: Plan, out: str | os.PathLike, executor=None, grace: float = SUITE_GRACE_S,
-             progress: bool = True, log=None) -> RunCounts:
-    """Run every planned instance without a row in ``out`` (JSON Lines; resumable)."""
-    store = JsonlStore(Path(out), p.suite.name)
+def run_plan(p: Plan, out: str | os.PathLike | JsonlStore, executor=None,
+             grace: float = SUITE_GRACE_S, progress: bool = True, log=None) -> RunCounts:
+    """Run every planned instance without a row in ``out`` (a JSON Lines path or an open
+    :class:`JsonlStore`; resumable)."""
+    store = out if isinstance(out, JsonlStore) else JsonlStore(Path(out), p.suite.name)
     return run_work(p.fn, p.works, executor or LocalPool(1), store, grace,
                     log if log is not None else sys.stderr, progress, p.suite.name)
 

@@ -126,9 +126,10 @@ def _log_problem(work: Work, out: Outcome, row: dict, grace: float, log) -> None
 # -- JSON Lines results ---------------------------------------------------------------------
 @dataclass
 class JsonlStore:
-    """A results file: a header line, then one JSON row per instance with a unique ``key``.
-    Opening it resumes: torn, error and duplicate rows are dropped (the file is rewritten
-    atomically without them); a file of another suite, or not a results file, is refused."""
+    """A results file: a header line, then one JSON row per instance with a unique ``key`` (a
+    new file is created with the first row). Opening it resumes: torn, error and duplicate rows
+    are dropped (the file is rewritten atomically without them); a file of another suite, or not
+    a results file, is refused."""
 
     path: Path
     suite: str
@@ -136,15 +137,16 @@ class JsonlStore:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        rows = read_results(self.path, must_exist=False)
         header = _header(self.path)
+        rows = read_results(self.path, must_exist=False)
         if header is not None and header.get("suite") != self.suite:
             raise DataError(f"{self.path} holds results of suite {header.get('suite')!r}, not "
                             f"{self.suite!r}; refusing to mix them (choose another --out)")
         for row in rows:
             if row.get("verdict") != "error":
                 self.done.setdefault(row["key"], row)
-        self._rewrite()
+        if header is not None:  # a new file is written with the first row
+            self._rewrite()
 
     def _rewrite(self) -> None:
         from ..utils import write_atomic
@@ -155,6 +157,8 @@ class JsonlStore:
 
     def append(self, work: Work, row: dict[str, Any]) -> None:
         row = {"key": work.key, **row}
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self._rewrite()
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             sync(f)

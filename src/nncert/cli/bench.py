@@ -63,17 +63,18 @@ def run_list(args: argparse.Namespace) -> int:
 def run_suite_cmd(args: argparse.Namespace) -> int:
     from ..benchmarks.executors import executor_for
     from ..benchmarks.plan import plan, run_plan
-    from ..benchmarks.runner import read_results
+    from ..benchmarks.runner import JsonlStore, read_results
     from ..benchmarks.suites import load_suite
 
     if not str(args.out).endswith(".jsonl"):
         raise ConfigError(f"--out {args.out}: results are JSON Lines; give a .jsonl file name")
     check_writable(args.out, "--out")
     suite = load_suite(args.suite)
+    store = JsonlStore(Path(args.out), suite.name)  # refuses another file before any work
     models = args.models or str(Path(args.out).resolve().parent / "models")
     executor = executor_for(args.jobs, args.ray)
     p = plan(suite, args.root, models, args.timeout, args.limit)
-    counts = run_plan(p, args.out, executor, args.grace, not args.no_progress)
+    counts = run_plan(p, store, executor, args.grace, not args.no_progress)
     keys = {w.key for w in p.works}
     rows = [r for r in read_results(args.out) if r["key"] in keys]
     print(_summary(suite.name, rows, counts, executor.describe()))
