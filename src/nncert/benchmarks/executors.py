@@ -212,3 +212,4 @@ def executor_for(jobs: int | None, ray: str | None):
 
 
 __all__ = ["LocalPool", "RayPool", "RayWorker", "executor_for", "ray_module"]
+

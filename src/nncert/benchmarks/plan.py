@@ -10,7 +10,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -58,9 +58,13 @@ def _find_shared() -> str | None:
 
 
 def plan(suite: Suite, root: str | os.PathLike | None = None, models_dir: str | os.PathLike = "models",
-         timeout: float | None = None, limit: int | None = None, log=None) -> Plan:
+         timeout: float | None = None, limit: int | None = None, log=None,
+         count: int | None = None) -> Plan:
     """The work items of ``suite`` (the first ``limit`` ones when given); ``timeout`` overrides
-    the suite's per-instance timeout. Models to train are trained here, once."""
+    the suite's per-instance timeout, ``count`` its number of data points (a robustness suite).
+    Models to train are trained here, once."""
+    if count is not None and suite.data is not None:
+        suite = replace(suite, data=replace(suite.data, count=count))
     base = root_of(suite, root)
     if suite.kind == "vnncomp":
         fn, works = solve_instance, _vnncomp(suite, base, timeout)

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--timeout", type=positive_float, default=None,
                    help="override the per-instance timeout (seconds)")
     r.add_argument("--limit", type=positive_int, default=None, help="run only the first N instances")
+    r.add_argument("--count", type=positive_int, default=None,
+                   help="override the number of data points of a robustness suite")
     r.add_argument("--models", default=None,
                    help="folder for models the suite trains (default: 'models' beside --out)")
     r.add_argument("--grace", type=nonnegative_float, default=1.0,
@@ -73,7 +75,7 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
     store = JsonlStore(Path(args.out), suite.name)  # refuses another file before any work
     models = args.models or str(Path(args.out).resolve().parent / "models")
     executor = executor_for(args.jobs, args.ray)
-    p = plan(suite, args.root, models, args.timeout, args.limit)
+    p = plan(suite, args.root, models, args.timeout, args.limit, count=args.count)
     counts = run_plan(p, store, executor, args.grace, not args.no_progress)
     keys = {w.key for w in p.works}
     rows = [r for r in read_results(args.out) if r["key"] in keys]
