@@ -9,6 +9,7 @@ Writes ``bench/out/sok_mnist.md`` (and the results file, the trained models, a f
 
     python bench/sok_mnist.py --shared ../shared --jobs 2                  # the table: 100 images, 60 s
     python bench/sok_mnist.py --shared ../shared --count 10 --timeout 10   # a small version
+    python bench/sok_mnist.py --shared ../shared --count 10 --timeout 10 --quick   # smoke run
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from nncert.benchmarks.executors import executor_for
@@ -66,12 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--ray", default=None)
+    ap.add_argument("--quick", action="store_true",
+                    help="train each network for 1 epoch on 10,000 images (a smoke run, not the table)")
     ap.add_argument("--out", default=str(HERE / "out"))
     args = ap.parse_args(argv)
     out = Path(args.out)
-    tag = f"sok_mnist_n{args.count}_t{args.timeout:g}"
+    tag = f"sok_mnist_n{args.count}_t{args.timeout:g}" + ("_quick" if args.quick else "")
+    suite = load_suite("sok-mnist")
+    if args.quick:
+        suite = replace(suite, models=tuple(replace(m, epochs=1, count=10000) for m in suite.models))
     t0 = time.perf_counter()
-    p = plan(load_suite("sok-mnist"), args.shared, out / "models", args.timeout, count=args.count)
+    p = plan(suite, args.shared, out / "models", args.timeout, count=args.count)
     t_plan = time.perf_counter() - t0
     run_plan(p, out / f"{tag}.jsonl", executor_for(args.jobs, args.ray))
     wall = time.perf_counter() - t0 - t_plan

@@ -49,7 +49,7 @@ epochs = 2
 """
 
 
-def _suite(tmp_path: Path, second: str | None = None, timeout: float = 10) -> Path:
+def _suite(tmp_path: Path, second: str | None = None, timeout: float = 120) -> Path:
     text = TINY.format(timeout=timeout) + (SECOND.format(name=second) if second else "")
     p = tmp_path / "tiny.toml"
     p.write_text(text)

@@ -17,7 +17,9 @@ Paths in the tasks' arguments must be readable on every node (a shared file syst
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 import traceback
 from collections import deque
@@ -65,7 +67,12 @@ def ray_module():
 class RayWorker:
     """The actor body (``ray.remote(RayWorker)``): runs one task at a time in its own process."""
 
-    def ready(self) -> int:
+    def ready(self, fn: Callable | None = None) -> int:
+        """The process id, once ``fn``'s module is imported and its ``warm_up()`` (if any) has
+        run: imports done here do not count against the first instance's deadline."""
+        warm = getattr(sys.modules.get(getattr(fn, "__module__", ""), None), "warm_up", None)
+        if callable(warm):
+            warm()
         return os.getpid()
 
     def call(self, fn: Callable, args: tuple) -> tuple[str, Any, str, str]:
@@ -94,7 +101,8 @@ class RayPool:
         ray = ray_module()
         if ray.is_initialized():
             return ray
-        kw: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+        kw: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False,
+                              "logging_level": logging.ERROR}
         try:
             if self.address in (None, "local"):
                 ray.init(num_cpus=self.jobs or os.cpu_count() or 1, **kw)
@@ -132,7 +140,7 @@ class _RayRun:
     def _start(self, slot: int) -> None:
         actor = self.actor_class.remote()
         self.actors[slot] = actor
-        self.starting[actor.ready.remote()] = slot
+        self.starting[actor.ready.remote(self.fn)] = slot
 
     def _kill(self, slot: int) -> None:
         actor, self.actors[slot] = self.actors[slot], None

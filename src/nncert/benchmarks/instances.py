@@ -36,6 +36,14 @@ def _graph(path: str, stamp: tuple[int, int]) -> Graph:
     return load(path)
 
 
+def warm_up() -> None:
+    """Import what the first instance would import lazily (a Ray worker calls this before it
+    takes instances, so imports never count against an instance's deadline)."""
+    from ..bounds import alpha_crown, crown, interval, zonotope  # noqa: F401
+    from ..models import from_onnx  # noqa: F401
+    from ..smoothing import smooth  # noqa: F401
+
+
 def load_graph(path: str) -> Graph:
     st = os.stat(path)
     return _graph(path, (st.st_mtime_ns, st.st_size))
@@ -132,4 +140,4 @@ def _largest_radius(graph: Graph, x, y, p: float, method: str, hi: float, steps:
     return round(lo, 8)
 
 
-__all__ = ["certify_instance", "load_graph"]
+__all__ = ["certify_instance", "load_graph", "warm_up"]

@@ -279,6 +279,15 @@ def solve_instance(onnx_path: str, vnnlib_path: str, timeout: float, threads: in
     return row
 
 
+def warm_up() -> None:
+    """Import what the first instance would import lazily (see ``instances.warm_up``)."""
+    import onnxruntime  # noqa: F401
+
+    from ..bounds import alpha_crown, crown, interval, zonotope  # noqa: F401
+    from ..models import from_onnx, onnx_runtime  # noqa: F401
+    from ..specs import vnnlib  # noqa: F401
+
+
 def vnncomp_works(instances: list[Instance], paths: dict, expected: dict, threads: int = 1,
                   cex_dir: str | None = None, suite: str = "") -> list[Work]:
     """The runner's work items for VNN-COMP instances (``paths``: :func:`instance_paths`)."""
@@ -360,4 +369,4 @@ def run_suite(instances_csv, root, out_csv, jobs: int = 1, timeout: float | None
 __all__ = ["CsvStore", "Instance", "RESULT_COLUMNS", "RESULT_WORDS", "SUITE_GRACE_S",
            "SuiteSummary", "confined", "instance_key", "instance_paths", "prepare_suite",
            "read_expected", "read_instance_table", "read_instances", "read_results", "run_suite",
-           "solve_instance", "summarize", "vnncomp_works"]
+           "solve_instance", "summarize", "vnncomp_works", "warm_up"]
