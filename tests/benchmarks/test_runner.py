@@ -184,3 +184,31 @@ def test_ray_gives_the_rows_of_the_local_pool(tmp_path, monkeypatch, ray_local):
     a, b = comparable(read_results(local)), comparable(read_results(on_ray))
     assert a == b and len(a) == 24
     assert counts.crashed == 6 and sum(r["verdict"] == "error" for r in b.values()) == 6
+
+
+def test_cli_vnncomp_suite_flags_wrong_answers_and_reports(tmp_path, capsys):
+    """A vnncomp-kind suite through ``nncert bench run`` (exit 1 on a wrong answer, printed
+    loudly), then ``nncert report`` on its rows."""
+    sys.path.insert(0, str(ROOT / "tests" / "complete"))
+    from complete_fixtures import abs_net, vnnlib_text, write_mlp_onnx
+
+    from nncert.cli.main import main
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    write_mlp_onnx(abs_net(), bench / "a.onnx")
+    (bench / "unsat.vnnlib").write_text(vnnlib_text([-1.0], [1.0], "(<= Y_0 -0.1)", 1))
+    (bench / "sat.vnnlib").write_text(vnnlib_text([-1.0], [1.0], "(<= Y_0 0.5)", 1))
+    (bench / "instances.csv").write_text("a.onnx,unsat.vnnlib,10\na.onnx,sat.vnnlib,10\n")
+    (bench / "expected.csv").write_text("onnx,vnnlib,expected\na.onnx,unsat.vnnlib,unsat\n"
+                                        "a.onnx,sat.vnnlib,unsat\n")  # the second is wrong
+    suite = tmp_path / "v.toml"
+    suite.write_text('kind = "vnncomp"\ninstances = "bench/instances.csv"\n')
+    out = tmp_path / "r.jsonl"
+    rc = main(["bench", "run", str(suite), "--out", str(out), "--jobs", "2", "--no-progress"])
+    io = capsys.readouterr()
+    assert rc == 1 and "WRONG ANSWERS: 1" in io.err and "a.onnx sat.vnnlib" in io.err
+    rows = {r["vnnlib"]: r for r in read_results(out)}
+    assert rows["unsat.vnnlib"]["result"] == "unsat" and rows["sat.vnnlib"]["result"] == "sat"
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "| v | nncert | 2 | 2 | 1 | 1 | 1 | 1 |" in (tmp_path / "rep" / "report.md").read_text()
