@@ -75,6 +75,8 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
     store = JsonlStore(Path(args.out), suite.name)  # refuses another file before any work
     models = args.models or str(Path(args.out).resolve().parent / "models")
     executor = executor_for(args.jobs, args.ray)
+    if hasattr(executor, "connect"):
+        executor.connect()  # an unreachable cluster fails before any model is trained
     p = plan(suite, args.root, models, args.timeout, args.limit, count=args.count)
     counts = run_plan(p, store, executor, args.grace, not args.no_progress)
     keys = {w.key for w in p.works}
