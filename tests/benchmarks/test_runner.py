@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from nncert.benchmarks.executors import LocalPool, RayPool
 from nncert.benchmarks.plan import plan, run_plan
+from nncert.benchmarks.report import load_rows, write_report
 from nncert.benchmarks.runner import JsonlStore, Work, comparable, read_results
 from nncert.benchmarks.suites import load_suite
 from nncert.complete.vnncomp import TEST_HOOK_ENV
@@ -79,6 +81,19 @@ def test_tiny_suite_end_to_end(tmp_path):
     before = out.read_bytes()
     _, counts = _run(_suite(tmp_path), out)
     assert counts.ran == 0 and counts.kept == len(rows) and out.read_bytes() == before
+    # its report: the certified counts of the Markdown are those of the rows
+    md, _page = write_report(load_rows([out]), tmp_path / "rep")
+    text = md.read_text()
+    for (m, e), n in _verified_counts(rows).items():
+        assert re.search(rf"\| net \| {m} \| {e:g} \| 3 \| [^|]+ \| {n} \|", text), (m, e, n)
+
+
+def _verified_counts(rows: list[dict]) -> dict:
+    out: dict = {}
+    for r in rows:
+        k = (r["method"], r["eps"])
+        out[k] = out.get(k, 0) + (r["verdict"] == "verified")
+    return out
 
 
 def test_resume_keeps_rows_drops_torn_and_error_rows(tmp_path):
