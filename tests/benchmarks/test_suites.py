@@ -65,6 +65,7 @@ def test_user_suite_resolves_against_its_folder(tmp_path):
     (lambda t: t + "epochz = 3\n", "s.toml:15: unknown key 'epochz' in [[models]]"),
     (lambda t: t.replace("count = 3", 'count = 3\nsample = "random"'), "s.toml:9: data.sample"),
     (lambda t: t.replace("eps = [0.01, 0.02]", "eps = [-1]"), "s.toml:3: every eps"),
+    (lambda t: t.replace("eps = [0.01, 0.02]", "eps = [0.01, 0.010]"), "s.toml:3: an eps is listed twice"),
     (lambda t: t.replace("timeout = 5", "timeout = 0"), "s.toml:2: timeout must be > 0"),
     (lambda t: t.replace('train = "mlp"', 'train = "mlp"\npath = "m.onnx"'), "exactly one of"),
     (lambda t: t.replace('train = "mlp"', 'train = "resnet"'), "unknown architecture 'resnet'"),

@@ -217,6 +217,8 @@ class _Checker:
         for e in eps:
             if isinstance(e, bool) or not isinstance(e, (int, float)) or not (e >= 0 and math.isfinite(e)):
                 raise self.fail(f"every eps must be a finite number ≥ 0, got {e!r}", "eps")
+        if len({f"{float(e):g}" for e in eps}) != len(eps):
+            raise self.fail("an eps is listed twice", "eps")
         return tuple(float(e) for e in eps)
 
     def _p(self, raw: dict) -> float:
