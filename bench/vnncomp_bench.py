@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nncert.complete.vnncomp import read_expected, read_instances, read_results, run_suite, summarize
+from nncert.benchmarks.vnncomp import read_expected, read_instances, read_results, run_suite, summarize
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = HERE.parent.parent / "shared" / "benchmarks"

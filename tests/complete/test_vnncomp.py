@@ -10,18 +10,15 @@ import pytest
 import torch
 from complete_fixtures import abs_net, random_mlp, vnnlib_text, write_mlp_onnx
 
+from nncert.benchmarks.vnncomp import read_instance_table, read_instances, read_results, run_suite
 from nncert.cli.main import main
 from nncert.complete import VerifyConfig, verify
 from nncert.complete.vnncomp import (
     TEST_HOOK_ENV,
     load_instance,
     one_line,
-    read_instance_table,
-    read_instances,
-    read_results,
     run_instance,
     run_instance_hard,
-    run_suite,
 )
 from nncert.errors import ConfigError, DataError
 from nncert.result import Verdict

@@ -14,7 +14,8 @@ from ..errors import NncertError
 from ..utils import one_line
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp", "train", "evaluate", "semantic")
+SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp", "train", "evaluate",
+               "semantic", "bench", "report")
 
 DESCRIPTION = """\
 nncert proves things about neural networks read from PyTorch or ONNX:

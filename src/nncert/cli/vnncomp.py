@@ -134,7 +134,7 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def run_suite_cmd(args: argparse.Namespace) -> int:
-    from ..complete.vnncomp import run_suite
+    from ..benchmarks.vnncomp import run_suite
 
     root = args.root or str(Path(args.instances).resolve().parent)
     if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
