@@ -29,7 +29,10 @@ def tiny(tmp_path_factory):
     rng = np.random.default_rng(0)
     rows = np.concatenate([rng.integers(0, 10, (4, 1)), rng.integers(0, 256, (4, 784))], 1)
     np.savetxt(d / "data.csv", rows, fmt="%d", delimiter=",")
-    return onnx_path, d / "data.csv"
+    with torch.no_grad():  # the same images labelled with the net's own predictions
+        rows[:, 0] = net(torch.tensor(rows[:, 1:] / 255.0, dtype=torch.float32)).argmax(1).numpy()
+    np.savetxt(d / "pred.csv", rows, fmt="%d", delimiter=",")
+    return onnx_path, d / "data.csv", d / "pred.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -183,12 +186,38 @@ def test_variants_build_their_configs():
     assert method_config("crown") == ("crown", None)
 
 
-def test_complete_settings_from_the_command_line(capsys, tiny, tmp_path):
+def test_complete_settings_from_the_command_line(capfd, tiny, tmp_path):
+    """--complete milp decides by the MILP, and HiGHS prints nothing (capfd: its C output)."""
     out = tmp_path / "r.json"
-    code, stdout, err = run(capsys, "verify", "--model", tiny[0], "--data", tiny[1], "--eps",
-                            "0.001", "--method", "complete", "--complete", "milp",
+    code, stdout, err = run(capfd, "verify", "--model", tiny[0], "--data", tiny[2], "--eps",
+                            "0.01", "--method", "complete", "--complete", "milp",
                             "--count", "2", "--timeout", "300", "--out", out)
     assert code == 0, err
     rows = json.loads(out.read_text())["results"]
     assert all(r["verdict"] in ("verified", "falsified") for r in rows)
-    assert all(r["strategy"] in ("milp", "alpha-crown", "attack") for r in rows), rows
+    assert "HiGHS" not in stdout + err and stdout.count("\n") == 2, stdout
+
+
+def test_highs_prints_nothing(capfd):
+    """The MILP decides (no attack, bounds too loose) and no solver banner reaches stdout."""
+    import nncert
+    from nncert.complete import VerifyConfig, verify
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    g = nncert.load(net, (4,))
+    x = torch.rand(1, 4)
+    problem = nncert.robustness_problem(g, x, g(x).argmax(1), 2.0, clip=None)
+    capfd.readouterr()
+    r = verify(problem, VerifyConfig(timeout_s=300, attack=None, complete="milp"))
+    out = capfd.readouterr()
+    assert r.method == "milp" and r.verdict.value in ("verified", "falsified"), r
+    assert out.out == "" and "HiGHS" not in out.err
+
+
+def test_plot_axis_fits_the_certified_sizes():
+    from nncert.cli.smooth import plot_span
+
+    assert plot_span([0.0, 0.012, 0.018, float("inf")]) == pytest.approx(0.018 * 1.05)
+    assert plot_span([0.3, 2.5]) == pytest.approx(2.5 * 1.05)
+    assert plot_span([0.0, 0.0]) == pytest.approx(1.05)
