@@ -43,6 +43,7 @@ SLOW: dict[str, int] = {
     "tests/complete/test_bab_milp.py::test_relu_bab_multi_clause_agrees_with_milp": 0,
     "tests/complete/test_vnncomp.py::test_vnncomp_scripts": 0,
     "tests/models/test_from_onnx.py::test_every_shared_benchmark_model_matches_onnxruntime": 0,
+    "tests/test_docs.py::test_marked_block_runs": 2,  # the README demo and the first API block
 }
 
 
