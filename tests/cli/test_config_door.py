@@ -154,7 +154,10 @@ def test_global_threads_reach_a_commands_own_option(tmp_path):
 def test_threads_never_oversubscribe(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.delenv(cfg.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert cfg.resolve_threads(None) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cfg.resolve_threads(None) == 3
     assert cfg.resolve_threads(0) == 16 and cfg.resolve_threads(0, jobs=4) == 4
     assert cfg.resolve_threads(8, jobs=4) == 4 and cfg.resolve_threads(8, jobs=32) == 1
     monkeypatch.setenv(cfg.THREADS_ENV, "6")

@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,8 +388,8 @@ THREADS_ENV = "NNCERT_THREADS"
 
 
 def default_threads() -> int:
-    """``NNCERT_THREADS`` when set, else 1: on the benchmark networks (MLPs and small convnets,
-    batch ≤ a few hundred) one thread was as fast as or faster than several in
+    """``NNCERT_THREADS`` when set, else ``OMP_NUM_THREADS`` when set, else 1: on the benchmark
+    networks (MLPs and small convnets) one thread was as fast as or faster than several in
     ``bench/threads_bench.py``, and it never oversubscribes a shared machine."""
     text = os.environ.get(THREADS_ENV)
     if text:
@@ -396,7 +397,10 @@ def default_threads() -> int:
             return threads_value(text)
         except argparse.ArgumentTypeError as e:
             raise ConfigError(f"{THREADS_ENV}={text!r}: {e}") from None
-    return 1
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 1
 
 
 def resolve_threads(n: int | None, jobs: int = 1) -> int:
@@ -412,12 +416,13 @@ def resolve_threads(n: int | None, jobs: int = 1) -> int:
 
 def apply_threads(n: int) -> None:
     """This process computes with ``n`` torch threads; child processes inherit
-    OMP/MKL/OPENBLAS thread counts of ``n`` through the environment."""
-    import torch
-
+    OMP/MKL/OPENBLAS thread counts of ``n`` through the environment. Torch is not imported
+    here (``vnncomp run``'s parent never needs it: start-up counts against the timeout); when
+    it is imported later it reads ``OMP_NUM_THREADS``."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    if torch.get_num_threads() != n:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 
