@@ -59,8 +59,8 @@ def add_global_options(parser: argparse.ArgumentParser, mark: bool = False) -> N
     if "--threads" not in own:
         a = parser.add_argument("--threads", metavar="N", type=threads_value, default=None,
                                 help="torch/OpenMP threads (0: every core; default: "
-                                     "NNCERT_THREADS, else 1 — fastest for the small networks "
-                                     "of the benchmarks, see docs/cli.md)")
+                                     "NNCERT_THREADS, else OMP_NUM_THREADS, else 1: fastest "
+                                     "for the benchmarks' networks, see docs/guide.md#threads)")
         setattr(a, _MARK, mark)
 
 
