@@ -44,6 +44,7 @@ SLOW: dict[str, int] = {
     "tests/complete/test_vnncomp.py::test_vnncomp_scripts": 0,
     "tests/models/test_from_onnx.py::test_every_shared_benchmark_model_matches_onnxruntime": 0,
     "tests/test_docs.py::test_marked_block_runs": 2,  # the README demo and the first API block
+    "tests/cli/test_bad_input_door.py::test_bad_config_and_threads_are_one_line": 2,
 }
 
 
