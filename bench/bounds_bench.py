@@ -152,10 +152,10 @@ def memory_part() -> None:
           f"lower bound margin min {float(b.lower.min()):.3f}")
 
 
-def markdown(rows, notes, argv) -> str:
+def markdown(rows, notes, argv, images: int) -> str:
     lines = ["# Bound propagation benchmark", "",
              "Command: `python " + " ".join(argv) + "`", "",
-             "Certified = property proved and the image correctly classified (of 100).", "",
+             f"Certified = property proved and the image correctly classified (of {images}).", "",
              "| net | eps | method | certified | ms / image |", "|---|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['net']} | {r['eps']} | {r['method']} | {r['certified']} | "
@@ -198,7 +198,8 @@ def main(argv=None) -> None:
         notes.append(out.stdout.strip() + f" (command: `python {Path(__file__).relative_to(ROOT)}"
                      " --part memory`)")
     OUT.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, notes, [str(Path(__file__).relative_to(ROOT))] + sys.argv[1:])
+    text = markdown(rows, notes, [str(Path(__file__).relative_to(ROOT))] + sys.argv[1:],
+                    int(labels.shape[0]))  # the images that ran (the CSV may hold fewer)
     (OUT / "bounds.md").write_text(text)
     print(text)
 

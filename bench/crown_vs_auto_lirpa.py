@@ -17,6 +17,7 @@ environment with torch 1.13, numpy < 2 and auto_LiRPA). This script
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,18 @@ def nncert_side(net: str, eps: float, count: int, threads: int, repeats: int, tm
     return out, npz
 
 
+def lirpa_python_problem(python: str) -> str | None:
+    """Why ``python`` cannot run the auto_LiRPA side (one line), or None when it can."""
+    path = shutil.which(python)
+    if path is None:
+        return "no such interpreter (give the path of a python with auto_LiRPA installed)"
+    probe = subprocess.run([path, "-c", "import auto_LiRPA"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        lines = (probe.stderr or "").strip().splitlines()
+        return "cannot import auto_LiRPA" + (f" ({lines[-1]})" if lines else "")
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lirpa-python", help="interpreter with auto_LiRPA installed")
@@ -109,6 +122,11 @@ def main() -> int:
     if not args.lirpa_python:
         print("auto_LiRPA comparison skipped: pass --lirpa-python (see the module docstring)")
         return 0
+    problem = lirpa_python_problem(args.lirpa_python)
+    if problem:
+        print(f"crown_vs_auto_lirpa: error: --lirpa-python {args.lirpa_python}: {problem}",
+              file=sys.stderr)
+        return 2
     rows = ["| net | eps | images | max abs diff (textbook) | nncert textbook s | nncert default s "
             "| auto_LiRPA s | ratio textbook/theirs | ratio default/theirs | default tighter by (max) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

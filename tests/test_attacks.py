@@ -22,7 +22,7 @@ def _abs_problem(d: float):
 
 
 def test_attack_finds_violation_and_confirms():
-    cex, m = attack(_abs_problem(-0.5), AttackConfig(timeout_s=5))
+    cex, m = attack(_abs_problem(-0.5), AttackConfig(timeout_s=120))  # a cap, never reached
     assert cex is not None and m <= 0
     assert abs(float(cex.x)) <= 0.5 + 1e-6
 
@@ -66,7 +66,7 @@ def test_attack_l2_ball():
     g = abs_net()
     ball = LpBall(torch.tensor([[0.3]]), 0.5, p=2)
     spec = OutputSpec.conjunction(torch.tensor([[[1.0]]]), torch.tensor([-0.1]))
-    cex, _ = attack(VerificationProblem(g, ball, spec), AttackConfig(timeout_s=3))
+    cex, _ = attack(VerificationProblem(g, ball, spec), AttackConfig(timeout_s=120))
     assert cex is not None and abs(float(cex.x) - 0.3) <= 0.5 + 1e-6
 
 

@@ -34,3 +34,16 @@ def test_json_round_trip():
     d = json.loads(r.to_json())
     assert d["verdict"] == "verified" and d["lower"] == [1.0, "inf"] and d["stats"]["domains"] == 3
     assert Result(Verdict.TIMEOUT, "bab").to_vnncomp() == "timeout\n"
+
+
+def test_repr_of_a_counterexample_is_one_short_line():
+    """Printing a FALSIFIED result of an MNIST network shows a summary, not 784 values."""
+    x = torch.linspace(0, 1, 784).reshape(1, 28, 28)
+    cex = Counterexample(x, torch.arange(10.0))
+    r = Result(Verdict.FALSIFIED, "attack", 0.5, counterexample=cex, stats={"s": "v" * 500})
+    for text in (repr(cex), repr(r), str(r)):
+        assert "\n" not in text and len(text) < 600
+    assert "1x28x28 tensor" in repr(cex) and "max 1" in repr(cex)
+    assert repr(Counterexample(torch.tensor([0.5]), torch.tensor([1.0, -2.0]))) == \
+        "Counterexample(x=[0.5], y=[1, -2])"
+    assert repr(r).startswith("Result(FALSIFIED, method='attack'")

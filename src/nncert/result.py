@@ -24,6 +24,20 @@ class Verdict(enum.Enum):
         return {"verified": "unsat", "falsified": "sat"}.get(self.value, self.value)
 
 
+def short_tensor(t: torch.Tensor | None, head: int = 6) -> str:
+    """A one-line summary of a tensor for ``repr``: its values when it has at most ``head``
+    elements, else its shape, range and first values (never a whole image)."""
+    if t is None:
+        return "None"
+    flat = t.detach().flatten().double()
+    vals = ", ".join(f"{v:.4g}" for v in flat[:head].tolist())
+    if flat.numel() <= head:
+        return f"[{vals}]"
+    shape = "x".join(map(str, t.shape))
+    return (f"<{shape} tensor, min {float(flat.min()):.4g}, max {float(flat.max()):.4g}: "
+            f"{vals}, ...>")
+
+
 @dataclass(frozen=True, eq=False)
 class Counterexample:
     """An input inside the input set whose concrete output violates the property."""
@@ -36,6 +50,9 @@ class Counterexample:
         xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(self.x.flatten().tolist())]
         ys = [f"(Y_{i} {float(v)!r})" for i, v in enumerate(self.y.flatten().tolist())]
         return "(" + "\n".join(xs + ys) + ")"
+
+    def __repr__(self) -> str:
+        return f"Counterexample(x={short_tensor(self.x)}, y={short_tensor(self.y)})"
 
 
 def _tensor_to_json(t: torch.Tensor | None) -> Any:
@@ -63,6 +80,19 @@ class Result:
     def __post_init__(self) -> None:
         if (self.verdict is Verdict.FALSIFIED) != (self.counterexample is not None):
             raise ValueError("a FALSIFIED result must carry a counterexample, and only it")
+
+    def __repr__(self) -> str:
+        parts = [f"{self.verdict.name}", f"method={self.method!r}", f"time_s={self.time_s:.3g}"]
+        if self.lower is not None:
+            parts.append(f"lower={short_tensor(self.lower)}")
+        if self.upper is not None:
+            parts.append(f"upper={short_tensor(self.upper)}")
+        if self.counterexample is not None:
+            parts.append(f"counterexample={self.counterexample!r}")
+        if self.stats:
+            stats = repr(self.stats)
+            parts.append(f"stats={stats if len(stats) <= 200 else stats[:197] + '...'}")
+        return "Result(" + ", ".join(parts) + ")"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

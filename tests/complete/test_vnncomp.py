@@ -45,10 +45,10 @@ def test_verify_known_answers():
     box = Box(torch.tensor([[-1.0]]), torch.tensor([[1.0]]))
     holds = OutputSpec.conjunction(torch.tensor([[[1.0]]]), torch.tensor([0.1]))
     fails = OutputSpec.conjunction(torch.tensor([[[1.0]]]), torch.tensor([-0.5]))
-    r = verify(VerificationProblem(g, box, holds), VerifyConfig(timeout_s=10))
+    r = verify(VerificationProblem(g, box, holds), VerifyConfig(timeout_s=120))
     assert r.verdict is Verdict.VERIFIED
     for complete in ("auto", "bab", "milp"):
-        cfg = VerifyConfig(timeout_s=10, complete=complete, attack=None)
+        cfg = VerifyConfig(timeout_s=120, complete=complete, attack=None)
         r = verify(VerificationProblem(g, box, fails), cfg)
         assert r.verdict is Verdict.FALSIFIED
         x = r.counterexample.x.reshape(1, 1)
@@ -62,12 +62,12 @@ def test_verify_rejects_bad_timeout():
 
 def test_run_instance_sat_unsat(abs_files):
     d, onnx_path = abs_files
-    assert run_instance(onnx_path, d / "unsat.vnnlib", 10).verdict is Verdict.VERIFIED
-    r = run_instance(onnx_path, d / "sat.vnnlib", 10)
+    assert run_instance(onnx_path, d / "unsat.vnnlib", 120).verdict is Verdict.VERIFIED
+    r = run_instance(onnx_path, d / "sat.vnnlib", 120)
     assert r.verdict is Verdict.FALSIFIED
     text = r.to_vnncomp()
     assert text.startswith("sat\n((X_0 ") and "(Y_0 " in text
-    r = run_instance(onnx_path, d / "or.vnnlib", 10)
+    r = run_instance(onnx_path, d / "or.vnnlib", 120)
     assert r.verdict is Verdict.FALSIFIED and float(r.counterexample.y[0]) >= 0.9
 
 
@@ -75,10 +75,10 @@ def test_cli_run_writes_result_file(abs_files, capsys):
     d, onnx_path = abs_files
     out = d / "res.txt"
     rc = main(["vnncomp", "run", "--onnx", str(onnx_path), "--vnnlib", str(d / "unsat.vnnlib"),
-               "--timeout", "10", "--out", str(out)])
+               "--timeout", "120", "--out", str(out)])
     assert rc == 0 and out.read_text() == "unsat\n"
     rc = main(["vnncomp", "run", "--onnx", str(onnx_path), "--vnnlib", str(d / "sat.vnnlib"),
-               "--timeout", "10", "--out", str(out)])
+               "--timeout", "120", "--out", str(out)])
     assert rc == 0 and out.read_text().startswith("sat\n")
 
 
@@ -86,7 +86,7 @@ def test_cli_run_writes_result_file(abs_files, capsys):
 def test_cli_run_bad_input(abs_files, capsys, case):
     d, onnx_path = abs_files
     vnn = d / "unsat.vnnlib"
-    timeout = "10"
+    timeout = "120"
     if case == "vars":
         vnn = d / "two.vnnlib"
         vnn.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], "(<= Y_0 0.0)", 1))
@@ -177,9 +177,9 @@ def test_suite_crashed_worker_is_only_its_instance_error(tmp_path, monkeypatch):
     """A worker killed by SIGKILL (a real crash) fails its own instance only; the healthy
     worker's instance and the later ones are answered, and the summary counts the crash."""
     d = _abs_suite(tmp_path, ("a.onnx", "crash.onnx"))
-    _write_instances(d / "instances.csv", [("crash.onnx", "unsat.vnnlib", 10),
-                                           ("a.onnx", "unsat.vnnlib", 10),
-                                           ("a.onnx", "sat.vnnlib", 10)])
+    _write_instances(d / "instances.csv", [("crash.onnx", "unsat.vnnlib", 120),
+                                           ("a.onnx", "unsat.vnnlib", 120),
+                                           ("a.onnx", "sat.vnnlib", 120)])
     monkeypatch.setenv(TEST_HOOK_ENV, "crash:crash.onnx")
     out = d / "results.csv"
     s = run_suite(d / "instances.csv", d, out, jobs=2, progress=False)
@@ -198,7 +198,7 @@ def test_suite_hard_stop_records_timeout_and_goes_on(tmp_path, monkeypatch):
     grace: its instance is ``timeout`` and the suite finishes the others."""
     d = _abs_suite(tmp_path, ("a.onnx", "hang.onnx"))
     _write_instances(d / "instances.csv", [("hang.onnx", "unsat.vnnlib", 0.5),
-                                           ("a.onnx", "unsat.vnnlib", 10)])
+                                           ("a.onnx", "unsat.vnnlib", 120)])
     monkeypatch.setenv(TEST_HOOK_ENV, "hang:hang.onnx")
     out = d / "results.csv"
     s = run_suite(d / "instances.csv", d, out, jobs=1, progress=False, grace=0.2)
@@ -212,9 +212,9 @@ def test_run_instance_hard_stop_and_crash(tmp_path, monkeypatch):
     monkeypatch.setenv(TEST_HOOK_ENV, "hang:hang.onnx")
     r = run_instance_hard(d / "hang.onnx", d / "unsat.vnnlib", 0.5, grace=0.2)
     assert r.text == "timeout\n" and r.stopped and r.error is None
-    assert run_instance_hard(d / "a.onnx", d / "unsat.vnnlib", 10).text == "unsat\n"
+    assert run_instance_hard(d / "a.onnx", d / "unsat.vnnlib", 120).text == "unsat\n"
     monkeypatch.setenv(TEST_HOOK_ENV, "crash:crash.onnx")
-    r = run_instance_hard(d / "crash.onnx", d / "unsat.vnnlib", 10)
+    r = run_instance_hard(d / "crash.onnx", d / "unsat.vnnlib", 120)
     assert r.text == "error\n" and "SIGKILL" in r.error and not r.internal
     # time already spent (interpreter start-up) counts against the timeout
     assert run_instance_hard(d / "a.onnx", d / "unsat.vnnlib", 1.0, spent=2.0).text == "timeout\n"
@@ -287,7 +287,7 @@ def test_worker_dies_with_a_killed_suite(tmp_path):
 def test_suite_paths_with_commas_and_quotes_round_trip(tmp_path):
     name = 'net, "v1".onnx'
     d = _abs_suite(tmp_path, (name,))
-    _write_instances(d / "instances.csv", [(name, "unsat.vnnlib", 10), (name, "sat.vnnlib", 10)])
+    _write_instances(d / "instances.csv", [(name, "unsat.vnnlib", 120), (name, "sat.vnnlib", 120)])
     out = d / "results.csv"
     run_suite(d / "instances.csv", d, out, progress=False)
     assert _results(out) == {(name, "unsat.vnnlib"): "unsat", (name, "sat.vnnlib"): "sat"}
@@ -298,8 +298,8 @@ def test_suite_paths_with_commas_and_quotes_round_trip(tmp_path):
 
 def test_suite_duplicate_rows_run_once(tmp_path):
     d = _abs_suite(tmp_path)
-    rows = [("a.onnx", "unsat.vnnlib", 10), ("a.onnx", "unsat.vnnlib", 10),
-            ("a.onnx", "sat.vnnlib", 10), ("a.onnx", "unsat.vnnlib", 5)]
+    rows = [("a.onnx", "unsat.vnnlib", 120), ("a.onnx", "unsat.vnnlib", 120),
+            ("a.onnx", "sat.vnnlib", 120), ("a.onnx", "unsat.vnnlib", 5)]
     _write_instances(d / "instances.csv", rows)
     assert read_instance_table(d / "instances.csv")[1] == 2
     out = d / "results.csv"
@@ -310,8 +310,8 @@ def test_suite_duplicate_rows_run_once(tmp_path):
 
 def test_suite_resume_drops_torn_and_normalises_line_ends(tmp_path):
     d = _abs_suite(tmp_path)
-    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 10),
-                                           ("a.onnx", "sat.vnnlib", 10)])
+    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 120),
+                                           ("a.onnx", "sat.vnnlib", 120)])
     out = d / "results.csv"
     # a CRLF file whose last append was cut short
     out.write_bytes(b"onnx,vnnlib,result,time_s\r\na.onnx,unsat.vnnlib,unsat,0.5\r\na.onnx,sat.vn")
@@ -323,7 +323,7 @@ def test_suite_resume_drops_torn_and_normalises_line_ends(tmp_path):
 
 def test_suite_refuses_to_overwrite_another_file(tmp_path):
     d = _abs_suite(tmp_path)
-    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 10)])
+    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 120)])
     before = (d / "instances.csv").read_text()
     with pytest.raises(DataError, match="not a results file"):
         run_suite(d / "instances.csv", d, d / "instances.csv", progress=False)
@@ -338,8 +338,8 @@ def test_suite_paths_confined_to_root(tmp_path):
     (root / "link.onnx").symlink_to(tmp_path / "outside.onnx")
     out = tmp_path / "r.csv"
     for bad in ("../outside.onnx", str(tmp_path / "outside.onnx"), "link.onnx"):
-        _write_instances(root / "instances.csv", [("a.onnx", "unsat.vnnlib", 10),
-                                                  (bad, "unsat.vnnlib", 10)])
+        _write_instances(root / "instances.csv", [("a.onnx", "unsat.vnnlib", 120),
+                                                  (bad, "unsat.vnnlib", 120)])
         with pytest.raises(ConfigError, match=r"instances.csv:2: .*outside the root"):
             run_suite(root / "instances.csv", root, out, progress=False)
         assert not out.exists()
@@ -350,7 +350,7 @@ def test_suite_paths_confined_to_root(tmp_path):
 def test_suite_wrong_root_is_one_error(tmp_path):
     (tmp_path / "s").mkdir()
     d = _abs_suite(tmp_path / "s")
-    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 10)])
+    _write_instances(d / "instances.csv", [("a.onnx", "unsat.vnnlib", 120)])
     (tmp_path / "other").mkdir()
     with pytest.raises(ConfigError, match="none of the 1 networks"):
         run_suite(d / "instances.csv", tmp_path / "other", tmp_path / "r.csv", progress=False)

@@ -12,10 +12,11 @@ import sys
 
 from ..errors import NncertError
 from ..utils import one_line
+from . import config as cfg
 
 #: subcommand modules, in the order ``--help`` lists them
 SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp", "train", "evaluate",
-               "semantic", "bench", "report")
+               "semantic", "bench", "report", "config")
 
 DESCRIPTION = """\
 nncert proves things about neural networks read from PyTorch or ONNX:
@@ -44,27 +45,55 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show full tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    cfg.add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS if only is None else (only,):
         module = f"nncert.cli.{name}"
         if importlib.util.find_spec(module) is None:
             continue
         importlib.import_module(module).register(sub)
+    for _, p in cfg.leaf_parsers(parser):  # every command takes --config and --threads
+        cfg.add_global_options(p, mark=True)
     return parser
 
 
 def _command_of(argv: list[str]) -> str | None:
     """The subcommand named on the command line, when it is a known one."""
+    skip = False
     for a in argv:
-        if not a.startswith("-"):
+        if skip:
+            skip = False
+        elif a in cfg.GLOBAL_OPTIONS:
+            skip = True  # its value
+        elif not a.startswith("-"):
             return a if a in SUBCOMMANDS else None
     return None
 
 
+def _prepare(argv: list[str], debug: bool):
+    """(parser, parsed args), after ``--config`` and ``--threads`` were applied."""
+    parser = build_parser(_command_of(argv))
+    prepared = cfg.prepare(parser, argv, SUBCOMMANDS)
+    args = parser.parse_args(prepared.argv)
+    if not (prepared.command and prepared.command[0] == "config"):
+        cfg.apply_threads(cfg.resolve_threads(prepared.threads))
+    args.config = prepared.config
+    args.commands = SUBCOMMANDS
+    if not hasattr(args, "threads") or getattr(args, "threads", None) is None:
+        args.threads = prepared.threads
+    return parser, args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
+    debug = "--debug" in argv
+    try:
+        _, args = _prepare(argv, debug)
+    except NncertError as e:
+        if debug:
+            raise
+        print(f"nncert: error: {one_line(e)}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         build_parser().print_help()
         return 0

@@ -128,6 +128,14 @@ class RowWriter:
             self._f.flush()
 
 
+def plot_span(radii: Sequence[float]) -> float:
+    """The x-axis end: 5% past the largest finite certified radius (or size), so a PixelDP
+    plot whose sizes are all below 0.02 is not squeezed into the left edge of [0, 1];
+    1.0 when nothing was certified."""
+    finite = [r for r in radii if math.isfinite(r) and r > 0]
+    return (max(finite) if finite else 1.0) * 1.05
+
+
 def plot_certified_accuracy(path: str | os.PathLike, radii: Sequence[float],
                             correct: Sequence[bool], title: str, xlabel: str = "L2 radius") -> None:
     """Certified accuracy (correct and radius ≥ r) against r, as a PNG (matplotlib, Agg)."""
@@ -136,7 +144,7 @@ def plot_certified_accuracy(path: str | os.PathLike, radii: Sequence[float],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = max([r for r in radii if math.isfinite(r)] + [1.0]) * 1.05
+    top = plot_span(radii)
     grid = [top * i / 400 for i in range(401)]
     acc = stats.certified_accuracy(radii, correct, grid)
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)

@@ -38,6 +38,45 @@ from .common import (
     write_json,
 )
 
+#: --method names beyond the registry's (nncert.bounds.METHODS): a registry method with a config
+VARIANTS: dict[str, tuple[str, str]] = {
+    "deepzono": ("zonotope", "DeepZono ReLU relaxation (the same as zonotope)"),
+    "zbox": ("zonotope", "DiffAI zBox: an unstable ReLU's interval, correlations dropped"),
+    "zswitch": ("zonotope", "DiffAI zSwitch: per neuron zBox or zDiag, the smaller area"),
+    "zsmooth": ("zonotope", "DiffAI zSmooth: a convex combination of zDiag and zBox"),
+    "hybrid-zonotope": ("zonotope", "DiffAI HybridZonotope: zBox with the error in a box term"),
+    "fast-lin": ("crown", "Fast-Lin: CROWN with the lower ReLU slope parallel to the upper"),
+    "crown-ibp": ("crown", "CROWN-IBP: interval intermediate bounds, CROWN at the output"),
+}
+
+
+def method_config(method: str):
+    """(registry method, its config) for a --method name; the registry's own names get None
+    (their defaults)."""
+    if method not in VARIANTS:
+        return method, None
+    base = VARIANTS[method][0]
+    if base == "zonotope":
+        from ..bounds.zonotope import ZonotopeConfig
+
+        rule = {"hybrid-zonotope": "hybrid"}.get(method, method)
+        return base, ZonotopeConfig(relu=rule)
+    from ..bounds.crown import CrownConfig
+
+    if method == "fast-lin":
+        return base, CrownConfig(relaxation="fastlin")
+    return base, CrownConfig(intermediate="ibp")
+
+
+def _complete_config(args: argparse.Namespace):
+    """The VerifyConfig of --method complete (its timeout is set per point)."""
+    from ..complete.bab import BaBConfig
+    from ..complete.verify import VerifyConfig
+
+    return VerifyConfig(timeout_s=args.timeout, complete=args.complete,
+                        bab=BaBConfig(timeout_s=args.timeout, branching=args.branching,
+                                      heuristic=args.heuristic))
+
 
 def _onnx_reference(model: str, graph: Graph, source: Graph):
     """For an ONNX model: onnxruntime on the file, fed through any normalisation node the CLI
@@ -109,7 +148,8 @@ def _partial_path(out: str) -> Path | None:
 def _summary(args: argparse.Namespace, rows: list[dict], config: RobustnessConfig,
              interrupted: bool = False) -> dict:
     summary = summarize(rows, config)
-    summary.update(model=str(args.model), data=str(args.data), interrupted=interrupted)
+    summary.update(method=args.method, model=str(args.model), data=str(args.data),
+                   interrupted=interrupted)
     return summary
 
 
@@ -126,10 +166,13 @@ def run(args: argparse.Namespace) -> int:
     sink = _RowSink(args.out)
     sink.check()
     resolve_device(args.device)
-    config = RobustnessConfig(eps=args.eps, method=args.method,
+    method, mconfig = method_config(args.method)
+    if method == COMPLETE:
+        mconfig = _complete_config(args)
+    config = RobustnessConfig(eps=args.eps, method=method,
                               p=math.inf if args.p == "inf" else 2.0,
-                              batch_size=1 if args.method == COMPLETE else args.batch,
-                              timeout_s=args.timeout)
+                              batch_size=1 if method == COMPLETE else args.batch,
+                              method_config=mconfig, timeout_s=args.timeout)
     graph, source, data = _load(args)
     reference = _onnx_reference(args.model, graph, source)
     x = prepare_inputs(data.images, graph, args.scale if args.scale is not None else data.pixel_max)
@@ -179,12 +222,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "CIFAR-10 batch (.npz or python pickle), or 'digits' (embedded)")
     p.add_argument("--eps", type=nonnegative_float, required=True,
                    help="radius in [0,1] pixel units")
-    p.add_argument("--method", default="interval", choices=[*sorted(METHODS), COMPLETE],
-                   help="bound method (default: interval), or 'complete': decide each point "
-                        "(attack, bounds, branch-and-bound or MILP; nncert.complete.verify) "
-                        "within --timeout seconds, recording which strategy decided it")
+    p.add_argument("--method", default="interval",
+                   choices=[*sorted(METHODS), *VARIANTS, COMPLETE], metavar="METHOD",
+                   help="bound method (default: interval): "
+                        + ", ".join(sorted(METHODS)) + "; variants: "
+                        + "; ".join(f"{k} ({v[1]})" for k, v in VARIANTS.items())
+                        + "; or 'complete': decide each point (attack, bounds, "
+                        "branch-and-bound or MILP; nncert.complete.verify) within --timeout "
+                        "seconds, recording which strategy decided it")
     p.add_argument("--timeout", type=positive_float, default=60.0,
                    help="seconds per point for --method complete (default 60)")
+    p.add_argument("--complete", default="auto", choices=["auto", "bab", "milp", "none"],
+                   help="--method complete: the complete stage (VerifyConfig.complete; "
+                        "default auto)")
+    p.add_argument("--branching", default="auto", choices=["auto", "input", "relu"],
+                   help="--method complete: what branch-and-bound splits (BaBConfig.branching; "
+                        "default auto)")
+    p.add_argument("--heuristic", default="fsb", choices=["fsb", "babsr"],
+                   help="--method complete: which ReLU to split (BaBConfig.heuristic; default "
+                        "fsb)")
     p.add_argument("--p", default="inf", choices=["inf", "2"], help="norm of the ball")
     p.add_argument("--count", type=positive_int, default=None,
                    help="certify only the first N points")

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import ConfigError, NncertError
 from ..utils import check_writable
 from .common import add_device_arg, resolve_device, write_atomic
+from .config import resolve_threads
 
 
 def _timeout(text: str) -> float:
@@ -144,7 +145,8 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
         check_writable(str(Path(args.cex_dir) / "x.txt"), "--cex-dir")
     summary = run_suite(args.instances, root, args.out, jobs=args.jobs, timeout=args.timeout,
                         progress=not args.no_progress, cex_dir=args.cex_dir,
-                        threads=args.threads, allow_outside_root=args.allow_outside_root)
+                        threads=resolve_threads(args.threads, args.jobs),  # never oversubscribed
+                        allow_outside_root=args.allow_outside_root)
     print(summary.text())
     if summary.wrong:
         bar = "!" * 72
