@@ -70,13 +70,14 @@ class GraphBaBConfig:
     heuristic: str = "fsb"  # "babsr" or "fsb" (BaBSR's top fsb_topk tried with one CROWN pass)
     fsb_topk: int = 4
     act_min_width: float = 1e-5
+    stuck_alpha_iters: int = 100  # alpha/beta steps for a subdomain with nothing left to split
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_domains < 1:
             raise ConfigError("GraphBaBConfig: batch_size and max_domains must be ≥ 1")
         if self.heuristic not in ("babsr", "fsb") or self.fsb_topk < 1:
             raise ConfigError("GraphBaBConfig: heuristic must be 'babsr' or 'fsb', fsb_topk ≥ 1")
-        if self.alpha_iters < 0 or self.root_alpha_iters < 0:
+        if self.alpha_iters < 0 or self.root_alpha_iters < 0 or self.stuck_alpha_iters < 0:
             raise ConfigError("GraphBaBConfig: alpha iterations must be ≥ 0")
 
     def engine(self, iterations: int, refine_activation_splits: bool = True) -> EngineConfig:
@@ -294,8 +295,9 @@ class _Queue:
 def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, config: GraphBaBConfig,
             deadline: Deadline, stats: dict):
     """The unproved, non-empty subdomains of a bounded batch as _Open (with their split
-    choice); those with no unstable neuron left are counted as stuck and dropped (the
-    outcome can then not be VERIFIED)."""
+    choice); those with no neuron left to split get ``stuck_alpha_iters`` more steps of
+    alpha/beta (their bound is then only as loose as the multipliers' convergence); the ones
+    still unproved are counted as stuck and dropped (the outcome can then not be VERIFIED)."""
     spec = problem.output_spec
     keep = ~(spec.proved(b.lower) | b.empty)
     i = keep.nonzero().flatten()
@@ -309,6 +311,10 @@ def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, config: GraphBa
     else:
         layer, idx = br.flat_argmax(scores)
     stuck = layer < 0
+    if bool(stuck.any()) and config.stuck_alpha_iters > 0:
+        k = stuck.nonzero().flatten()
+        again = _bound(problem, state.select(k), config.stuck_alpha_iters, config, deadline)
+        stuck[k] = ~(spec.proved(again.lower) | again.empty)
     stats["stuck"] += int(stuck.sum())
     j = (~stuck).nonzero().flatten()
     return _Open(state.select(j), _margin(spec, sb.lower)[j], layer[j], idx[j])
