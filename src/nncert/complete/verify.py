@@ -34,7 +34,8 @@ class VerifyConfig:
 
     ``complete``: 'auto' (input-split BaB for low-dimensional inputs; else MILP when the
     network has at most ``milp_max_unstable`` unstable ReLUs after the incomplete bounds, else
-    ReLU-split BaB), 'bab', 'milp', or 'none' (attack and bounds only)."""
+    ReLU-split BaB; graphs with LeakyReLU/Sigmoid/Tanh: activation-split BaB, recorded as
+    "bab-activation"), 'bab', 'milp', or 'none' (attack and bounds only)."""
 
     timeout_s: float = 60.0
     attack: AttackConfig | None = field(default_factory=AttackConfig)
