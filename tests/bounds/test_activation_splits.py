@@ -74,12 +74,21 @@ def _random_limits(g, root: Subdomains, vals: dict, B: int, per_domain: int, see
             lim[a][b] = (up if bool(torch.rand(1, generator=gen) < 0.5) else down)[0]
     inter = {k: v[torch.zeros(B, dtype=torch.long)] for k, v in root.intermediate.items()}
     splits = {r: s.expand(B, *s.shape[1:]).clone() for r, s in root.splits.items()}
+    for s in splits.values():  # (mixed nets) one random ReLU sign split per subdomain too
+        for b in range(B):
+            j = int(torch.randint(s[b].numel(), (1,), generator=gen))
+            s[b].view(-1)[j] = 1 if bool(torch.rand(1, generator=gen) < 0.5) else -1
     return Subdomains(splits, inter, limits=lim)
 
 
-def _inside(g, vals: dict, limits: dict) -> torch.Tensor:
-    """(N, B) whether sample n satisfies subdomain b's limits."""
+def _inside(g, vals: dict, limits: dict, splits: dict) -> torch.Tensor:
+    """(N, B) whether sample n satisfies subdomain b's limits and ReLU sign splits."""
     ok = None
+    for r, s in splits.items():
+        v = vals[g.node(r).inputs[0]].flatten(1).unsqueeze(1)  # (N, 1, n)
+        s = s.flatten(1).unsqueeze(0).to(v.dtype)
+        good = ((s == 0) | (s * v >= 0)).all(-1)
+        ok = good if ok is None else ok & good
     for a, lim in limits.items():
         v = vals[activation_inputs(g)[a]].flatten(1).unsqueeze(1)  # (N, 1, n)
         lo, hi = lim[:, 0].flatten(1).unsqueeze(0), lim[:, 1].flatten(1).unsqueeze(0)
@@ -100,7 +109,7 @@ def test_sound_on_sampled_subdomains(kind, refine):
     cfg = EngineConfig(AlphaCrownConfig(iterations=8, early_stop=False, lr_beta=0.5),
                        refine_activation_splits=refine)
     b = bound_subdomains(g, p.input_set, spec.C, spec.d, doms, cfg)
-    inside = _inside(g, vals, doms.limits)
+    inside = _inside(g, vals, doms.limits, doms.splits)
     y = spec.expand(1).values(vals[g.output_name].unsqueeze(1))[:, 0]  # (N, R)
     assert int(inside.sum()) > 0  # not vacuous
     for k in range(6):

@@ -1,5 +1,6 @@
 """Branch-and-bound on general activations (complete/graph_bab.py with Subdomains.limits):
-verdicts agree with dense sampling + PGD on Sigmoid, Tanh, LeakyReLU and conv+Sigmoid nets,
+verdicts agree with dense sampling + PGD on Sigmoid, Tanh, LeakyReLU, conv+Sigmoid and
+ReLU+Tanh nets,
 instances plain (alpha-)CROWN cannot verify are verified, and verify() routes such graphs
 to the search ("bab-activation"), not to input splitting."""
 
@@ -27,6 +28,9 @@ def _module(kind: str, n_in: int) -> tuple[nn.Module, tuple[int, ...]]:
         return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Sigmoid(),
                              nn.Conv2d(2, 2, 3, stride=2, padding=1), nn.Sigmoid(), nn.Flatten(),
                              nn.Linear(8, 2)), (1, 4, 4)
+    if kind == "mixed":  # ReLU sign splits and Tanh point splits in one tree
+        return nn.Sequential(nn.Linear(n_in, 10), nn.ReLU(), nn.Linear(10, 10), nn.Tanh(),
+                             nn.Linear(10, 2)), (n_in,)
     act = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky": lambda: nn.LeakyReLU(0.1)}[kind]
     return nn.Sequential(nn.Linear(n_in, 10), act(), nn.Linear(10, 10), act(),
                          nn.Linear(10, 2)), (n_in,)
@@ -89,7 +93,7 @@ def _bab(p: VerificationProblem, config: GraphBaBConfig = BUDGET):
     return out
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "leaky", "conv_sigmoid"])
+@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "leaky", "conv_sigmoid", "mixed"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("delta", [0.01, -0.01])
 def test_agrees_with_sampling_and_pgd(kind, seed, delta):
