@@ -169,8 +169,9 @@ def _children(graph, doms: Subdomains, names: list[str], layer: torch.Tensor,
 
 def _child_limits(graph, doms: Subdomains, names: list[str], layer: torch.Tensor,
                   idx: torch.Tensor) -> dict[str, torch.Tensor] | None:
-    """The children's activation limits (upper sides, then lower sides), split at a point
-    strictly inside the parent's bounds of the chosen neuron."""
+    """The children's activation limits (upper sides, then lower sides), split at
+    ``split_points`` of the parent's bounds of the chosen neuron (strictly inside them for
+    every candidate; the two sides cover the parent whatever the point)."""
     if doms.limits is None:
         return None
     out = {}
