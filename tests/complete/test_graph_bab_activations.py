@@ -87,7 +87,7 @@ def _check(p: VerificationProblem):
 def _bab(p: VerificationProblem, config: GraphBaBConfig = BUDGET):
     out = graph_relu_bab(p, config, NEVER, _check(p))
     if out.status == "falsified":  # the counterexample holds on the concrete graph
-        x = out.counterexample.x.reshape(1, *p.graph.input_shape).to(D)
+        x = out.counterexample.x.reshape(1, *p.graph.input_shape).to(p.input_set.lower.dtype)
         assert bool(p.input_set.contains(x, atol=1e-9).all())
         assert not bool(p.output_spec.holds(p.graph.forward(x).flatten(1)).all())
     return out
@@ -155,3 +155,18 @@ def test_verify_keeps_input_splits_for_small_inputs():
     p = _problem(g, 0, 0.4, 0.01)
     r = verify(p, VerifyConfig(timeout_s=600, attack=None, bab=BaBConfig(max_domains=10**6)))
     assert "bab-activation" not in r.stats["stages"]
+
+
+@pytest.mark.parametrize("kind,delta", [("tanh", 0.01), ("sigmoid", -0.01)])
+def test_float32_search_stays_sound(kind, delta):
+    """The same search on a float32 copy (``VerifyConfig.dtype``): a VERIFIED answer still
+    survives sampling and PGD on the float64 network; a violated one is not VERIFIED."""
+    g = _graph(kind, 1)
+    p = _problem(g, 1, 0.4, delta)
+    out = _bab(p.to(dtype=torch.float32))
+    t = -float(p.output_spec.d)
+    if out.status == "verified":
+        assert delta > 0
+        assert _pgd_min(g, p.input_set, restarts=64, steps=100) - t > 0
+    else:
+        assert out.status in ("falsified", "unknown")
