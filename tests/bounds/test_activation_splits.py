@@ -227,3 +227,41 @@ def test_split_limits_cover_and_narrow():
     up, down = split_limits(lim, torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]))
     assert up[0, :, 1].tolist() == [0.5, torch.inf] and down[0, :, 1].tolist() == [-2.0, 0.5]
     assert torch.equal(up[:, :, 0], lim[:, :, 0]) and torch.equal(down[:, :, 0], lim[:, :, 0])
+
+
+class _TwoOnOne(nn.Module):
+    """Sigmoid and Tanh of the same pre-activation node, added."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return self.out(torch.sigmoid(h) + torch.tanh(h))
+
+
+def test_limits_of_two_activations_on_one_node_intersect():
+    torch.manual_seed(0)
+    g = from_torch(_TwoOnOne().double(), (3,)).to(dtype=D)
+    acts = activation_inputs(g)
+    assert len(acts) == 2 and len(set(acts.values())) == 1
+    x0 = torch.rand(1, 3, dtype=D)
+    xs = Box(x0 - 0.5, x0 + 0.5)
+    x = xs.sample(4000, torch.Generator().manual_seed(1))[:, 0]
+    vals = g.forward_all(x)
+    z = next(iter(acts.values()))
+    med = vals[z].median(0).values
+    root = root_subdomain(g, xs)
+    lim = unsplit_limits(g, root.intermediate)
+    a1, a2 = acts
+    lim[a1][0, 0, 0] = med[0]  # z0 ≥ median (on the Sigmoid)
+    lim[a2][0, 1, 1] = med[1]  # z1 ≤ median (on the Tanh)
+    C, d = torch.tensor([[[1.0, -1.0]]], dtype=D), torch.zeros(1, 1, dtype=D)
+    b = bound_subdomains(g, xs, C, d, Subdomains({}, root.intermediate, limits=lim),
+                         EngineConfig(AlphaCrownConfig(iterations=10, early_stop=False)))
+    iv = b.intermediate[z]
+    assert float(iv.lower[0, 0]) >= float(med[0]) and float(iv.upper[0, 1]) <= float(med[1])
+    pts = (vals[z][:, 0] >= med[0]) & (vals[z][:, 1] <= med[1])
+    y = vals[g.output_name][pts]
+    assert int(pts.sum()) > 0 and bool((y[:, 0] - y[:, 1] >= b.lower[0, 0] - 1e-8).all())
