@@ -294,6 +294,19 @@ def _use_graph_bab(p: VerificationProblem, config: VerifyConfig) -> bool:
             and all(type(n.op) in BACKWARD for n in g))
 
 
+def _optimized_root(p: VerificationProblem, inter, iters: int, deadline: Deadline) -> dict:
+    """``inter`` intersected with alpha-CROWN-optimised bounds of every node (both sound on
+    the input set, so their intersection is). On a 784-100-100-10 Sigmoid MLP it lifts the
+    activation search's root bounds from −0.90 to −0.54 and −1.23 to −1.06 for about 1.3 s."""
+    from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
+    from ..bounds.core import Interval
+
+    opt = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters),
+                                        deadline)
+    return {k: Interval(torch.maximum(v.lower, opt[k].lower), torch.minimum(v.upper, opt[k].upper))
+            if k in opt else v for k, v in inter.items()}
+
+
 def _graph_bab(p: VerificationProblem, b, config: VerifyConfig, end: Deadline, check, stats
                ) -> BaBOutcome:
     from ..bounds.activation_splits import activation_inputs
@@ -304,6 +317,9 @@ def _graph_bab(p: VerificationProblem, b, config: VerifyConfig, end: Deadline, c
     stats["method"] = how
     stats["stages"].append(how)
     inter = b.intermediate if b.method in ("crown", "alpha-crown") else None
+    iters = config.bab.root_intermediate_alpha_iters
+    if how == "bab-activation" and inter is not None and iters > 0:
+        inter = _optimized_root(p, inter, iters, end)
     out = graph_relu_bab(p, GraphBaBConfig(), end.within(config.bab.timeout_s), check,
                          root_intermediate=inter)
     stats["bab"] = out.stats
