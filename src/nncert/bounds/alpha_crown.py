@@ -26,6 +26,7 @@ from ..models.graph import Graph
 from ..specs.input_sets import InputSet
 from ..specs.problem import VerificationProblem
 from . import relaxations
+from .activation_splits import limit_betas, limit_terms
 from .core import Bounds, Interval
 from .crown import (
     BACKWARD,
@@ -139,11 +140,13 @@ def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
 
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: Deadline = NEVER, init_betas=None, capture=None):
+                   deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None):
     """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters, the
     number of Adam steps taken and the final split multipliers β (keyed like ``signs``;
     warm-started from ``init_betas`` where given, clamped ≥ 0, so any start is sound).
     ``capture``: filled by ``backward_bounds`` with the A of the last pass at the named nodes.
+    ``limits``: general activation split limits keyed by pre-activation node (see
+    ``activation_splits.limit_terms``); their β are returned under ``limit_key(node)``.
     Past ``deadline`` (checked before every step) it raises
     :class:`~nncert.clock.DeadlineExceededError`."""
     B, R = input_set.batch_size, C.shape[1]
@@ -151,15 +154,20 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
                                   start or graph.output_name)
     signs = signs or {}
     betas = {n: _init_beta(init_betas, n, (B, R, *s.shape[1:]), C) for n, s in signs.items()}
+    reach = _ancestors(graph, start or graph.output_name)  # a limit's constant needs its z term
+    limits = {z: v for z, v in (limits or {}).items() if z in reach}
+    betas.update(limit_betas(limits, init_betas, R, C))
     leaves = [(t, cfg.lr) for t in params.values()] + [(t, cfg.lr_beta) for t in betas.values()]
     moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t, _ in leaves]
     best, steps = None, 0
     while True:
         deadline.check()
-        offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in betas}
+        offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in signs}
+        extra = limit_terms(betas, limits, offsets)
         lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
                                    need_upper=False, start=start,
                                    relaxation=cfg.crown.relaxation, capture=capture)
+        lower = lower if extra is None else lower + extra
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
         if done or steps == cfg.iterations or not leaves or not lower.requires_grad:

@@ -16,6 +16,10 @@ child is a subset). A subdomain whose clipped bounds are infeasible is empty: lo
 Besides the spec bounds it returns what branching needs: the clipped intermediate bounds of
 every ReLU input and the coefficients ``A`` of the spec rows on every ReLU's output (BaBSR,
 Bunel et al. 2020), plus the final slopes and β for warm-starting children.
+
+A subdomain may also carry splits of general activations (LeakyReLU, Sigmoid, Tanh) at a point
+(``Subdomains.limits``, see ``activation_splits.py``): their pre-activation bounds are clipped
+to the limits and, by default, every node downstream is re-bounded on the subdomain.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..models import ops
 from ..models.graph import Graph
 from ..specs.input_sets import InputSet
 from ..specs.output import OutputSpec
+from .activation_splits import activation_inputs, clip_interval, clip_to_limits, limits_by_input
 from .alpha_crown import AlphaCrownConfig, Proved, _clip_splits, _complete, _optimize_rows
 from .core import Interval
 from .crown import BACKWARD, CrownConfig, _relaxed_inputs, intermediate_bounds
@@ -42,10 +47,13 @@ class EngineConfig:
     """``alpha``: the slope/β optimisation of the spec rows (``iterations=0``: plain CROWN
     with the clipped bounds and zero β). ``refine_intermediate``: re-bound (CROWN) every node
     downstream of a split node on each subdomain, intersected with the given bounds (tighter,
-    costs one CROWN pass per unstable downstream neuron and subdomain)."""
+    costs one CROWN pass per unstable downstream neuron and subdomain).
+    ``refine_activation_splits``: the same, for subdomains with general activation splits
+    (``Subdomains.limits``; the narrower relaxation mostly pays off downstream)."""
 
     alpha: AlphaCrownConfig = field(default_factory=lambda: AlphaCrownConfig(iterations=20))
     refine_intermediate: bool = False
+    refine_activation_splits: bool = True
 
     @property
     def crown(self) -> CrownConfig:
@@ -83,9 +91,12 @@ class Subdomains:
     intermediate: node name → Interval (B, *shape), sound on each subdomain (at least every
       ReLU / relaxed node's input; missing ones are filled by CROWN).
     slopes / betas: optional warm start (``slopes`` as ``backward_bounds`` takes them,
-      (B, R, *shape); ``betas`` keyed by ReLU name, (B, R, *shape)), any value is sound.
+      (B, R, *shape); ``betas`` keyed by ReLU name, (B, R, *shape), and the β of activation
+      limits by ``limit_key(pre-activation node)``, (B, R, 2, *shape)), any value is sound.
     lower: optional (B, R) lower bounds of the spec rows already known to hold on each
       subdomain (e.g. its parent's: a child is a subset); the engine never returns less.
+    limits: optional splits of general activations (``activation_splits.py``): activation
+      node name → (B, 2, *input shape), ``limits[:, 0] ≤ z ≤ limits[:, 1]`` (±inf: free).
     """
 
     splits: Mapping[str, torch.Tensor]
@@ -93,6 +104,7 @@ class Subdomains:
     slopes: Mapping[str, torch.Tensor] | None = None
     betas: Mapping[str, torch.Tensor] | None = None
     lower: torch.Tensor | None = None
+    limits: Mapping[str, torch.Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -104,7 +116,7 @@ class Subdomains:
             return None if m is None else {k: v[idx] for k, v in m.items()}
         return Subdomains(pick(self.splits), {k: v[idx] for k, v in self.intermediate.items()},
                           pick(self.slopes), pick(self.betas),
-                          None if self.lower is None else self.lower[idx])
+                          None if self.lower is None else self.lower[idx], pick(self.limits))
 
 
 def root_subdomain(graph: Graph, input_set: InputSet, config: EngineConfig | None = None,
@@ -127,8 +139,8 @@ def root_subdomain(graph: Graph, input_set: InputSet, config: EngineConfig | Non
 class SubdomainBounds:
     """Sound lower bounds (B, R) of the spec rows on each subdomain (+inf when empty), the
     clipped intermediate bounds (of ``kept_bounds``), the coefficients A (B, R, *shape) of
-    the rows on each ReLU's output and on the graph input (last pass; for branching and
-    attack starts only), the final slopes and β (warm starts)."""
+    the rows on each ReLU's and branchable activation's output and on the graph input (last
+    pass; for branching and attack starts only), the final slopes and β (warm starts)."""
 
     lower: torch.Tensor
     intermediate: Mapping[str, Interval]
@@ -161,12 +173,15 @@ def _descendants(graph: Graph, names: set[str]) -> set[str]:
 
 
 def _refined(graph: Graph, xs: InputSet, inter: Mapping[str, Interval],
-             pre: Mapping[str, torch.Tensor], cfg: EngineConfig) -> dict[str, Interval]:
+             pre: Mapping[str, torch.Tensor], cfg: EngineConfig,
+             limits_z: Mapping[str, torch.Tensor] | None = None) -> dict[str, Interval]:
     """``inter`` (already clipped) with every node downstream of a split re-bounded by CROWN
-    on the subdomain, each intersected with its given bounds and clipped by its splits
-    before later nodes read it. Sound on the subdomain: every relaxation uses bounds sound on
-    it, so the backward bounds hold on it, and so do their intersections and clips."""
-    split_nodes = {z for z, s in pre.items() if bool((s != 0).any())}
+    on the subdomain, each intersected with its given bounds and clipped by its splits (and
+    activation limits ``limits_z``, keyed by pre-activation node) before later nodes read it.
+    Sound on the subdomain: every relaxation uses bounds sound on it, so the backward bounds
+    hold on it, and so do their intersections and clips."""
+    limits_z = limits_z or {}
+    split_nodes = {z for z, s in pre.items() if bool((s != 0).any())} | set(limits_z)
     down = _descendants(graph, split_nodes)
     if not down:
         return dict(inter)
@@ -175,6 +190,8 @@ def _refined(graph: Graph, xs: InputSet, inter: Mapping[str, Interval],
         if name in inter:
             iv = Interval(torch.maximum(iv.lower, inter[name].lower),
                           torch.minimum(iv.upper, inter[name].upper))
+        if name in limits_z:
+            iv = clip_interval(iv, limits_z[name])[0]
         return _clip_splits({name: iv}, {name: pre[name]})[0][name] if name in pre else iv
 
     given = {k: v for k, v in inter.items() if k not in down}
@@ -191,6 +208,25 @@ def _spec_ibp(graph: Graph, C, d, inter: Mapping[str, Interval]) -> torch.Tensor
     B = inter[need].lower.shape[0]
     spec = OutputSpec.conjunction(C.expand(B, -1, -1), d.expand(B, -1))
     return spec_bounds_from_interval(graph, spec, dict(inter))[0]
+
+
+def _limited(graph: Graph, xs: InputSet, inter: dict[str, Interval],
+             pre: Mapping[str, torch.Tensor], empty: torch.Tensor | None,
+             limits: Mapping[str, torch.Tensor] | None, cfg: EngineConfig):
+    """``inter`` clipped by the activation limits (and, with ``refine_activation_splits``,
+    re-bounded downstream of them and of the ReLU splits, clipped again), with the empty
+    subdomains, and whether it re-bounded; unchanged without finite limits."""
+    limits_z = limits_by_input(graph, limits)
+    if not limits_z:
+        return inter, empty, False
+    inter, e = clip_to_limits(inter, limits_z)
+    empty = e if empty is None else empty | e
+    if cfg.refine_activation_splits:
+        inter = _refined(graph, xs, inter, pre, cfg, limits_z)
+        empty = empty | clip_to_limits(inter, limits_z)[1]
+        if pre:
+            empty = empty | _clip_splits(inter, pre)[1]
+    return inter, empty, cfg.refine_activation_splits
 
 
 def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torch.Tensor,
@@ -214,20 +250,23 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
     pre = _pre_activation_signs(graph, doms.splits)
     inter, empty = _clip_splits(doms.intermediate, pre) if pre else (dict(doms.intermediate),
                                                                      None)
-    if cfg.refine_intermediate and pre:
+    inter, empty, refined = _limited(graph, xs, inter, pre, empty, doms.limits, cfg)
+    if cfg.refine_intermediate and pre and not refined:
         inter = _refined(graph, xs, inter, pre, cfg)
         empty = empty | _clip_splits(inter, pre)[1]
     inter = _complete(graph, xs, inter, cfg.alpha)
     C, d = C.expand(B, -1, -1), d.expand(B, -1)
     signs = {z: s.to(C.dtype) for z, s in pre.items() if bool((s != 0).any())}
     z_of = relu_inputs(graph)
-    init_betas = None if doms.betas is None else {z_of[r]: b for r, b in doms.betas.items()}
-    capture = dict.fromkeys([*z_of, graph.input_name])
+    init_betas = None if doms.betas is None else {z_of.get(r, r): b
+                                                  for r, b in doms.betas.items()}
+    capture = dict.fromkeys([*z_of, *activation_inputs(graph), graph.input_name])
     with torch.enable_grad():
         lower, slopes, _, betas = _optimize_rows(
             graph, xs, C, d, inter, cfg.alpha, signs=signs, init_slopes=doms.slopes,
             proved=proved or (lambda lb: (lb > 0).all(1)), deadline=deadline,
-            init_betas=init_betas, capture=capture)
+            init_betas=init_betas, capture=capture,
+            limits=limits_by_input(graph, doms.limits))
     for known in (_spec_ibp(graph, C, d, inter), doms.lower):
         if known is not None:
             lower = torch.maximum(lower, known.to(lower))
@@ -238,4 +277,4 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
     keep = kept_bounds(graph)
     return SubdomainBounds(lower.detach(), {k: v for k, v in inter.items() if k in keep},
                            {r: a for r, a in capture.items() if a is not None}, slopes,
-                           {relu_of[z]: b for z, b in betas.items()}, empty)
+                           {relu_of.get(z, z): b for z, b in betas.items()}, empty)

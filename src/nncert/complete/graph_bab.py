@@ -1,21 +1,30 @@
-"""ReLU-split branch-and-bound on any graph with ReLUs (conv, residual Add, MaxPool, ...).
+"""Activation-split branch-and-bound on any graph (conv, residual Add, MaxPool, ...) with
+ReLUs or general activations (LeakyReLU, Sigmoid, Tanh).
 
-Search only: pop the worst open subdomains, split one unstable ReLU neuron each (BaBSR score,
-keyed by graph node name), bound both children with ``bounds/subdomains.py`` (alpha/beta-CROWN,
-warm-started from the parent), push the unproved ones. VERIFIED only when every leaf's sound
-lower bound proves the spec (the leaves cover the input set: each split is a ±1 case
-distinction of one neuron); FALSIFIED only with a counterexample confirmed by ``check`` on the
-concrete model.
+Search only: pop the worst open subdomains, split one neuron each (keyed by graph node name):
+an unstable ReLU by sign (BaBSR score), a general activation's input at a point
+(``bounds/activation_splits.py``, GenBaB, Shi et al. 2024; score in
+``activation_branching.py``); bound both children with ``bounds/subdomains.py``
+(alpha/beta-CROWN, warm-started from the parent), push the unproved ones. VERIFIED only when
+every leaf's sound lower bound proves the spec (the leaves cover the input set: each split is
+a two-way case distinction of one neuron, z ≥ 0 | z ≤ 0 or z ≥ p | z ≤ p); FALSIFIED only
+with a counterexample confirmed by ``check`` on the concrete model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ..bounds.activation_splits import (
+    activation_inputs,
+    split_limits,
+    split_points,
+    unsplit_limits,
+)
 from ..bounds.alpha_crown import AlphaCrownConfig
 from ..bounds.core import Interval
 from ..bounds.subdomains import (
@@ -32,6 +41,7 @@ from ..result import Counterexample
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
 from . import branching as br
+from .activation_branching import activation_scores
 from .bab import BaBOutcome, first_confirmed
 
 Checker = Callable[[torch.Tensor], Counterexample | None]
@@ -43,7 +53,9 @@ class GraphBaBConfig:
     ``alpha_iters`` / ``root_alpha_iters``: alpha/beta steps per child / at the root;
     ``max_domains``: UNKNOWN past this many open subdomains; ``max_steps``: UNKNOWN past this
     many steps (None: no cap; an iteration budget for tests); ``refine_intermediate``: re-bound
-    each child's nodes after its splits (see EngineConfig)."""
+    each child's nodes after its ReLU splits (see EngineConfig; children of general
+    activation splits are always re-bounded); ``act_min_width``: Sigmoid/Tanh neurons no
+    wider than this are not split."""
 
     batch_size: int = 16
     alpha_iters: int = 10
@@ -57,19 +69,20 @@ class GraphBaBConfig:
     attack_every: int = 5  # ... every this many steps (the others check the corners only)
     heuristic: str = "fsb"  # "babsr" or "fsb" (BaBSR's top fsb_topk tried with one CROWN pass)
     fsb_topk: int = 4
-
+    act_min_width: float = 1e-5
+    stuck_alpha_iters: int = 100  # alpha/beta steps for a subdomain with nothing left to split
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_domains < 1:
             raise ConfigError("GraphBaBConfig: batch_size and max_domains must be ≥ 1")
         if self.heuristic not in ("babsr", "fsb") or self.fsb_topk < 1:
             raise ConfigError("GraphBaBConfig: heuristic must be 'babsr' or 'fsb', fsb_topk ≥ 1")
-        if self.alpha_iters < 0 or self.root_alpha_iters < 0:
+        if self.alpha_iters < 0 or self.root_alpha_iters < 0 or self.stuck_alpha_iters < 0:
             raise ConfigError("GraphBaBConfig: alpha iterations must be ≥ 0")
 
-    def engine(self, iterations: int) -> EngineConfig:
+    def engine(self, iterations: int, refine_activation_splits: bool = True) -> EngineConfig:
         alpha = AlphaCrownConfig(iterations=iterations, lr=self.lr, lr_beta=self.lr_beta)
-        return EngineConfig(alpha, self.refine_intermediate)
+        return EngineConfig(alpha, self.refine_intermediate, refine_activation_splits)
 
 
 def _cat(parts: list[Subdomains]) -> Subdomains:
@@ -87,7 +100,7 @@ def _cat(parts: list[Subdomains]) -> Subdomains:
     return Subdomains(cat([p.splits for p in parts]), inter, cat([p.slopes for p in parts]),
                       cat([p.betas for p in parts]),
                       None if any(p.lower is None for p in parts)
-                      else torch.cat([p.lower for p in parts]))
+                      else torch.cat([p.lower for p in parts]), cat([p.limits for p in parts]))
 
 
 def _zeros_like_batch(ms, key: str, batch: int) -> torch.Tensor:
@@ -95,10 +108,18 @@ def _zeros_like_batch(ms, key: str, batch: int) -> torch.Tensor:
     return ref.new_zeros((batch, *ref.shape[1:]))
 
 
-def _scores(spec, bounds: SubdomainBounds, splits: Mapping[str, torch.Tensor],
-            z_of: Mapping[str, str]) -> list[torch.Tensor]:
-    """BaBSR scores (B, n) per ReLU node (0 for stable or split neurons) on the best row of
-    the worst clause of each subdomain."""
+def _names(graph) -> list[str]:
+    """The nodes a split may sit on: every ReLU, then every branchable general activation
+    (the layer index of a split choice points into this list)."""
+    return [*relu_inputs(graph), *activation_inputs(graph)]
+
+
+def _scores(problem, bounds: SubdomainBounds, splits: Mapping[str, torch.Tensor],
+            z_of: Mapping[str, str], config: GraphBaBConfig) -> list[torch.Tensor]:
+    """Scores (B, n) per node of ``_names`` (0 where no split helps) on the best row of the
+    worst clause of each subdomain: BaBSR for ReLUs (0 for stable or split neurons), the
+    gap score of ``activation_branching`` for general activations."""
+    spec = problem.output_spec
     rows, vals = br.clause_best_rows(spec, bounds.lower)
     worst = rows.gather(1, vals.argmin(1, keepdim=True)).squeeze(1)
     names = list(z_of)
@@ -111,18 +132,23 @@ def _scores(spec, bounds: SubdomainBounds, splits: Mapping[str, torch.Tensor],
         layers.append((lo, iv.upper.flatten(1)))
         A = bounds.coefficients.get(r)  # (None: the ReLU does not reach the output)
         As.append(lo.new_zeros(B, R, lo.shape[1]) if A is None else A.flatten(2))
-    return br.babsr_scores(layers, As, worst)
+    return br.babsr_scores(layers, As, worst) + activation_scores(
+        problem.graph, bounds, worst, config.act_min_width)
 
 
-def _children(doms: Subdomains, names: list[str], layer: torch.Tensor,
+def _children(graph, doms: Subdomains, names: list[str], layer: torch.Tensor,
               idx: torch.Tensor) -> Subdomains:
-    """Two children per subdomain (all +1 children, then all −1): the parent's splits plus
-    one on neuron ``idx`` of ReLU ``names[layer]``; the parent's (clipped) intermediate
-    bounds, sound on each child (a subset), and its warm start."""
+    """Two children per subdomain (all +1 / upper-side children, then all −1 / lower-side):
+    the parent's splits plus one on neuron ``idx`` of node ``names[layer]`` (a ReLU: its
+    sign; a general activation: its input at ``split_points`` of the parent's bounds); the
+    parent's (clipped) intermediate bounds, sound on each child (a subset), and its warm
+    start."""
     B = layer.shape[0]
     rows = torch.arange(B, device=layer.device)
     splits = {}
     for k, r in enumerate(names):
+        if r not in doms.splits:
+            continue
         s = doms.splits[r].reshape(B, -1)
         pos, neg = s.clone(), s.clone()
         sel = layer == k
@@ -137,7 +163,25 @@ def _children(doms: Subdomains, names: list[str], layer: torch.Tensor,
     inter = {k: Interval(torch.cat([v.lower, v.lower]), torch.cat([v.upper, v.upper]))
              for k, v in doms.intermediate.items()}
     lower = None if doms.lower is None else torch.cat([doms.lower, doms.lower])
-    return Subdomains(splits, inter, twice(doms.slopes), twice(doms.betas), lower)
+    limits = _child_limits(graph, doms, names, layer, idx)
+    return Subdomains(splits, inter, twice(doms.slopes), twice(doms.betas), lower, limits)
+
+
+def _child_limits(graph, doms: Subdomains, names: list[str], layer: torch.Tensor,
+                  idx: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """The children's activation limits (upper sides, then lower sides), split at
+    ``split_points`` of the parent's bounds of the chosen neuron (strictly inside them for
+    every candidate; the two sides cover the parent whatever the point)."""
+    if doms.limits is None:
+        return None
+    out = {}
+    for a, lim in doms.limits.items():
+        sel = (layer == names.index(a)).nonzero().flatten()
+        iv = doms.intermediate[graph.node(a).inputs[0]]
+        lo, hi = iv.lower.flatten(1)[sel, idx[sel]], iv.upper.flatten(1)[sel, idx[sel]]
+        up, down = split_limits(lim, sel, idx[sel], split_points(graph.node(a).op, lo, hi))
+        out[a] = torch.cat([up, down])
+    return out
 
 
 def _try_points(problem: VerificationProblem, bounds: SubdomainBounds, check: Checker,
@@ -181,10 +225,12 @@ def _margin(spec, lower: torch.Tensor) -> torch.Tensor:
     return spec.clause_max(lower).amin(-1)
 
 
-def _bound(problem, doms: Subdomains, iters: int, config: GraphBaBConfig, deadline: Deadline):
+def _bound(problem, doms: Subdomains, iters: int, config: GraphBaBConfig, deadline: Deadline,
+           refine_activation_splits: bool = True):
     spec = problem.output_spec
     return bound_subdomains(problem.graph, problem.input_set, spec.C, spec.d, doms,
-                            config.engine(iters), proved=spec.proved, deadline=deadline)
+                            config.engine(iters, refine_activation_splits), proved=spec.proved,
+                            deadline=deadline)
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,20 +296,26 @@ class _Queue:
 def _settle(problem, doms: Subdomains, b: SubdomainBounds, z_of, config: GraphBaBConfig,
             deadline: Deadline, stats: dict):
     """The unproved, non-empty subdomains of a bounded batch as _Open (with their split
-    choice); those with no unstable neuron left are counted as stuck and dropped (the
-    outcome can then not be VERIFIED)."""
+    choice); those with no neuron left to split get ``stuck_alpha_iters`` more steps of
+    alpha/beta (their bound is then only as loose as the multipliers' convergence); the ones
+    still unproved are counted as stuck and dropped (the outcome can then not be VERIFIED)."""
     spec = problem.output_spec
     keep = ~(spec.proved(b.lower) | b.empty)
     i = keep.nonzero().flatten()
-    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas, b.lower).select(i)
+    state = Subdomains(doms.splits, b.intermediate, b.slopes, b.betas, b.lower,
+                       doms.limits).select(i)
     sb = SubdomainBounds(b.lower[i], state.intermediate,
                          {k: v[i] for k, v in b.coefficients.items()}, {}, {}, b.empty[i])
-    scores = _scores(spec, sb, state.splits, z_of)
+    scores = _scores(problem, sb, state.splits, z_of, config)
     if config.heuristic == "fsb" and i.numel():
-        layer, idx = _fsb(problem, state, scores, list(z_of), config, deadline)
+        layer, idx = _fsb(problem, state, scores, _names(problem.graph), config, deadline)
     else:
         layer, idx = br.flat_argmax(scores)
     stuck = layer < 0
+    if bool(stuck.any()) and config.stuck_alpha_iters > 0:
+        k = stuck.nonzero().flatten()
+        again = _bound(problem, state.select(k), config.stuck_alpha_iters, config, deadline)
+        stuck[k] = ~(spec.proved(again.lower) | again.empty)
     stats["stuck"] += int(stuck.sum())
     j = (~stuck).nonzero().flatten()
     return _Open(state.select(j), _margin(spec, sb.lower)[j], layer[j], idx[j])
@@ -275,9 +327,10 @@ def _fsb(problem, state: Subdomains, scores, names, config: GraphBaBConfig, dead
     the parent's slopes and β. Returns (ReLU index, flat index) per subdomain, −1 if none."""
     vals, layer, idx = br.topk_candidates(scores, config.fsb_topk)  # (B, k) each
     B, k = vals.shape
-    kids = _cat([_children(state, names, layer[:, c], idx[:, c]) for c in range(k)])
-    kids = Subdomains(kids.splits, kids.intermediate, kids.slopes, kids.betas, None)
-    b = _bound(problem, kids, 0, config, deadline)
+    kids = _cat([_children(problem.graph, state, names, layer[:, c], idx[:, c])
+                 for c in range(k)])
+    kids = replace(kids, lower=None)
+    b = _bound(problem, kids, 0, config, deadline, refine_activation_splits=False)
     m = _margin(problem.output_spec, b.lower).reshape(k, 2, B).amin(1)  # worse child
     m = torch.where(vals.T > 0, m, torch.full_like(m, -math.inf))
     best = m.argmax(0)
@@ -291,7 +344,7 @@ def _step(problem, queue: _Queue, names, z_of, config: GraphBaBConfig, deadline,
     """Split the worst ``batch_size`` open subdomains, bound the children, push the open
     ones; returns a confirmed counterexample or None."""
     parents = queue.pop(config.batch_size)
-    kids = _children(parents.doms, names, parents.layer, parents.idx)
+    kids = _children(problem.graph, parents.doms, names, parents.layer, parents.idx)
     b = _bound(problem, kids, config.alpha_iters, config, deadline)
     stats["domains"] += kids.batch_size
     steps = config.attack_steps if stats["steps"] % max(config.attack_every, 1) == 0 else 0
@@ -313,14 +366,14 @@ def _clause_state(root: _Open, rows: list[int]) -> _Open:
     d = root.doms
     slopes = None if d.slopes is None else {k: v[:, rows] for k, v in d.slopes.items()}
     lower = None if d.lower is None else d.lower[:, rows]
-    doms = Subdomains(d.splits, d.intermediate, slopes, None, lower)
+    doms = Subdomains(d.splits, d.intermediate, slopes, None, lower, d.limits)
     return _Open(doms, lower.amax(1), root.layer, root.idx)
 
 
 def _search(problem, open_: _Open, z_of, config: GraphBaBConfig, deadline: Deadline, check,
             stats: dict) -> BaBOutcome:
     """Pop, split, bound, push until no subdomain is open or a budget runs out."""
-    names = list(z_of)
+    names = _names(problem.graph)
     queue = _Queue(open_)
     while queue.chunks:
         lower = queue.min_margin()
@@ -361,6 +414,8 @@ def _decide(problem: VerificationProblem, config: GraphBaBConfig, deadline: Dead
     g, spec = problem.graph, problem.output_spec
     z_of = relu_inputs(g)
     root = root_subdomain(g, problem.input_set, config.engine(0), root_intermediate)
+    if activation_inputs(g):
+        root = replace(root, limits=unsplit_limits(g, root.intermediate))
     b = _bound(problem, root, config.root_alpha_iters, config, deadline)
     stats["root_lower"] = float(_margin(spec, b.lower).min())
     cex = _try_points(problem, b, check, config.attack_steps)

