@@ -12,7 +12,7 @@ and answers TIMEOUT.
 
 Soundness: a subdomain is dropped only when every clause has a positive sound lower bound
 (for input splitting a disjunction's bound may come from a convex combination of its rows'
-linear bounds, :func:`relu_net.disjunction_lower`) or its split constraints are contradictory;
+linear bounds, :func:`nncert.bounds.clauses.disjunction_lower`) or its split constraints are contradictory;
 VERIFIED means every subdomain was dropped. The bounds that drop a subdomain are computed in the
 dense network's dtype (float64 by default); ReLU splitting searches its alpha/beta parameters in
 float32 and evaluates the final ones again in float64.
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .. import clock
+from ..bounds.clauses import clause_lowers, linear_constant
 from ..clock import Deadline, DeadlineExceededError
 from ..errors import ConfigError
 from ..result import Counterexample
@@ -130,8 +131,11 @@ def _margin_lb(spec: OutputSpec, lb: torch.Tensor) -> torch.Tensor:
 
 
 def _clause_lower(spec: OutputSpec, lb, A_x, lo, hi) -> torch.Tensor:
-    """(B, K) sound lower bounds of each clause (disjunctions through the λ-combination)."""
-    return torch.stack([rn.disjunction_lower(A_x, lb, lo, hi, cl) for cl in spec.clauses], -1)
+    """(B, K) sound lower bounds of each clause (disjunctions through the λ-combination);
+    ``lb`` must be the raw minima over the boxes of the linear bounds with coefficients
+    ``A_x`` (see :func:`nncert.bounds.clauses.linear_constant`)."""
+    xs = Box(lo, hi)
+    return clause_lowers(spec, xs, A_x, linear_constant(xs, A_x, lb))
 
 
 def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
