@@ -395,7 +395,9 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
                         row_bounds: RowBounds | None = None,
                         deadline: Deadline = NEVER,
                         checks_per_pass: int = 1,
-                        post: Callable[[str, Interval], Interval] | None = None
+                        post: Callable[[str, Interval], Interval] | None = None,
+                        prior: Mapping[str, Interval] | None = None,
+                        only: Mapping[str, torch.Tensor] | None = None
                         ) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
@@ -406,7 +408,11 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
     take those bounds instead (they must be sound for the set, or for the subdomain the caller
     bounds); later nodes build on them. ``post(name, interval)`` replaces each computed node's
     bounds before later nodes read them (e.g. clipped by split constraints: the result is then
-    sound for the subdomain that ``post`` keeps sound). Past ``deadline`` it raises
+    sound for the subdomain that ``post`` keeps sound). ``prior``: bounds already known to be
+    sound (e.g. a parent subdomain's), intersected with each node's interval step before it
+    decides which neurons need a backward pass; ``only``: node name → bool (B, *shape), the
+    neurons of that node allowed a backward pass (the others keep the interval step ∩
+    ``prior``: sound, looser). Past ``deadline`` it raises
     :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
     """
     cfg = config or CrownConfig()
@@ -424,11 +430,16 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
             continue
         deadline.check()
         iv = IBP_TRANSFORMERS[type(node.op)](node.op, *(values[s] for s in node.inputs))
+        if prior is not None and node.name in prior:
+            iv = Interval(torch.maximum(iv.lower, prior[node.name].lower),
+                          torch.minimum(iv.upper, prior[node.name].upper))
         if node.name in needs:
             if needs[node.name] and cfg.unstable_only and cfg.intersect_ibp:
                 mask = (iv.lower < 0) & (iv.upper > 0)
             else:
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
+            if only is not None and node.name in only:
+                mask = mask & only[node.name].reshape(mask.shape)
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
                          deadline, checks_per_pass)
