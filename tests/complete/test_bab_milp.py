@@ -200,21 +200,27 @@ def test_widest_input_dims_uses_first_layer_reach():
 
 
 def test_root_alpha_intermediate_bounds_are_sound_and_tighter():
-    from nncert.complete.verify import _alpha_intermediate
+    """The chain path's root (verify._root): when CROWN does not prove the property, every
+    ReLU input's bounds are alpha-optimised too; they stay sound and get tighter."""
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.bounds.subdomains import relu_inputs
+    from nncert.complete.verify import VerifyConfig, _root
 
     g = random_mlp(11, (4, 16, 16, 16, 3)).to(dtype=torch.float64)
-    net = rn.extract_relu_net(g)
     lo, hi = -torch.ones(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64)
-    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64))
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64),
+                                  torch.tensor([[-100.0]], dtype=torch.float64))
     p = VerificationProblem(g, Box(lo, hi), spec)
-    crown = rn.crown_intermediate(net, lo, hi)
-    opt = _alpha_intermediate(p, net, crown, 20)
+    crown = intermediate_bounds(g, p.input_set)
+    root = _root(p, VerifyConfig(), Deadline.after(60))
     x = lo + torch.rand(20000, 4, dtype=torch.float64) * (hi - lo)
+    vals = g.forward_all(x)
     tighter = 0.0
-    for (cl, cu), (ol, ou), z in zip(crown, opt, net.pre_activations(x)):
-        assert bool((ol >= cl).all()) and bool((ou <= cu).all())
-        assert bool((z >= ol - 1e-9).all()) and bool((z <= ou + 1e-9).all())
-        tighter += float((cu - cl).sum() - (ou - ol).sum())
+    for z in relu_inputs(g).values():
+        c, o = crown[z], root.intermediate[z]
+        assert bool((o.lower >= c.lower).all()) and bool((o.upper <= c.upper).all())
+        assert bool((vals[z] >= o.lower - 1e-9).all()) and bool((vals[z] <= o.upper + 1e-9).all())
+        tighter += float((c.upper - c.lower).sum() - (o.upper - o.lower).sum())
     assert tighter > 0
 
 

@@ -126,6 +126,7 @@ def optimize_pairs(graph: Graph, p: Pairs, cfg: AlphaCrownConfig,
     moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t in [*params.values(),
                                                                      *betas.values()]]
     live = torch.ones(act.numel(), dtype=torch.bool, device=act.device)
+    cache: dict = {}  # the relaxations' fixed parts (same bounds every step)
     with torch.enable_grad():
         for it in range(1, cfg.iterations + 1):
             if not bool(live.any()):
@@ -133,7 +134,7 @@ def optimize_pairs(graph: Graph, p: Pairs, cfg: AlphaCrownConfig,
             deadline.check()
             lower, _ = backward_bounds(graph, sub.input_set, sub.C, sub.d, sub.inter, params,
                                        _offsets(sub.signs, betas), need_upper=False,
-                                       relaxation=cfg.crown.relaxation)
+                                       relaxation=cfg.crown.relaxation, relax_cache=cache)
             if not lower.requires_grad:
                 break
             done = (lower.detach() > 0).all(-1) & live
@@ -148,7 +149,7 @@ def optimize_pairs(graph: Graph, p: Pairs, cfg: AlphaCrownConfig,
             if int(live.sum()) < 0.75 * live.numel():
                 _write(out_s, out_b, params, betas, act, live)
                 keep = live.nonzero().flatten()
-                act, sub = act[keep], sub.select(keep)
+                act, sub, cache = act[keep], sub.select(keep), {}
                 params = {k: v.detach()[keep].requires_grad_(True) for k, v in params.items()}
                 betas = {k: v.detach()[keep].requires_grad_(True) for k, v in betas.items()}
                 moments = [(m[keep], v[keep]) for m, v in moments]
@@ -177,11 +178,10 @@ def bound_pairs(graph: Graph, p: Pairs, cfg: AlphaCrownConfig, *,
     parameters' pass."""
     sg = search_graph if search_graph is not None else graph
     sdt = sg.dtype
-    start = evaluate(graph, p, p.slopes, p.betas, mode=cfg.crown.relaxation)
     if cfg.iterations <= 0 or p.size == 0:
-        if capture is not None:
-            evaluate(graph, p, p.slopes, p.betas, capture, cfg.crown.relaxation)
+        start = evaluate(graph, p, p.slopes, p.betas, capture, cfg.crown.relaxation)
         return start[:, 0], dict(p.slopes or {}), dict(p.betas or {})
+    start = evaluate(graph, p, p.slopes, p.betas, mode=cfg.crown.relaxation)
     sp = p if sdt == p.C.dtype else p.to(sdt)
     slopes, betas = optimize_pairs(sg, sp, cfg, deadline)
     deadline.check()
