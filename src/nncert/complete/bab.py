@@ -258,117 +258,165 @@ def _unpack_layers(flat: torch.Tensor, widths: list[int]) -> list[rn.Layer]:
 
 
 # -- input splitting ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _InputSearch:
+    """What every input-split step reads."""
+
+    net: rn.ReluNet
+    spec: OutputSpec
+    config: BaBConfig
+    deadline: Deadline
+    check: Checker
+    reach: torch.Tensor  # (n,) column sums of |W0|: the first-layer reach of each input
+
+    @property
+    def c0(self) -> torch.Tensor:
+        return self.spec.C[:1]
+
+    @property
+    def d0(self) -> torch.Tensor:
+        return self.spec.d[:1]
+
+
+def _box_intermediate(s: _InputSearch, lo, hi, prior):
+    """Intermediate bounds of the boxes, sound on each (``prior``: bounds sound on a superset,
+    e.g. the parent box's, which prune most backward passes)."""
+    cfg, net, dl = s.config, s.net, s.deadline
+    if cfg.intermediate == "crown" and prior is not None:
+        return rn.crown_intermediate(net, lo, hi, fwd=prior, deadline=dl)
+    inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=dl)
+    if cfg.intermediate == "crown":
+        inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=dl)
+    return inter
+
+
+def _box_alpha(s: _InputSearch, inter, lo, hi, lb, A_x, cl, warm):
+    """A few alpha steps on the open boxes with few unstable ReLUs (their lower slopes then
+    decide the bound), warm-started from the parents' slopes where they have them. Returns
+    (lb, A_x, cl, slopes (B, R, Σn) float16, (B,) whether optimised); every bound stays the
+    better of CROWN's and alpha's (both sound)."""
+    cfg, R, widths = s.config, s.c0.shape[1], s.net.widths
+    B = lo.shape[0]
+    alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
+    has = torch.zeros(B, dtype=torch.bool)
+    if cfg.input_alpha_iters <= 0:
+        return lb, A_x, cl, alpha, has
+    unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
+    sel = (~(cl > 0).all(-1) & (unstable <= cfg.input_alpha_max_unstable)).nonzero().flatten()
+    if not sel.numel():
+        return lb, A_x, cl, alpha, has
+    k = sel.numel()
+    sinter = [(zl[sel], u[sel]) for zl, u in inter]
+    start = torch.cat(rn.init_alphas(sinter, R), -1)
+    if warm is not None:  # the parent's optimised slopes, where it has them
+        wa, wh = warm[0][sel], warm[1][sel]
+        start = torch.where(wh[:, None, None], wa.to(start.dtype), start)
+    lbs, As, als, _ = rn.optimize_spec_bound(
+        s.net, s.c0.expand(k, -1, -1), s.d0.expand(k, -1), sinter, lo[sel], hi[sel],
+        iters=cfg.input_alpha_iters, deadline=s.deadline, lr_alpha=cfg.input_alpha_lr,
+        alphas=list(start.split(widths, -1)))
+    lb, A_x = lb.clone(), A_x.clone()
+    lb[sel], A_x[sel] = lbs, As
+    # (the parent's slopes may suit a child worse than CROWN's: keep the better)
+    cl[sel] = torch.maximum(cl[sel], _clause_lower(s.spec, lbs, As, lo[sel], hi[sel]))
+    alpha[sel] = torch.cat(als, -1).to(torch.float16)
+    has[sel] = True
+    return lb, A_x, cl, alpha, has
+
+
+def _bound_boxes(s: _InputSearch, lo, hi, prior=None, warm=None):
+    """Bounds of the boxes: row bounds, input coefficients, clause bounds, packed
+    intermediate bounds and the slopes to warm-start their children from. ``warm``: the
+    parents' (slopes, optimised) pair."""
+    inter = _box_intermediate(s, lo, hi, prior)
+    s.deadline.check()
+    B = lo.shape[0]
+    lb, A_x, _ = rn.spec_bound(s.net, s.c0.expand(B, -1, -1), s.d0.expand(B, -1), inter, lo, hi)
+    cl = _clause_lower(s.spec, lb, A_x, lo, hi)
+    lb, A_x, cl, alpha, has = _box_alpha(s, inter, lo, hi, lb, A_x, cl, warm)
+    return lb, A_x, cl, _pack_layers(inter), alpha, has
+
+
+def _split_dims(s: _InputSearch, lb, A_x, lo, hi) -> torch.Tensor:
+    if s.config.input_heuristic == "sb":
+        return br.input_split_dims(s.spec, lb, A_x, lo, hi)
+    return br.widest_input_dims(lo, hi, s.reach)
+
+
+def _input_step(s: _InputSearch, q: _Queue, count: int, stats: dict):
+    """Pop ``count`` boxes, bisect each, bound the halves, push the open ones after trying
+    their candidate points. Returns (a confirmed counterexample or None, whether boxes were
+    pushed)."""
+    d = q.pop(count)
+    kids = Box(d["lo"], d["hi"]).split(d["dim"])
+    clo, chi = kids.lo, kids.hi
+    prior = _unpack_layers(d["inter"].repeat(2, 1), s.net.widths)
+    res = _bound_boxes(s, clo, chi, prior, (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
+    stats["steps"] += 1
+    stats["domains"] += clo.shape[0]
+    open_ = ~(res[2] > 0).all(-1)
+    if not bool(open_.any()):
+        return None, False
+    clo, chi, lb, A_x, cl, inter, alpha, has = (t[open_] for t in (clo, chi, *res))
+    cex = _candidates(s.net, s.spec, clo, chi, A_x, s.check)
+    if cex is not None:
+        return cex, False
+    q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=_split_dims(s, lb, A_x, clo, chi),
+           inter=inter, alpha=alpha, has=has)
+    stats["max_queue"] = max(stats["max_queue"], q.n)
+    return None, True
+
+
+def _max_boxes(s: _InputSearch, n: int) -> int:
+    """The queue cap: ``max_domains`` and ``queue_mb`` of memory."""
+    R, n_all = s.c0.shape[1], sum(s.net.widths)
+    per_box = 2 * n * 8 + 2 * n_all * 8 + R * n_all * 2 + 17  # bytes held in the queue
+    return min(s.config.max_domains, s.config.queue_mb * 2**20 // per_box)
+
+
+def _attack_worst(s: _InputSearch, q: _Queue) -> Counterexample | None:
+    """PGD on the 64 worst open boxes."""
+    w = q.peek_worst(64)
+    return _pgd_on(s.net, s.spec, w["lo"], w["hi"], s.check, s.deadline)
+
+
 @_timeout_on_expiry
 def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
               config: BaBConfig, deadline: Deadline, check: Checker, *,
               stats: dict) -> BaBOutcome:
-    """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype)."""
+    """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype):
+    pop the worst boxes, bisect, bound the halves, push the open ones."""
     t0 = clock.now()
-    C0, d0 = spec.C[:1], spec.d[:1]
-    R, widths = C0.shape[1], net.widths
-
-    def bound(lo, hi, prior=None, warm=None):
-        """Bounds of the boxes, and the alphas to warm-start their children from ((B, R, Σn)
-        float16, and (B,) whether they were optimised). ``warm``: the parents' pair."""
-        B = lo.shape[0]
-        if config.intermediate == "crown" and prior is not None:
-            # the parent's bounds stay valid on its children and prune most backward passes
-            inter = rn.crown_intermediate(net, lo, hi, fwd=prior, deadline=deadline)
-        else:
-            inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=deadline)
-            if config.intermediate == "crown":
-                inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=deadline)
-        deadline.check()
-        lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
-        cl = _clause_lower(spec, lb, A_x, lo, hi)
-        alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
-        has = torch.zeros(B, dtype=torch.bool)
-        if config.input_alpha_iters > 0:
-            # alpha pays on small boxes close to the threshold: few unstable ReLUs, whose
-            # lower slopes then decide the bound (tens of times tighter near the end)
-            unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
-            sel = (~(cl > 0).all(-1)
-                   & (unstable <= config.input_alpha_max_unstable)).nonzero().flatten()
-            if sel.numel():
-                k = sel.numel()
-                sinter = [(zl[sel], u[sel]) for zl, u in inter]
-                start = torch.cat(rn.init_alphas(sinter, R), -1)
-                if warm is not None:  # the parent's optimised slopes, where it has them
-                    wa, wh = warm[0][sel], warm[1][sel]
-                    start = torch.where(wh[:, None, None], wa.to(start.dtype), start)
-                lbs, As, als, _ = rn.optimize_spec_bound(
-                    net, C0.expand(k, -1, -1), d0.expand(k, -1), sinter, lo[sel], hi[sel],
-                    iters=config.input_alpha_iters, deadline=deadline,
-                    lr_alpha=config.input_alpha_lr, alphas=list(start.split(widths, -1)))
-                lb, A_x = lb.clone(), A_x.clone()
-                lb[sel], A_x[sel] = lbs, As
-                # (the parent's slopes may suit a child worse than CROWN's: keep the better)
-                cl[sel] = torch.maximum(cl[sel], _clause_lower(spec, lbs, As, lo[sel], hi[sel]))
-                alpha[sel] = torch.cat(als, -1).to(torch.float16)
-                has[sel] = True
-        return lb, A_x, cl, _pack_layers(inter), alpha, has
-
-    reach = net.Ws[0].abs().sum(0)
-
-    def split_dims(lb, A_x, lo, hi):
-        if config.input_heuristic == "sb":
-            return br.input_split_dims(spec, lb, A_x, lo, hi)
-        return br.widest_input_dims(lo, hi, reach)
-
+    s = _InputSearch(net, spec, config, deadline, check, net.Ws[0].abs().sum(0))
     stats.update({"branching": "input", "domains": 1, "steps": 0, "max_queue": 1})
-    lb, A_x, cl, inter, alpha, has = bound(lo, hi)
+    lb, A_x, cl, inter, alpha, has = _bound_boxes(s, lo, hi)
     if bool((cl > 0).all()):
         return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
     cex = _candidates(net, spec, lo, hi, A_x, check)
     if cex is not None:
         return BaBOutcome("falsified", cex, stats=stats)
-    n, n_all = lo.shape[1], sum(widths)
-    per_box = 2 * n * 8 + 2 * n_all * 8 + R * n_all * 2 + 17  # bytes held in the queue
-    max_domains = min(config.max_domains, config.queue_mb * 2**20 // per_box)
+    max_domains = _max_boxes(s, lo.shape[1])
     q = _Queue()
-    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=split_dims(lb, A_x, lo, hi), inter=inter,
+    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=_split_dims(s, lb, A_x, lo, hi), inter=inter,
            alpha=alpha, has=has)
-    step = 0
-    attack_time = 0.0
-    batch = config.batch_size
+    attack_time, batch = 0.0, config.batch_size
     while q.n:
         stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
-        d = q.pop(max(1, batch // 2))
         t_step = clock.now()
-        kids = Box(d["lo"], d["hi"]).split(d["dim"])
-        clo, chi = kids.lo, kids.hi
-        lb, A_x, cl, inter, alpha, has = bound(
-            clo, chi, _unpack_layers(d["inter"].repeat(2, 1), widths),
-            (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
-        # keep one bounding call well under a second so that the deadline is honoured
-        dt = clock.now() - t_step
-        if dt > 0.5 and batch > 16:
-            batch //= 2
-        elif dt < 0.1 and batch < config.batch_size:
-            batch *= 2
-        step += 1
-        stats["steps"] = step
-        stats["domains"] += clo.shape[0]
-        open_ = ~(cl > 0).all(-1)
-        if not bool(open_.any()):
-            continue
-        clo, chi, lb, A_x, inter, cl, alpha, has = (
-            t[open_] for t in (clo, chi, lb, A_x, inter, cl, alpha, has))
-        cex = _candidates(net, spec, clo, chi, A_x, check)
+        cex, pushed = _input_step(s, q, max(1, batch // 2), stats)
         if cex is not None:
             stats["time_s"] = clock.now() - t0
             return BaBOutcome("falsified", cex, stats=stats)
-        q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=split_dims(lb, A_x, clo, chi), inter=inter,
-               alpha=alpha, has=has)
-        stats["max_queue"] = max(stats["max_queue"], q.n)
-        elapsed = clock.now() - t0
-        if (config.attack_every and step % config.attack_every == 0 and q.n
-                and attack_time < config.attack_share * elapsed):
+        # keep one bounding call well under a second so that the deadline is honoured
+        dt = clock.now() - t_step
+        batch = batch // 2 if dt > 0.5 and batch > 16 else (
+            batch * 2 if dt < 0.1 and batch < config.batch_size else batch)
+        if (pushed and config.attack_every and stats["steps"] % config.attack_every == 0 and q.n
+                and attack_time < config.attack_share * (clock.now() - t0)):
             ta = clock.now()
-            w = q.peek_worst(64)
-            cex = _pgd_on(net, spec, w["lo"], w["hi"], check, deadline)
+            cex = _attack_worst(s, q)
             attack_time += clock.now() - ta
             if cex is not None:
                 return BaBOutcome("falsified", cex, stats=stats)
