@@ -4,7 +4,8 @@ The old code is ``git archive REF src`` unpacked into a temporary folder (no wor
 repository is not touched); each side runs ``nncert vnncomp suite`` in a subprocess with its own
 ``PYTHONPATH``, on the same instance list, one after the other (``--order`` picks which first;
 ``both`` runs old, new, new, old and sums). Prints solved / wrong / total verification time
-per side and the ratio new/old, writes ``bench/out/engine_vs_old_<suite>.md``, exits 1 if either
+per side and the ratio new/old, writes ``bench/out/engine_vs_old_<suite>.md`` (and each run's
+results csv next to it), exits 1 if either
 side answers wrongly.
 
     python bench/engine_vs_old.py --ref 91ab8d8 --suite acasxu --jobs 2
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                  "both": ["old", "new", "new", "old"]}[args.order]
         totals = {k: [0.0, 0.0, 0, 0, 0] for k in sides}  # verif. time, wall, solved, wrong, n
         for i, side in enumerate(order):
-            res = tmp / f"{side}_{i}.csv"
+            res = out / f"engine_vs_old_{args.suite}_{side}_{i}.csv"
+            res.unlink(missing_ok=True)  # (the suite resumes from an existing file)
             wall = _run(sides[side], instances, root, res, args)
             s = _summary(instances, res, root, args.timeout)
             print(f"{side} (run {i + 1}): {s.text()}; wall {wall:.1f} s", flush=True)

@@ -23,7 +23,6 @@ from nncert.bounds.alpha_crown import AlphaCrownConfig
 from nncert.bounds.crown import CrownConfig
 from nncert.clock import Deadline, DeadlineExceededError
 from nncert.complete import VerifyConfig, bab, milp, verify
-from nncert.complete import branching as br
 from nncert.complete import relu_net as rn
 from nncert.result import Verdict
 from nncert.specs import Box, LpBall, OutputSpec, VerificationProblem
@@ -319,29 +318,20 @@ def test_input_bab_stops_at_the_next_check(monkeypatch, fake, n):
 @pytest.mark.parametrize("heuristic", ["fsb", "babsr"])
 @pytest.mark.parametrize("n", [1, 4, 30, 120])
 def test_relu_bab_stops_at_the_next_check(monkeypatch, fake, heuristic, n):
-    """Root alpha, branching scores, FSB, children's CROWN passes and alpha/beta: no
-    backward pass of any of them starts after the deadline."""
+    """ReLU BaB on the engine — branching scores, FSB, children's refinement, alpha/beta and
+    their float64 evaluation: no backward pass of any of them starts after the deadline."""
+    from nncert.complete import relu_split
+    from nncert.specs import Box, VerificationProblem
+
     g, net, lo, hi, spec = _hard()
-    calls = expire_on_call(monkeypatch, fake, rn, "backward", n)
+    p = VerificationProblem(g, Box(lo, hi), spec)
     cfg = bab.BaBConfig(heuristic=heuristic, milp_leaf_unstable=0, attack_every=0)
-    out = bab.relu_bab(net, lo, hi, spec, cfg, Deadline(FAR), _no_check)
+    root = relu_split.root_bounds(p, crown.intermediate_bounds(g, p.input_set), cfg,
+                                  Deadline(FAR))
+    calls = expire_on_call(monkeypatch, fake, crown, "_backward", n)
+    out = relu_split.relu_bab(p, root, cfg, Deadline(FAR), _no_check)
     assert out.status == "timeout"
     assert calls["after"] == 0
-
-
-def test_fsb_scoring_stops_at_the_next_check(monkeypatch, fake, tiny_chunks):
-    g, net, lo, hi, spec = _hard()
-    inter = rn.crown_intermediate(net, lo, hi)
-    B = 3
-    inter_b = [(zl.expand(B, -1), u.expand(B, -1)) for zl, u in inter]
-    splits = [torch.zeros(B, w, dtype=torch.int8) for w in net.widths]
-    scores = [torch.rand(B, w, dtype=torch.float64) for w in net.widths]
-    al = [a.expand(B, -1, -1) for a in rn.init_alphas(inter_b, 1)]
-    calls = expire_on_call(monkeypatch, fake, rn, "spec_bound", 2)
-    with pytest.raises(DeadlineExceededError):
-        br.fsb_choose(net, spec, inter_b, splits, al, lo, hi, scores, 4,
-                      deadline=Deadline(FAR))
-    assert calls["all"] == 2 and calls["after"] == 0
 
 
 @pytest.mark.parametrize("n", [1, 3])

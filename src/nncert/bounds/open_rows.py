@@ -176,6 +176,7 @@ def bound_pairs(graph: Graph, p: Pairs, cfg: AlphaCrownConfig, *,
     bounds are those of the warm start and of the final parameters, both evaluated on
     ``graph`` (the better of the two per pair); ``capture`` gets the A of the final
     parameters' pass."""
+    deadline.check()
     sg = search_graph if search_graph is not None else graph
     sdt = sg.dtype
     if cfg.iterations <= 0 or p.size == 0:
