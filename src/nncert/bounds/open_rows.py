@@ -224,8 +224,9 @@ def _pairs(xs: InputSet, C, d, inter, pre, doms: Subdomains, dom, row, z_of) -> 
 def _scatter(full: Mapping[str, torch.Tensor] | None, part: Params, dom, row, B: int,
              R: int) -> Params:
     """``full`` (B, R, *shape) with rows (dom, row) replaced by ``part`` (P, 1, *shape);
-    entries missing from ``full`` start at 0 (any slope in [0, 1], any β ≥ 0 is sound)."""
-    out = {}
+    entries missing from ``full`` start at 0 (any slope in [0, 1], any β ≥ 0 is sound); those
+    missing from ``part`` stay as they are."""
+    out = dict(full or {})
     for k, v in part.items():
         base = full.get(k) if full is not None else None
         if base is None:
@@ -241,11 +242,12 @@ def bound_open_rows(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torch
                     doms: Subdomains, open_rows: torch.Tensor,
                     config: EngineConfig | None = None, *, search_graph: Graph | None = None,
                     refine_only: Mapping[str, torch.Tensor] | None = None,
-                    deadline: Deadline = NEVER) -> OpenRowBounds:
+                    use_beta: bool = True, deadline: Deadline = NEVER) -> OpenRowBounds:
     """Sound lower bounds of the rows ``C·y + d`` (C (1 or B, R, n_out)) marked in
     ``open_rows`` (B, R) on each subdomain of ``doms`` (of the batch-1 ``input_set``, or each
     its own element of a batch-B one), every (subdomain, open row) pair optimised as its own
-    problem (see the module docstring), never below ``doms.lower``. Past ``deadline`` it
+    problem (see the module docstring), never below ``doms.lower``; ``use_beta`` False
+    leaves the split constraints to the clipped bounds only (no β). Past ``deadline`` it
     raises :class:`~nncert.clock.DeadlineExceededError`."""
     cfg = config or EngineConfig()
     B = doms.batch_size
@@ -255,7 +257,7 @@ def bound_open_rows(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torch
     R = C.shape[1]
     dom, row = (open_rows & ~empty.unsqueeze(1)).nonzero(as_tuple=True)
     z_of = relu_inputs(graph)
-    p = _pairs(xs, C, d, inter, pre, doms, dom, row, z_of)
+    p = _pairs(xs, C, d, inter, pre if use_beta else {}, doms, dom, row, z_of)
     cap = {graph.input_name: None}
     lb, slopes, betas = bound_pairs(graph, p, cfg.alpha, search_graph=search_graph,
                                     capture=cap, deadline=deadline)

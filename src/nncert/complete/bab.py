@@ -135,7 +135,7 @@ def _clause_lower(spec: OutputSpec, lb, A_x, lo, hi) -> torch.Tensor:
     ``lb`` must be the raw minima over the boxes of the linear bounds with coefficients
     ``A_x`` (see :func:`nncert.bounds.clauses.linear_constant`)."""
     xs = Box(lo, hi)
-    return clause_lowers(spec, xs, A_x, linear_constant(xs, A_x, lb))
+    return clause_lowers(spec, xs, A_x, linear_constant(xs, A_x, lb), lower=lb)
 
 
 def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
@@ -348,10 +348,12 @@ def _input_step(s: _InputSearch, q: _Queue, count: int, stats: dict):
     their candidate points. Returns (a confirmed counterexample or None, whether boxes were
     pushed)."""
     d = q.pop(count)
+    t = clock.now()
     kids = Box(d["lo"], d["hi"]).split(d["dim"])
     clo, chi = kids.lo, kids.hi
     prior = _unpack_layers(d["inter"].repeat(2, 1), s.net.widths)
     res = _bound_boxes(s, clo, chi, prior, (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
+    stats["bound_s"] = clock.now() - t  # (the batch size adapts to the bounding time)
     stats["steps"] += 1
     stats["domains"] += clo.shape[0]
     open_ = ~(res[2] > 0).all(-1)
@@ -404,13 +406,12 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
         stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
-        t_step = clock.now()
         cex, pushed = _input_step(s, q, max(1, batch // 2), stats)
         if cex is not None:
             stats["time_s"] = clock.now() - t0
             return BaBOutcome("falsified", cex, stats=stats)
         # keep one bounding call well under a second so that the deadline is honoured
-        dt = clock.now() - t_step
+        dt = stats.pop("bound_s")
         batch = batch // 2 if dt > 0.5 and batch > 16 else (
             batch * 2 if dt < 0.1 and batch < config.batch_size else batch)
         if (pushed and config.attack_every and stats["steps"] % config.attack_every == 0 and q.n

@@ -204,7 +204,8 @@ def _bound(ctx: _Ctx, kids: Subdomains, open_: torch.Tensor, only, deadline: Dea
     spec = ctx.spec
     return bound_open_rows(ctx.graph, ctx.xs, spec.C, spec.d, kids, open_,
                            ctx.engine(ctx.config.alpha_iters, ctx.config.refine_intermediate),
-                           search_graph=ctx.search, refine_only=only, deadline=deadline)
+                           search_graph=ctx.search, refine_only=only,
+                           use_beta=ctx.config.beta, deadline=deadline)
 
 
 def _try_candidates(ctx: _Ctx, b: OpenRowBounds, check: Checker):
