@@ -14,7 +14,6 @@ from nncert.attacks import confirm
 from nncert.clock import Deadline
 from nncert.complete import bab, branching
 from nncert.complete import relu_net as rn
-from nncert.complete.milp import MilpConfig, milp_verify
 from nncert.specs import Box, OutputSpec, VerificationProblem
 
 
@@ -49,8 +48,10 @@ def _decide_all(graph, lo, hi, C, d, timeout=20.0):
     p = VerificationProblem(graph.to(dtype=torch.float64), Box(lo, hi), spec)
     r = _engine_relu(p, cfg, end, check)
     f = _engine_relu(p, bab.BaBConfig(timeout_s=timeout, heuristic="fsb"), end, check)
-    inter = rn.crown_intermediate(net, lo, hi)
-    m = milp_verify(net, lo, hi, spec, inter, MilpConfig(), end)
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.complete.milp_graph import milp_decide
+
+    m = milp_decide(p.graph, lo, hi, spec, intermediate_bounds(p.graph, p.input_set), end)
     ms = m.status
     if ms == "candidate":
         ms = "falsified" if check(m.x) is not None else "unknown"

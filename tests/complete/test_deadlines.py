@@ -22,7 +22,7 @@ from nncert.bounds import alpha_crown, crown
 from nncert.bounds.alpha_crown import AlphaCrownConfig
 from nncert.bounds.crown import CrownConfig
 from nncert.clock import Deadline, DeadlineExceededError
-from nncert.complete import VerifyConfig, bab, milp, verify
+from nncert.complete import VerifyConfig, bab, verify
 from nncert.complete import relu_net as rn
 from nncert.result import Verdict
 from nncert.specs import Box, LpBall, OutputSpec, VerificationProblem
@@ -347,12 +347,13 @@ def test_generic_input_bab_stops_at_the_next_check(monkeypatch, fake, n):
 
 # -- MILP ----------------------------------------------------------------------------------------
 def test_milp_with_an_expired_deadline_builds_nothing(monkeypatch, fake):
-    pytest.importorskip("highspy")
-    g, net, lo, hi, spec = _hard()
-    monkeypatch.setattr(milp, "_build", lambda *a, **k: pytest.fail("built a model"))
+    from nncert.complete import milp_graph
+
+    g, net, lo, hi, spec = _hard(widths=(2, 8, 8, 2))
+    monkeypatch.setattr(milp_graph, "encode", lambda *a, **k: pytest.fail("built a model"))
     fake.t = 10.0
-    out = milp.milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi),
-                           milp.MilpConfig(), Deadline(5.0))
+    out = milp_graph.milp_decide(g, lo, hi, spec, crown.intermediate_bounds(g, Box(lo, hi)),
+                                 Deadline(5.0))
     assert out.status == "timeout"
 
 
@@ -382,21 +383,14 @@ def recording_highs(monkeypatch):
 
 
 def test_milp_time_limit_is_the_time_remaining(fake, recording_highs):
+    from nncert.complete import milp_graph
+
     g, net, lo, hi, spec = _hard(widths=(2, 8, 8, 2))
     fake.t = 100.0
-    out = milp.milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi),
-                           milp.MilpConfig(timeout_s=60.0), Deadline(107.5))
+    out = milp_graph.milp_decide(g, lo, hi, spec, crown.intermediate_bounds(g, Box(lo, hi)),
+                                 Deadline(107.5))
     assert out.status in ("verified", "candidate")
     assert recording_highs["options"]["time_limit"] == pytest.approx(7.5)
-
-
-def test_milp_model_building_stops_at_the_next_check(fake, recording_highs):
-    """The deadline passes while the model is built: no solve starts."""
-    g, net, lo, hi, spec = _hard()
-    recording_highs["on_row"] = lambda k: fake.expire() if k == 5 else None
-    out = milp.milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi),
-                           milp.MilpConfig(), Deadline(FAR))
-    assert out.status == "timeout" and recording_highs["runs"] == 0
 
 
 # -- verify(), end to end ------------------------------------------------------------------------
