@@ -111,8 +111,8 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
             raise ConfigError("verify takes batch-1 problems; index the batch first")
     model_graph: Graph = problems[0].graph
     g64 = model_graph.to(dtype=config.dtype)
-    net = rn.extract_relu_net(model_graph, deadline=end)
-    net = net.to(config.dtype) if net is not None else None
+    end.check()  # (before any stage: densifying for input splitting, or the attack)
+    net = _input_split_net(model_graph, config, end)
     p64 = [VerificationProblem(g64, p.input_set.to(dtype=config.dtype),
                                p.output_spec.to(dtype=config.dtype), p.name) for p in problems]
     fn = net.forward if net is not None else None
@@ -148,16 +148,38 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
     return _result(Verdict.UNKNOWN, t0, stats.get("method", "bab"), **stats)
 
 
+def _input_split_net(graph: Graph, config: VerifyConfig, end: Deadline) -> rn.ReluNet | None:
+    """The dense view of a ReLU chain, only where input splitting may run on it (few inputs,
+    or ``branching="input"``): ReLU splitting works on the graph itself, so nothing else
+    (a convolution least of all) is densified."""
+    bab = config.bab
+    if bab.branching == "relu" or (bab.branching == "auto"
+                                   and graph.num_inputs > bab.input_split_max_dim):
+        return None
+    net = rn.extract_relu_net(graph, deadline=end)
+    return net.to(config.dtype) if net is not None else None
+
+
+def _is_relu_chain(graph: Graph) -> bool:
+    """A chain of affine ops and ReLUs with at least one ReLU (what ``relu_split`` decides)."""
+    from ..bounds.subdomains import is_relu_chain
+    from ..models import ops
+
+    return (is_relu_chain(graph) and any(isinstance(n.op, ops.ReLU) for n in graph)
+            and all(isinstance(n.op, (ops.AffineOp, ops.ReLU)) for n in graph))
+
+
 def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig, end: Deadline,
             check, onnx_path, model_graph, stats) -> BaBOutcome:
     box = _as_box(p)
     spec = p.output_spec
-    if net is None or box is None:
-        return _decide_generic(p, box, config, end, check, stats, chain=net is not None)
-    lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
-    branching = choose_branching(net, config.bab)
+    chain = net is not None or _is_relu_chain(p.graph)
+    if not chain or box is None:
+        return _decide_generic(p, box, config, end, check, stats, chain=chain)
     complete = config.complete
-    if branching == "input" and complete in ("auto", "bab"):
+    if (net is not None and choose_branching(net, config.bab) == "input"
+            and complete in ("auto", "bab")):
+        lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
         stats["method"] = "bab-input"
         stats["stages"].append("bab-input")
         return input_bab(net, lo, hi, spec, config.bab, end.within(config.bab.timeout_s), check)
