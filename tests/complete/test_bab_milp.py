@@ -14,7 +14,6 @@ from nncert.attacks import confirm
 from nncert.clock import Deadline
 from nncert.complete import bab, branching
 from nncert.complete import relu_net as rn
-from nncert.complete.milp import MilpConfig, milp_verify
 from nncert.specs import Box, OutputSpec, VerificationProblem
 
 
@@ -32,16 +31,27 @@ def _setup(graph, lo, hi, C, d):
     return net, lo, hi, spec, check
 
 
+def _engine_relu(p: VerificationProblem, cfg, end, check) -> str:
+    """ReLU-split BaB on the bound engine (complete/relu_split.py) from CROWN's root."""
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.complete.relu_split import relu_bab, root_bounds
+
+    root = root_bounds(p, intermediate_bounds(p.graph, p.input_set), cfg, end)
+    return relu_bab(p, root, cfg, end, check).status
+
+
 def _decide_all(graph, lo, hi, C, d, timeout=20.0):
     net, lo, hi, spec, check = _setup(graph, lo, hi, C, d)
     cfg = bab.BaBConfig(timeout_s=timeout, heuristic="babsr", attack_every=0)
     end = Deadline.after(timeout)
     a = bab.input_bab(net, lo, hi, spec, cfg, end, check).status
-    r = bab.relu_bab(net, lo, hi, spec, cfg, end, check).status
-    f = bab.relu_bab(net, lo, hi, spec, bab.BaBConfig(timeout_s=timeout, heuristic="fsb"),
-                     end, check).status
-    inter = rn.crown_intermediate(net, lo, hi)
-    m = milp_verify(net, lo, hi, spec, inter, MilpConfig(), end)
+    p = VerificationProblem(graph.to(dtype=torch.float64), Box(lo, hi), spec)
+    r = _engine_relu(p, cfg, end, check)
+    f = _engine_relu(p, bab.BaBConfig(timeout_s=timeout, heuristic="fsb"), end, check)
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.complete.milp_graph import milp_decide
+
+    m = milp_decide(p.graph, lo, hi, spec, intermediate_bounds(p.graph, p.input_set), end)
     ms = m.status
     if ms == "candidate":
         ms = "falsified" if check(m.x) is not None else "unknown"
@@ -200,21 +210,27 @@ def test_widest_input_dims_uses_first_layer_reach():
 
 
 def test_root_alpha_intermediate_bounds_are_sound_and_tighter():
-    from nncert.complete.verify import _alpha_intermediate
+    """The chain path's root (verify._root): when CROWN does not prove the property, every
+    ReLU input's bounds are alpha-optimised too; they stay sound and get tighter."""
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.bounds.subdomains import relu_inputs
+    from nncert.complete.verify import VerifyConfig, _root
 
     g = random_mlp(11, (4, 16, 16, 16, 3)).to(dtype=torch.float64)
-    net = rn.extract_relu_net(g)
     lo, hi = -torch.ones(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64)
-    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64))
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64),
+                                  torch.tensor([[-100.0]], dtype=torch.float64))
     p = VerificationProblem(g, Box(lo, hi), spec)
-    crown = rn.crown_intermediate(net, lo, hi)
-    opt = _alpha_intermediate(p, net, crown, 20)
+    crown = intermediate_bounds(g, p.input_set)
+    root = _root(p, VerifyConfig(), Deadline.after(60))
     x = lo + torch.rand(20000, 4, dtype=torch.float64) * (hi - lo)
+    vals = g.forward_all(x)
     tighter = 0.0
-    for (cl, cu), (ol, ou), z in zip(crown, opt, net.pre_activations(x)):
-        assert bool((ol >= cl).all()) and bool((ou <= cu).all())
-        assert bool((z >= ol - 1e-9).all()) and bool((z <= ou + 1e-9).all())
-        tighter += float((cu - cl).sum() - (ou - ol).sum())
+    for z in relu_inputs(g).values():
+        c, o = crown[z], root.intermediate[z]
+        assert bool((o.lower >= c.lower).all()) and bool((o.upper <= c.upper).all())
+        assert bool((vals[z] >= o.lower - 1e-9).all()) and bool((vals[z] <= o.upper + 1e-9).all())
+        tighter += float((c.upper - c.lower).sum() - (o.upper - o.lower).sum())
     assert tighter > 0
 
 
@@ -254,47 +270,6 @@ def test_queue_cap_returns_unknown():
     assert out.status in ("unknown", "verified", "falsified")
     if out.status == "falsified":
         assert out.counterexample is not None
-
-
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), q=st.floats(0.05, 0.6))
-def test_relu_bab_multi_clause_agrees_with_milp(seed, q):
-    """A conjunction of a single-row clause and a two-row disjunction on 3-output nets: ReLU
-    BaB (rows closed per subdomain, float32 search, refined intermediate bounds — all, some
-    or none —, one tree per clause or shared splits) and the MILP must not contradict each
-    other, nor a dense grid."""
-    g = random_mlp(seed, (2, 8, 8, 3))
-    x = torch.rand(4000, 2, dtype=torch.float64) * 2 - 1
-    with torch.no_grad():
-        v = g.to(dtype=torch.float64)(x)
-    C = torch.tensor([[[1.0, -1.0, 0.0], [0.0, -1.0, 1.0], [1.0, 0.0, -1.0]]],
-                     dtype=torch.float64)
-    rows = torch.einsum("rn,bn->br", C[0], v)
-    t = torch.quantile(rows, q, dim=0)
-    spec = OutputSpec(C, -t.unsqueeze(0), ((0,), (1, 2)))
-    lo = -torch.ones(1, 2, dtype=torch.float64)
-    hi = torch.ones(1, 2, dtype=torch.float64)
-    net = rn.extract_relu_net(g).to(torch.float64)
-    problem = VerificationProblem(g.to(dtype=torch.float64), Box(lo, hi), spec)
-
-    def check(x):
-        return confirm(problem, x.reshape(1, 2), None, g)
-
-    end = Deadline.after(20.0)
-    answers = set()
-    for refine, trees, share in ((True, True, 1.0), (False, True, 1.0), (True, False, 1.0),
-                                 (True, True, 0.3)):
-        cfg = bab.BaBConfig(timeout_s=20.0, attack_every=0, refine_intermediate=refine,
-                            clause_trees=trees, milp_leaf_unstable=0, refine_share=share)
-        out = bab.relu_bab(net, lo, hi, spec, cfg, end, check)
-        if out.status == "falsified":
-            assert check(out.counterexample.x.reshape(1, -1)) is not None
-        answers.add(out.status)
-    m = milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi), MilpConfig(), end)
-    ms = m.status
-    if ms == "candidate":
-        ms = "falsified" if check(m.x) is not None else "unknown"
-    _assert_consistent(answers | {ms}, g, spec)
 
 
 def test_float32_search_returns_sound_float64_bounds():

@@ -22,8 +22,7 @@ from nncert.bounds import alpha_crown, crown
 from nncert.bounds.alpha_crown import AlphaCrownConfig
 from nncert.bounds.crown import CrownConfig
 from nncert.clock import Deadline, DeadlineExceededError
-from nncert.complete import VerifyConfig, bab, milp, verify
-from nncert.complete import branching as br
+from nncert.complete import VerifyConfig, bab, verify
 from nncert.complete import relu_net as rn
 from nncert.result import Verdict
 from nncert.specs import Box, LpBall, OutputSpec, VerificationProblem
@@ -319,29 +318,20 @@ def test_input_bab_stops_at_the_next_check(monkeypatch, fake, n):
 @pytest.mark.parametrize("heuristic", ["fsb", "babsr"])
 @pytest.mark.parametrize("n", [1, 4, 30, 120])
 def test_relu_bab_stops_at_the_next_check(monkeypatch, fake, heuristic, n):
-    """Root alpha, branching scores, FSB, children's CROWN passes and alpha/beta: no
-    backward pass of any of them starts after the deadline."""
+    """ReLU BaB on the engine — branching scores, FSB, children's refinement, alpha/beta and
+    their float64 evaluation: no backward pass of any of them starts after the deadline."""
+    from nncert.complete import relu_split
+    from nncert.specs import Box, VerificationProblem
+
     g, net, lo, hi, spec = _hard()
-    calls = expire_on_call(monkeypatch, fake, rn, "backward", n)
+    p = VerificationProblem(g, Box(lo, hi), spec)
     cfg = bab.BaBConfig(heuristic=heuristic, milp_leaf_unstable=0, attack_every=0)
-    out = bab.relu_bab(net, lo, hi, spec, cfg, Deadline(FAR), _no_check)
+    root = relu_split.root_bounds(p, crown.intermediate_bounds(g, p.input_set), cfg,
+                                  Deadline(FAR))
+    calls = expire_on_call(monkeypatch, fake, crown, "_backward", n)
+    out = relu_split.relu_bab(p, root, cfg, Deadline(FAR), _no_check)
     assert out.status == "timeout"
     assert calls["after"] == 0
-
-
-def test_fsb_scoring_stops_at_the_next_check(monkeypatch, fake, tiny_chunks):
-    g, net, lo, hi, spec = _hard()
-    inter = rn.crown_intermediate(net, lo, hi)
-    B = 3
-    inter_b = [(zl.expand(B, -1), u.expand(B, -1)) for zl, u in inter]
-    splits = [torch.zeros(B, w, dtype=torch.int8) for w in net.widths]
-    scores = [torch.rand(B, w, dtype=torch.float64) for w in net.widths]
-    al = [a.expand(B, -1, -1) for a in rn.init_alphas(inter_b, 1)]
-    calls = expire_on_call(monkeypatch, fake, rn, "spec_bound", 2)
-    with pytest.raises(DeadlineExceededError):
-        br.fsb_choose(net, spec, inter_b, splits, al, lo, hi, scores, 4,
-                      deadline=Deadline(FAR))
-    assert calls["all"] == 2 and calls["after"] == 0
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -357,12 +347,13 @@ def test_generic_input_bab_stops_at_the_next_check(monkeypatch, fake, n):
 
 # -- MILP ----------------------------------------------------------------------------------------
 def test_milp_with_an_expired_deadline_builds_nothing(monkeypatch, fake):
-    pytest.importorskip("highspy")
-    g, net, lo, hi, spec = _hard()
-    monkeypatch.setattr(milp, "_build", lambda *a, **k: pytest.fail("built a model"))
+    from nncert.complete import milp_graph
+
+    g, net, lo, hi, spec = _hard(widths=(2, 8, 8, 2))
+    monkeypatch.setattr(milp_graph, "encode", lambda *a, **k: pytest.fail("built a model"))
     fake.t = 10.0
-    out = milp.milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi),
-                           milp.MilpConfig(), Deadline(5.0))
+    out = milp_graph.milp_decide(g, lo, hi, spec, crown.intermediate_bounds(g, Box(lo, hi)),
+                                 Deadline(5.0))
     assert out.status == "timeout"
 
 
@@ -392,30 +383,23 @@ def recording_highs(monkeypatch):
 
 
 def test_milp_time_limit_is_the_time_remaining(fake, recording_highs):
+    from nncert.complete import milp_graph
+
     g, net, lo, hi, spec = _hard(widths=(2, 8, 8, 2))
     fake.t = 100.0
-    out = milp.milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi),
-                           milp.MilpConfig(timeout_s=60.0), Deadline(107.5))
+    out = milp_graph.milp_decide(g, lo, hi, spec, crown.intermediate_bounds(g, Box(lo, hi)),
+                                 Deadline(107.5))
     assert out.status in ("verified", "candidate")
     assert recording_highs["options"]["time_limit"] == pytest.approx(7.5)
-
-
-def test_milp_model_building_stops_at_the_next_check(fake, recording_highs):
-    """The deadline passes while the model is built: no solve starts."""
-    g, net, lo, hi, spec = _hard()
-    recording_highs["on_row"] = lambda k: fake.expire() if k == 5 else None
-    out = milp.milp_verify(net, lo, hi, spec, rn.crown_intermediate(net, lo, hi),
-                           milp.MilpConfig(), Deadline(FAR))
-    assert out.status == "timeout" and recording_highs["runs"] == 0
 
 
 # -- verify(), end to end ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def wide_problem():
     """ReLU splitting (40 inputs) on a property that the attack cannot break and the root
-    bounds cannot prove: the threshold lies 5% of the way from the root alpha-CROWN bound of
+    bounds cannot prove: the threshold lies half way from the root alpha-CROWN bound of
     the margin's minimum to the attack's best margin (calibrated on the real clock, without
-    any timing assertion)."""
+    any timing assertion; at 5% ReLU BaB on the engine proves it in one step)."""
     g = random_mlp(3, (40, 64, 64, 64, 2), scale=2.0)
     box = Box(-torch.ones(1, 40), torch.ones(1, 40))
     C = torch.tensor([[[1.0, -1.0]]])
@@ -424,7 +408,7 @@ def wide_problem():
         torch.float64).forward)
     root = verify(p0, VerifyConfig(timeout_s=FAR, attack=None, complete="none")).stats["lower"]
     assert root < best
-    t = root + 0.05 * (best - root)
+    t = root + 0.5 * (best - root)
     return VerificationProblem(g, box, OutputSpec.conjunction(C, torch.tensor([-t])))
 
 

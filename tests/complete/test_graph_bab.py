@@ -10,10 +10,8 @@ from torch import nn
 
 from nncert.attacks import confirm
 from nncert.clock import NEVER, Deadline
-from nncert.complete import relu_net as rn
 from nncert.complete.bab import BaBConfig
 from nncert.complete.graph_bab import GraphBaBConfig, graph_relu_bab
-from nncert.complete.milp import MilpConfig, milp_verify
 from nncert.complete.verify import VerifyConfig, verify
 from nncert.models.from_torch import from_torch
 from nncert.specs import Box, OutputSpec, VerificationProblem
@@ -101,12 +99,14 @@ def _bab(p: VerificationProblem):
 
 
 def _milp(p: VerificationProblem) -> str:
-    net = rn.extract_relu_net(p.graph)
-    lo, hi = p.input_set.lower.reshape(1, -1), p.input_set.upper.reshape(1, -1)
-    inter = rn.crown_intermediate(net, lo, hi)
-    m = milp_verify(net, lo, hi, p.output_spec, inter, MilpConfig(), NEVER)
+    from nncert.bounds.crown import intermediate_bounds
+    from nncert.complete.milp_graph import milp_decide
+
+    inter = intermediate_bounds(p.graph, p.input_set)
+    m = milp_decide(p.graph, p.input_set.lower, p.input_set.upper, p.output_spec, inter, NEVER)
     if m.status == "candidate":
-        return "falsified" if _check(p)(m.x) is not None else "unknown"
+        return "falsified" if _check(p)(torch.as_tensor(m.x).reshape(1, -1)) is not None \
+            else "unknown"
     return m.status
 
 

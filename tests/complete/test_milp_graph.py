@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from nncert.clock import NEVER, Deadline
-from nncert.complete import relu_net as rn
-from nncert.complete.milp import MilpConfig, milp_verify
 from nncert.complete.milp_graph import affine_map, encode, graph_bounds, milp_decide, minimize_rows
 from nncert.errors import UnsupportedOpError
 from nncert.models import ops, zoo
@@ -113,9 +111,10 @@ def _chain(seed: int):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_verdicts_agree_with_the_chain_milp(seed):
+def test_verdicts_agree_with_samples_on_chains(seed):
+    """On ReLU chains (where the dense chain MILP used to run) a 'verified' holds on 20,000
+    samples and a candidate violates the spec."""
     graph = _chain(seed)
-    net = rn.extract_relu_net(graph)
     lo, hi = -torch.ones(1, 4, dtype=D) * 0.5, torch.ones(1, 4, dtype=D) * 0.5
     y0 = graph(torch.zeros(1, 4, dtype=D))[0]
     label = int(y0.argmax())
@@ -124,11 +123,12 @@ def test_verdicts_agree_with_the_chain_milp(seed):
     for r, j in enumerate(others):
         C[0, r, label], C[0, r, j] = 1.0, -1.0
     spec = OutputSpec.conjunction(C, torch.zeros(1, 2, dtype=D))
-    inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi))
-    old = milp_verify(net, lo, hi, spec, inter, MilpConfig(), _far())
     new = milp_decide(graph, lo, hi, spec, graph_bounds(graph, lo, hi), _far())
-    assert {old.status, new.status} <= {"verified", "candidate"}
-    assert old.status == new.status
+    assert new.status in ("verified", "candidate")
+    if new.status == "verified":
+        x = lo + torch.rand(20000, 4, dtype=D, generator=torch.Generator().manual_seed(seed)) * (
+            hi - lo)
+        assert float(spec.expand(1).margin(graph(x).unsqueeze(1)).min()) > -1e-9
     if new.status == "candidate":
         assert float(spec.values(graph(new.x).unsqueeze(0)).min()) <= 1e-6
 

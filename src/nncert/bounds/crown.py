@@ -88,6 +88,9 @@ class _Pass:
     slopes: Mapping[str, torch.Tensor]
     #: when set, batch element i of the pass is element rows[i] of ``intermediate``
     rows: torch.Tensor | None = None
+    #: ReLU-like nodes' fixed parts of the relaxation, kept between passes with the same
+    #: bounds (an optimisation loop's); None: computed afresh
+    cache: dict | None = None
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         return t if self.rows is None else t[self.rows]
@@ -124,8 +127,27 @@ def _multi_back(node: Node, A: torch.Tensor, p: _Pass):
     return [o.reshape(B, R, *s) for o, s in zip(outs, shapes)], None
 
 
+def _pwl_cached(node: Node, p: _Pass, pl: torch.Tensor) -> relaxations.LinearRelaxation:
+    """A ReLU-like relaxation with lower slopes ``pl``, its fixed parts from ``p.cache``:
+    the stable neurons' slopes and the upper line do not depend on ``pl``."""
+    base = p.cache.get(node.name)
+    if base is None:
+        iv = p.bounds_of(node.inputs[0])
+        lo, up = p.gather(iv.lower.unsqueeze(1)), p.gather(iv.upper.unsqueeze(1))
+        rel = relaxations.relax(node.op, lo, up, p.mode)
+        free = ((lo < 0) & (up > 0)).to(lo.dtype)
+        base = p.cache[node.name] = (rel, free, rel.lower_slope * (1 - free))
+    rel, free, fixed = base
+    s = float(getattr(node.op, "negative_slope", 0.0))
+    return relaxations.LinearRelaxation(fixed + free * pl.clamp(s, 1.0), rel.lower_bias,
+                                        rel.upper_slope, rel.upper_bias)
+
+
 def _activation_relaxation(node: Node, p: _Pass) -> relaxations.LinearRelaxation:
     pl, pu = p.slopes.get(node.name), p.slopes.get(upper_key(node.name))
+    if (p.cache is not None and pl is not None and pu is None
+            and isinstance(node.op, (ops.ReLU, ops.LeakyReLU))):
+        return _pwl_cached(node, p, pl)
     iv = p.bounds_of(node.inputs[0])
     lo, up = iv.lower.unsqueeze(1), iv.upper.unsqueeze(1)
     if pl is not None or pu is not None:  # parameters are per pass row: gather bounds first
@@ -145,7 +167,9 @@ def _activation_back(node: Node, A: torch.Tensor, p: _Pass):
     rel = _activation_relaxation(node, p)
     pos = A.clamp(min=0)
     A_in = torch.addcmul(A * rel.upper_slope, pos, rel.lower_slope - rel.upper_slope)
-    const = _dot(A, rel.upper_bias) - _dot(pos, rel.upper_bias) + _dot(pos, rel.lower_bias)
+    const = _dot(A - pos, rel.upper_bias)
+    if bool(rel.lower_bias.any()):  # (ReLU-like lower lines pass through 0: nothing to add)
+        const = const + _dot(pos, rel.lower_bias)
     return [A_in], const
 
 
@@ -283,6 +307,7 @@ def backward_bounds(
     relaxation: str = "adaptive",
     batch_index: torch.Tensor | None = None,
     capture: dict[str, torch.Tensor] | None = None,
+    relax_cache: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sound bounds of the rows ``C·v + d`` over ``input_set``, where v is node ``start``'s
     output (default: the graph output), flattened. C: (B or 1, R, n), d: (B, R) or None.
@@ -297,6 +322,9 @@ def backward_bounds(
     ``batch_index[i]`` of the input set and of ``intermediate`` (C is then (B', R, n)).
     ``capture``: a dict whose keys name nodes; each is set to the A (B, R', *shape) reaching
     that node's output in this pass (left as given for nodes the pass does not reach).
+    ``relax_cache``: a dict (empty at first) kept by the caller across passes with the same
+    ``intermediate``, ``batch_index`` and relaxation: the ReLU-like relaxations' parts that
+    do not depend on ``slopes`` are computed once.
     Returns ``(lower (B, R), upper (B, R) or None)``.
     """
     relaxations.check_mode(relaxation)
@@ -308,7 +336,7 @@ def backward_bounds(
     d = C.new_zeros(B, R) if d is None else d.expand(B, R)
     if need_upper:
         A0, d = torch.cat([A0, -A0], 1), torch.cat([d, -d], 1)
-    p = _Pass(graph, intermediate, relaxation, slopes or {}, batch_index)
+    p = _Pass(graph, intermediate, relaxation, slopes or {}, batch_index, relax_cache)
     A_in, const = _backward(p, start, A0, node_offsets or {}, capture)
     lower = const + d
     if A_in is not None:
@@ -395,7 +423,9 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
                         row_bounds: RowBounds | None = None,
                         deadline: Deadline = NEVER,
                         checks_per_pass: int = 1,
-                        post: Callable[[str, Interval], Interval] | None = None
+                        post: Callable[[str, Interval], Interval] | None = None,
+                        prior: Mapping[str, Interval] | None = None,
+                        only: Mapping[str, torch.Tensor] | None = None
                         ) -> dict[str, Interval]:
     """Sound bounds of every node's output over ``input_set`` (and of the input).
 
@@ -406,7 +436,11 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
     take those bounds instead (they must be sound for the set, or for the subdomain the caller
     bounds); later nodes build on them. ``post(name, interval)`` replaces each computed node's
     bounds before later nodes read them (e.g. clipped by split constraints: the result is then
-    sound for the subdomain that ``post`` keeps sound). Past ``deadline`` it raises
+    sound for the subdomain that ``post`` keeps sound). ``prior``: bounds already known to be
+    sound (e.g. a parent subdomain's), intersected with each node's interval step before it
+    decides which neurons need a backward pass; ``only``: node name → bool (B, *shape), the
+    neurons of that node allowed a backward pass (the others keep the interval step ∩
+    ``prior``: sound, looser). Past ``deadline`` it raises
     :class:`~nncert.clock.DeadlineExceededError` (checked at every node and every pass).
     """
     cfg = config or CrownConfig()
@@ -424,11 +458,16 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
             continue
         deadline.check()
         iv = IBP_TRANSFORMERS[type(node.op)](node.op, *(values[s] for s in node.inputs))
+        if prior is not None and node.name in prior:
+            iv = Interval(torch.maximum(iv.lower, prior[node.name].lower),
+                          torch.minimum(iv.upper, prior[node.name].upper))
         if node.name in needs:
             if needs[node.name] and cfg.unstable_only and cfg.intersect_ibp:
                 mask = (iv.lower < 0) & (iv.upper > 0)
             else:
                 mask = torch.ones_like(iv.lower, dtype=torch.bool)
+            if only is not None and node.name in only:
+                mask = mask & only[node.name].reshape(mask.shape)
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
                          deadline, checks_per_pass)

@@ -174,12 +174,15 @@ def _descendants(graph: Graph, names: set[str]) -> set[str]:
 
 def _refined(graph: Graph, xs: InputSet, inter: Mapping[str, Interval],
              pre: Mapping[str, torch.Tensor], cfg: EngineConfig,
+             only: Mapping[str, torch.Tensor] | None = None,
+             deadline: Deadline = NEVER,
              limits_z: Mapping[str, torch.Tensor] | None = None) -> dict[str, Interval]:
     """``inter`` (already clipped) with every node downstream of a split re-bounded by CROWN
-    on the subdomain, each intersected with its given bounds and clipped by its splits (and
-    activation limits ``limits_z``, keyed by pre-activation node) before later nodes read it.
-    Sound on the subdomain: every relaxation uses bounds sound on it, so the backward bounds
-    hold on it, and so do their intersections and clips."""
+    on the subdomain (only the neurons ``only`` allows, per node), each intersected with its
+    given bounds and clipped by its splits (and activation limits ``limits_z``, keyed by
+    pre-activation node) before later nodes read it. Sound on the subdomain: every
+    relaxation uses bounds sound on it, so the backward bounds hold on it, and so do their
+    intersections and clips."""
     limits_z = limits_z or {}
     split_nodes = {z for z, s in pre.items() if bool((s != 0).any())} | set(limits_z)
     down = _descendants(graph, split_nodes)
@@ -187,15 +190,50 @@ def _refined(graph: Graph, xs: InputSet, inter: Mapping[str, Interval],
         return dict(inter)
 
     def post(name: str, iv: Interval) -> Interval:
-        if name in inter:
-            iv = Interval(torch.maximum(iv.lower, inter[name].lower),
-                          torch.minimum(iv.upper, inter[name].upper))
         if name in limits_z:
             iv = clip_interval(iv, limits_z[name])[0]
         return _clip_splits({name: iv}, {name: pre[name]})[0][name] if name in pre else iv
 
     given = {k: v for k, v in inter.items() if k not in down}
-    return intermediate_bounds(graph, xs, cfg.crown, given=given, post=post)
+    return intermediate_bounds(graph, xs, cfg.crown, given=given, post=post, prior=inter,
+                               only=only, deadline=deadline)
+
+
+def batch_set(input_set: InputSet, B: int) -> InputSet:
+    """The input set of each of B subdomains: ``input_set`` itself when it has B elements
+    (own boxes), its one element repeated when it has one (a shared set)."""
+    if input_set.batch_size == B:
+        return input_set
+    if input_set.batch_size != 1:
+        raise ValueError(f"input set of batch {input_set.batch_size} for {B} subdomains")
+    return input_set[torch.zeros(B, dtype=torch.long, device=input_set.lower.device)]
+
+
+def prepare_subdomains(graph: Graph, input_set: InputSet, doms: Subdomains,
+                       config: EngineConfig | None = None, *,
+                       refine_only: Mapping[str, torch.Tensor] | None = None,
+                       deadline: Deadline = NEVER):
+    """(input set per subdomain, intermediate bounds, empty (B,), split signs by
+    pre-activation node): the bounds are ``doms.intermediate`` clipped by the splits,
+    re-bounded downstream of the splits when ``config.refine_intermediate`` (only the neurons
+    of ``refine_only`` where given: node → bool (B, *shape)), completed by CROWN where
+    missing; all sound on each subdomain. ``empty``: subdomains whose constraints are
+    infeasible."""
+    cfg = config or EngineConfig()
+    check_supported(graph, BACKWARD, "subdomain bounds")
+    B = doms.batch_size
+    xs = batch_set(input_set, B)
+    pre = _pre_activation_signs(graph, doms.splits)
+    inter, empty = _clip_splits(doms.intermediate, pre) if pre else (dict(doms.intermediate),
+                                                                     None)
+    inter, empty, refined = _limited(graph, xs, inter, pre, empty, doms.limits, cfg, deadline)
+    if cfg.refine_intermediate and pre and not refined:
+        inter = _refined(graph, xs, inter, pre, cfg, refine_only, deadline)
+        empty = empty | _clip_splits(inter, pre)[1]
+    inter = _complete(graph, xs, inter, cfg.alpha)
+    if empty is None:
+        empty = torch.zeros(B, dtype=torch.bool, device=xs.lower.device)
+    return xs, inter, empty, pre
 
 
 def _spec_ibp(graph: Graph, C, d, inter: Mapping[str, Interval]) -> torch.Tensor | None:
@@ -212,7 +250,8 @@ def _spec_ibp(graph: Graph, C, d, inter: Mapping[str, Interval]) -> torch.Tensor
 
 def _limited(graph: Graph, xs: InputSet, inter: dict[str, Interval],
              pre: Mapping[str, torch.Tensor], empty: torch.Tensor | None,
-             limits: Mapping[str, torch.Tensor] | None, cfg: EngineConfig):
+             limits: Mapping[str, torch.Tensor] | None, cfg: EngineConfig,
+             deadline: Deadline = NEVER):
     """``inter`` clipped by the activation limits (and, with ``refine_activation_splits``,
     re-bounded downstream of them and of the ReLU splits, clipped again), with the empty
     subdomains, and whether it re-bounded; unchanged without finite limits."""
@@ -222,7 +261,7 @@ def _limited(graph: Graph, xs: InputSet, inter: dict[str, Interval],
     inter, e = clip_to_limits(inter, limits_z)
     empty = e if empty is None else empty | e
     if cfg.refine_activation_splits:
-        inter = _refined(graph, xs, inter, pre, cfg, limits_z)
+        inter = _refined(graph, xs, inter, pre, cfg, deadline=deadline, limits_z=limits_z)
         empty = empty | clip_to_limits(inter, limits_z)[1]
         if pre:
             empty = empty | _clip_splits(inter, pre)[1]
@@ -234,7 +273,8 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
                      proved: Proved | None = None, deadline: Deadline = NEVER
                      ) -> SubdomainBounds:
     """Sound lower bounds of the rows ``C·y + d`` (C (1 or B, R, n_out), d (1 or B, R)) on
-    each subdomain of ``doms`` of the batch-1 ``input_set``.
+    each subdomain of ``doms``: subsets of the batch-1 ``input_set``, or each of its own
+    element of a batch-B ``input_set`` (own boxes, as in input splitting).
 
     Sound for every slope in its range and every β ≥ 0 (so for any warm start and any number
     of steps): the result is the best bound seen, never looser than CROWN with the clipped
@@ -244,17 +284,8 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
     :class:`~nncert.clock.DeadlineExceededError` (no bound is returned).
     """
     cfg = config or EngineConfig()
-    check_supported(graph, BACKWARD, "subdomain bounds")
     B = doms.batch_size
-    xs = input_set[torch.zeros(B, dtype=torch.long, device=input_set.lower.device)]
-    pre = _pre_activation_signs(graph, doms.splits)
-    inter, empty = _clip_splits(doms.intermediate, pre) if pre else (dict(doms.intermediate),
-                                                                     None)
-    inter, empty, refined = _limited(graph, xs, inter, pre, empty, doms.limits, cfg)
-    if cfg.refine_intermediate and pre and not refined:
-        inter = _refined(graph, xs, inter, pre, cfg)
-        empty = empty | _clip_splits(inter, pre)[1]
-    inter = _complete(graph, xs, inter, cfg.alpha)
+    xs, inter, empty, pre = prepare_subdomains(graph, input_set, doms, cfg, deadline=deadline)
     C, d = C.expand(B, -1, -1), d.expand(B, -1)
     signs = {z: s.to(C.dtype) for z, s in pre.items() if bool((s != 0).any())}
     z_of = relu_inputs(graph)
@@ -270,8 +301,6 @@ def bound_subdomains(graph: Graph, input_set: InputSet, C: torch.Tensor, d: torc
     for known in (_spec_ibp(graph, C, d, inter), doms.lower):
         if known is not None:
             lower = torch.maximum(lower, known.to(lower))
-    if empty is None:
-        empty = torch.zeros(B, dtype=torch.bool, device=lower.device)
     lower = torch.where(empty.unsqueeze(1), torch.full_like(lower, torch.inf), lower)
     relu_of = {z: r for r, z in z_of.items()}
     keep = kept_bounds(graph)

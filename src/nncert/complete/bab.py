@@ -12,7 +12,7 @@ and answers TIMEOUT.
 
 Soundness: a subdomain is dropped only when every clause has a positive sound lower bound
 (for input splitting a disjunction's bound may come from a convex combination of its rows'
-linear bounds, :func:`relu_net.disjunction_lower`) or its split constraints are contradictory;
+linear bounds, :func:`nncert.bounds.clauses.disjunction_lower`) or its split constraints are contradictory;
 VERIFIED means every subdomain was dropped. The bounds that drop a subdomain are computed in the
 dense network's dtype (float64 by default); ReLU splitting searches its alpha/beta parameters in
 float32 and evaluates the final ones again in float64.
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .. import clock
+from ..bounds.clauses import clause_lowers, linear_constant
 from ..clock import Deadline, DeadlineExceededError
 from ..errors import ConfigError
 from ..result import Counterexample
@@ -130,8 +131,11 @@ def _margin_lb(spec: OutputSpec, lb: torch.Tensor) -> torch.Tensor:
 
 
 def _clause_lower(spec: OutputSpec, lb, A_x, lo, hi) -> torch.Tensor:
-    """(B, K) sound lower bounds of each clause (disjunctions through the λ-combination)."""
-    return torch.stack([rn.disjunction_lower(A_x, lb, lo, hi, cl) for cl in spec.clauses], -1)
+    """(B, K) sound lower bounds of each clause (disjunctions through the λ-combination);
+    ``lb`` must be the raw minima over the boxes of the linear bounds with coefficients
+    ``A_x`` (see :func:`nncert.bounds.clauses.linear_constant`)."""
+    xs = Box(lo, hi)
+    return clause_lowers(spec, xs, A_x, linear_constant(xs, A_x, lb), lower=lb)
 
 
 def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
@@ -254,341 +258,170 @@ def _unpack_layers(flat: torch.Tensor, widths: list[int]) -> list[rn.Layer]:
 
 
 # -- input splitting ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _InputSearch:
+    """What every input-split step reads."""
+
+    net: rn.ReluNet
+    spec: OutputSpec
+    config: BaBConfig
+    deadline: Deadline
+    check: Checker
+    reach: torch.Tensor  # (n,) column sums of |W0|: the first-layer reach of each input
+
+    @property
+    def c0(self) -> torch.Tensor:
+        return self.spec.C[:1]
+
+    @property
+    def d0(self) -> torch.Tensor:
+        return self.spec.d[:1]
+
+
+def _box_intermediate(s: _InputSearch, lo, hi, prior):
+    """Intermediate bounds of the boxes, sound on each (``prior``: bounds sound on a superset,
+    e.g. the parent box's, which prune most backward passes)."""
+    cfg, net, dl = s.config, s.net, s.deadline
+    if cfg.intermediate == "crown" and prior is not None:
+        return rn.crown_intermediate(net, lo, hi, fwd=prior, deadline=dl)
+    inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=dl)
+    if cfg.intermediate == "crown":
+        inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=dl)
+    return inter
+
+
+def _box_alpha(s: _InputSearch, inter, lo, hi, lb, A_x, cl, warm):
+    """A few alpha steps on the open boxes with few unstable ReLUs (their lower slopes then
+    decide the bound), warm-started from the parents' slopes where they have them. Returns
+    (lb, A_x, cl, slopes (B, R, Σn) float16, (B,) whether optimised); every bound stays the
+    better of CROWN's and alpha's (both sound)."""
+    cfg, R, widths = s.config, s.c0.shape[1], s.net.widths
+    B = lo.shape[0]
+    alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
+    has = torch.zeros(B, dtype=torch.bool)
+    if cfg.input_alpha_iters <= 0:
+        return lb, A_x, cl, alpha, has
+    unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
+    sel = (~(cl > 0).all(-1) & (unstable <= cfg.input_alpha_max_unstable)).nonzero().flatten()
+    if not sel.numel():
+        return lb, A_x, cl, alpha, has
+    k = sel.numel()
+    sinter = [(zl[sel], u[sel]) for zl, u in inter]
+    start = torch.cat(rn.init_alphas(sinter, R), -1)
+    if warm is not None:  # the parent's optimised slopes, where it has them
+        wa, wh = warm[0][sel], warm[1][sel]
+        start = torch.where(wh[:, None, None], wa.to(start.dtype), start)
+    lbs, As, als, _ = rn.optimize_spec_bound(
+        s.net, s.c0.expand(k, -1, -1), s.d0.expand(k, -1), sinter, lo[sel], hi[sel],
+        iters=cfg.input_alpha_iters, deadline=s.deadline, lr_alpha=cfg.input_alpha_lr,
+        alphas=list(start.split(widths, -1)))
+    lb, A_x = lb.clone(), A_x.clone()
+    lb[sel], A_x[sel] = lbs, As
+    # (the parent's slopes may suit a child worse than CROWN's: keep the better)
+    cl[sel] = torch.maximum(cl[sel], _clause_lower(s.spec, lbs, As, lo[sel], hi[sel]))
+    alpha[sel] = torch.cat(als, -1).to(torch.float16)
+    has[sel] = True
+    return lb, A_x, cl, alpha, has
+
+
+def _bound_boxes(s: _InputSearch, lo, hi, prior=None, warm=None):
+    """Bounds of the boxes: row bounds, input coefficients, clause bounds, packed
+    intermediate bounds and the slopes to warm-start their children from. ``warm``: the
+    parents' (slopes, optimised) pair."""
+    inter = _box_intermediate(s, lo, hi, prior)
+    s.deadline.check()
+    B = lo.shape[0]
+    lb, A_x, _ = rn.spec_bound(s.net, s.c0.expand(B, -1, -1), s.d0.expand(B, -1), inter, lo, hi)
+    cl = _clause_lower(s.spec, lb, A_x, lo, hi)
+    lb, A_x, cl, alpha, has = _box_alpha(s, inter, lo, hi, lb, A_x, cl, warm)
+    return lb, A_x, cl, _pack_layers(inter), alpha, has
+
+
+def _split_dims(s: _InputSearch, lb, A_x, lo, hi) -> torch.Tensor:
+    if s.config.input_heuristic == "sb":
+        return br.input_split_dims(s.spec, lb, A_x, lo, hi)
+    return br.widest_input_dims(lo, hi, s.reach)
+
+
+def _input_step(s: _InputSearch, q: _Queue, count: int, stats: dict):
+    """Pop ``count`` boxes, bisect each, bound the halves, push the open ones after trying
+    their candidate points. Returns (a confirmed counterexample or None, whether boxes were
+    pushed)."""
+    d = q.pop(count)
+    t = clock.now()
+    kids = Box(d["lo"], d["hi"]).split(d["dim"])
+    clo, chi = kids.lo, kids.hi
+    prior = _unpack_layers(d["inter"].repeat(2, 1), s.net.widths)
+    res = _bound_boxes(s, clo, chi, prior, (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
+    stats["bound_s"] = clock.now() - t  # (the batch size adapts to the bounding time)
+    stats["steps"] += 1
+    stats["domains"] += clo.shape[0]
+    open_ = ~(res[2] > 0).all(-1)
+    if not bool(open_.any()):
+        return None, False
+    clo, chi, lb, A_x, cl, inter, alpha, has = (t[open_] for t in (clo, chi, *res))
+    cex = _candidates(s.net, s.spec, clo, chi, A_x, s.check)
+    if cex is not None:
+        return cex, False
+    q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=_split_dims(s, lb, A_x, clo, chi),
+           inter=inter, alpha=alpha, has=has)
+    stats["max_queue"] = max(stats["max_queue"], q.n)
+    return None, True
+
+
+def _max_boxes(s: _InputSearch, n: int) -> int:
+    """The queue cap: ``max_domains`` and ``queue_mb`` of memory."""
+    R, n_all = s.c0.shape[1], sum(s.net.widths)
+    per_box = 2 * n * 8 + 2 * n_all * 8 + R * n_all * 2 + 17  # bytes held in the queue
+    return min(s.config.max_domains, s.config.queue_mb * 2**20 // per_box)
+
+
+def _attack_worst(s: _InputSearch, q: _Queue) -> Counterexample | None:
+    """PGD on the 64 worst open boxes."""
+    w = q.peek_worst(64)
+    return _pgd_on(s.net, s.spec, w["lo"], w["hi"], s.check, s.deadline)
+
+
 @_timeout_on_expiry
 def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
               config: BaBConfig, deadline: Deadline, check: Checker, *,
               stats: dict) -> BaBOutcome:
-    """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype)."""
+    """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype):
+    pop the worst boxes, bisect, bound the halves, push the open ones."""
     t0 = clock.now()
-    C0, d0 = spec.C[:1], spec.d[:1]
-    R, widths = C0.shape[1], net.widths
-
-    def bound(lo, hi, prior=None, warm=None):
-        """Bounds of the boxes, and the alphas to warm-start their children from ((B, R, Σn)
-        float16, and (B,) whether they were optimised). ``warm``: the parents' pair."""
-        B = lo.shape[0]
-        if config.intermediate == "crown" and prior is not None:
-            # the parent's bounds stay valid on its children and prune most backward passes
-            inter = rn.crown_intermediate(net, lo, hi, fwd=prior, deadline=deadline)
-        else:
-            inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=deadline)
-            if config.intermediate == "crown":
-                inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=deadline)
-        deadline.check()
-        lb, A_x, _ = rn.spec_bound(net, C0.expand(B, -1, -1), d0.expand(B, -1), inter, lo, hi)
-        cl = _clause_lower(spec, lb, A_x, lo, hi)
-        alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
-        has = torch.zeros(B, dtype=torch.bool)
-        if config.input_alpha_iters > 0:
-            # alpha pays on small boxes close to the threshold: few unstable ReLUs, whose
-            # lower slopes then decide the bound (tens of times tighter near the end)
-            unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
-            sel = (~(cl > 0).all(-1)
-                   & (unstable <= config.input_alpha_max_unstable)).nonzero().flatten()
-            if sel.numel():
-                k = sel.numel()
-                sinter = [(zl[sel], u[sel]) for zl, u in inter]
-                start = torch.cat(rn.init_alphas(sinter, R), -1)
-                if warm is not None:  # the parent's optimised slopes, where it has them
-                    wa, wh = warm[0][sel], warm[1][sel]
-                    start = torch.where(wh[:, None, None], wa.to(start.dtype), start)
-                lbs, As, als, _ = rn.optimize_spec_bound(
-                    net, C0.expand(k, -1, -1), d0.expand(k, -1), sinter, lo[sel], hi[sel],
-                    iters=config.input_alpha_iters, deadline=deadline,
-                    lr_alpha=config.input_alpha_lr, alphas=list(start.split(widths, -1)))
-                lb, A_x = lb.clone(), A_x.clone()
-                lb[sel], A_x[sel] = lbs, As
-                # (the parent's slopes may suit a child worse than CROWN's: keep the better)
-                cl[sel] = torch.maximum(cl[sel], _clause_lower(spec, lbs, As, lo[sel], hi[sel]))
-                alpha[sel] = torch.cat(als, -1).to(torch.float16)
-                has[sel] = True
-        return lb, A_x, cl, _pack_layers(inter), alpha, has
-
-    reach = net.Ws[0].abs().sum(0)
-
-    def split_dims(lb, A_x, lo, hi):
-        if config.input_heuristic == "sb":
-            return br.input_split_dims(spec, lb, A_x, lo, hi)
-        return br.widest_input_dims(lo, hi, reach)
-
+    s = _InputSearch(net, spec, config, deadline, check, net.Ws[0].abs().sum(0))
     stats.update({"branching": "input", "domains": 1, "steps": 0, "max_queue": 1})
-    lb, A_x, cl, inter, alpha, has = bound(lo, hi)
+    lb, A_x, cl, inter, alpha, has = _bound_boxes(s, lo, hi)
     if bool((cl > 0).all()):
         return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
     cex = _candidates(net, spec, lo, hi, A_x, check)
     if cex is not None:
         return BaBOutcome("falsified", cex, stats=stats)
-    n, n_all = lo.shape[1], sum(widths)
-    per_box = 2 * n * 8 + 2 * n_all * 8 + R * n_all * 2 + 17  # bytes held in the queue
-    max_domains = min(config.max_domains, config.queue_mb * 2**20 // per_box)
+    max_domains = _max_boxes(s, lo.shape[1])
     q = _Queue()
-    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=split_dims(lb, A_x, lo, hi), inter=inter,
+    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=_split_dims(s, lb, A_x, lo, hi), inter=inter,
            alpha=alpha, has=has)
-    step = 0
-    attack_time = 0.0
-    batch = config.batch_size
+    attack_time, batch = 0.0, config.batch_size
     while q.n:
         stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
-        d = q.pop(max(1, batch // 2))
-        t_step = clock.now()
-        kids = Box(d["lo"], d["hi"]).split(d["dim"])
-        clo, chi = kids.lo, kids.hi
-        lb, A_x, cl, inter, alpha, has = bound(
-            clo, chi, _unpack_layers(d["inter"].repeat(2, 1), widths),
-            (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
-        # keep one bounding call well under a second so that the deadline is honoured
-        dt = clock.now() - t_step
-        if dt > 0.5 and batch > 16:
-            batch //= 2
-        elif dt < 0.1 and batch < config.batch_size:
-            batch *= 2
-        step += 1
-        stats["steps"] = step
-        stats["domains"] += clo.shape[0]
-        open_ = ~(cl > 0).all(-1)
-        if not bool(open_.any()):
-            continue
-        clo, chi, lb, A_x, inter, cl, alpha, has = (
-            t[open_] for t in (clo, chi, lb, A_x, inter, cl, alpha, has))
-        cex = _candidates(net, spec, clo, chi, A_x, check)
+        cex, pushed = _input_step(s, q, max(1, batch // 2), stats)
         if cex is not None:
             stats["time_s"] = clock.now() - t0
             return BaBOutcome("falsified", cex, stats=stats)
-        q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=split_dims(lb, A_x, clo, chi), inter=inter,
-               alpha=alpha, has=has)
-        stats["max_queue"] = max(stats["max_queue"], q.n)
-        elapsed = clock.now() - t0
-        if (config.attack_every and step % config.attack_every == 0 and q.n
-                and attack_time < config.attack_share * elapsed):
+        # keep one bounding call well under a second so that the deadline is honoured
+        dt = stats.pop("bound_s")
+        batch = batch // 2 if dt > 0.5 and batch > 16 else (
+            batch * 2 if dt < 0.1 and batch < config.batch_size else batch)
+        if (pushed and config.attack_every and stats["steps"] % config.attack_every == 0 and q.n
+                and attack_time < config.attack_share * (clock.now() - t0)):
             ta = clock.now()
-            w = q.peek_worst(64)
-            cex = _pgd_on(net, spec, w["lo"], w["hi"], check, deadline)
+            cex = _attack_worst(s, q)
             attack_time += clock.now() - ta
             if cex is not None:
                 return BaBOutcome("falsified", cex, stats=stats)
     return BaBOutcome("verified", lower=0.0, stats=stats)
-
-
-# -- ReLU splitting ------------------------------------------------------------------------------
-@_timeout_on_expiry
-def relu_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
-             config: BaBConfig, deadline: Deadline, check: Checker,
-             root_inter: list[rn.Layer] | None = None, *, stats: dict) -> BaBOutcome:
-    """ReLU-split BaB with beta-CROWN bounds (split constraints optimised into the bound).
-
-    Each subdomain keeps the rows still open (a clause proved on a domain stays proved on its
-    subdomains, so only the open clauses' rows are bounded again) and its last alpha/beta
-    parameters (a warm start for its children). Every (child, open row) pair is
-    optimised as its own problem, in ``config.search_dtype``; the bounds that decide are
-    re-evaluated in the network's dtype (see :func:`relu_net.optimize_spec_bound`)."""
-    R = spec.num_rows
-    C0, d0 = spec.C[:1], spec.d[:1]
-    if root_inter is None:
-        root_inter = rn.crown_intermediate(net, lo, hi, deadline=deadline)
-    stats.update({"branching": "relu", "domains": 1, "steps": 0, "max_queue": 1, "pairs": 0})
-    lb, A_x, alphas, _ = rn.optimize_spec_bound(net, C0, d0, root_inter, lo, hi,
-                                                iters=config.root_alpha_iters, deadline=deadline)
-    stats["root_lower"] = float(_margin_lb(spec, lb).min())
-    if bool(spec.proved(lb).all()):
-        return BaBOutcome("verified", lower=stats["root_lower"], stats=stats)
-    cex = _candidates(net, spec, lo, hi, A_x, check)
-    if cex is not None:
-        return BaBOutcome("falsified", cex, stats=stats)
-    unstable = sum(int(((zl < 0) & (u > 0)).sum()) for zl, u in root_inter)
-    stats["unstable"] = unstable
-    # clauses proved on the whole box stay proved on every subdomain: drop their rows
-    open_cl = [k for k, cl in enumerate(spec.clauses) if not float(lb[0, list(cl)].max()) > 0]
-    if len(open_cl) < len(spec.clauses):
-        rows = [i for k in open_cl for i in spec.clauses[k]]
-        pos = {r: j for j, r in enumerate(rows)}
-        spec = OutputSpec(spec.C[:, rows], spec.d[:, rows],
-                          tuple(tuple(pos[i] for i in spec.clauses[k]) for k in open_cl))
-        alphas = [a[:, rows] for a in alphas]
-        lb = lb[:, rows]
-        R = spec.num_rows
-        C0, d0 = spec.C[:1], spec.d[:1]
-        stats["open_clauses"] = len(open_cl)
-    row_clause = torch.empty(R, dtype=torch.long)
-    for k, cl in enumerate(spec.clauses):
-        row_clause[list(cl)] = k
-    search = net.to(getattr(torch, config.search_dtype))
-    search = None if search.dtype == net.dtype else search
-    widths = net.widths
-    nL = len(root_inter)
-
-    def unpack(flat: torch.Tensor) -> list[torch.Tensor]:  # (B, R, Σn) → per layer
-        return list(flat.split(widths, -1))  # (cast where used: search or decision dtype)
-
-    # warm starts only, so their precision does not affect soundness: alphas lie in [0, 1]
-    # (float16 is plenty), betas are unbounded (float32)
-    a_store, b_store = torch.float16, torch.float32
-    n_all = sum(widths)
-    per_domain = R * n_all * 6 + 2 * n_all * 8 + n_all + 9 * R + 8  # bytes held in the queue
-    max_domains = min(config.max_domains, config.queue_mb * 2**20 // per_domain)
-    q = _Queue()
-    q.push(score=_margin_lb(spec, lb), lb=lb, open=torch.ones(1, R, dtype=torch.bool),
-           inter=_pack_layers(root_inter),
-           alpha=torch.cat(alphas, -1).to(a_store),
-           beta=torch.zeros(1, R, n_all, dtype=b_store),
-           **{f"s{k}": torch.zeros(1, w, dtype=torch.int8) for k, w in enumerate(widths)})
-    step = 0
-    stuck = False
-    batch = config.relu_batch_size
-    while q.n:
-        stop = _out_of_budget(q, deadline, config, stats, max_domains)
-        if stop is not None:
-            return stop
-        t_step = clock.now()
-        d = q.pop(batch)
-        splits = [d[f"s{k}"] for k in range(nL)]
-        B = splits[0].shape[0]
-        inter = _unpack_layers(d["inter"], widths)  # the domain's bounds, its splits applied
-        lob, hib = lo.expand(B, -1), hi.expand(B, -1)
-        al = unpack(d["alpha"])
-        # branching decision (a heuristic: computed in the search dtype) from the domain's
-        # worst open row
-        bnet = search or net
-        worst = d["lb"].masked_fill(~d["open"], math.inf).argmin(-1)
-        rows_b = torch.arange(B)
-        with torch.no_grad():
-            _, _, layer_As = rn.spec_bound(
-                bnet, C0[0, worst].unsqueeze(1).to(bnet.dtype),
-                d0[0, worst].unsqueeze(1).to(bnet.dtype), inter,
-                rn.cast(lob, bnet.dtype), rn.cast(hib, bnet.dtype),
-                [a[rows_b, worst].unsqueeze(1).to(bnet.dtype) for a in al], keep_A=True,
-                relax=[rn.relu_relax(zl, u).to(bnet.dtype) for zl, u in inter])
-        scores = br.babsr_scores(inter, layer_As, torch.zeros(B, dtype=torch.long))
-        if config.heuristic == "fsb":
-            layer, idx = br.fsb_choose(bnet, spec, inter, splits, al, lob, hib, scores,
-                                       config.fsb_topk, open_rows=d["open"], deadline=deadline)
-        else:
-            layer, idx = br.flat_argmax(scores)
-        none = layer < 0
-        keep_d = torch.ones(B, dtype=torch.bool)
-        if bool(none.any()):
-            # no unstable neuron left: the bound is exact for the linear region; a violation
-            # would have been found by the vertex check unless it is a rounding artefact
-            stuck = True
-            keep_d = ~none
-            splits = [s[keep_d] for s in splits]
-            inter = [(zl[keep_d], u[keep_d]) for zl, u in inter]
-            layer, idx = layer[keep_d], idx[keep_d]
-            B = int(keep_d.sum())
-            if B == 0:
-                continue
-        kids = br.apply_split(splits, layer, idx)
-        nb = 2 * B
-        # children's bounds: the parent's, clipped by the new split, and the layers after it
-        # back-substituted again (their relaxations changed)
-        kinter = rn.clip_by_splits([(zl.repeat(2, 1), u.repeat(2, 1)) for zl, u in inter], kids)
-        empty = rn.empty_domains(kinter)
-        if config.refine_intermediate:
-            only = None
-            if config.refine_share < 1.0:
-                only = [br.top_share(sc[keep_d], config.refine_share).repeat(2, 1)
-                        for sc in scores]
-            kinter = rn.crown_intermediate(net, lo.expand(nb, -1), hi.expand(nb, -1), kids,
-                                           fwd=kinter, after=layer.repeat(2), only=only,
-                                           deadline=deadline)
-            empty |= rn.empty_domains(kinter)
-        kopen = d["open"][keep_d].repeat(2, 1) & ~empty.unsqueeze(-1)
-        kalpha = d["alpha"][keep_d].repeat(2, 1, 1)
-        kbeta = d["beta"][keep_d].repeat(2, 1, 1)
-        # one problem per (child, open row)
-        dom, row = kopen.nonzero(as_tuple=True)
-        if dom.numel() == 0:  # every child's split constraints are contradictory
-            continue
-        res = rn.optimize_spec_bound(
-            net, C0[0, row].unsqueeze(1), d0[0, row].unsqueeze(1),
-            [(zl[dom], u[dom]) for zl, u in kinter], lo.expand(dom.numel(), -1),
-            hi.expand(dom.numel(), -1), [s[dom] for s in kids], iters=config.alpha_iters,
-            alphas=unpack(kalpha[dom, row].unsqueeze(1)),
-            betas=unpack(kbeta[dom, row].unsqueeze(1)), use_beta=config.beta,
-            deadline=deadline, search_net=search)
-        # a parent's bounds hold on its children too (CROWN is not monotone in the
-        # intermediate bounds, so a child's own bound can come out lower)
-        lbk = torch.full((nb, R), math.inf, dtype=net.dtype)
-        lbk[dom, row] = torch.maximum(res.lower[:, 0], d["lb"][keep_d].repeat(2, 1)[dom, row])
-        kalpha[dom, row] = torch.cat(res.alphas, -1)[:, 0].to(a_store)
-        if res.betas is not None:
-            kbeta[dom, row] = torch.cat(res.betas, -1)[:, 0].to(b_store)
-        # keep one step well under a second so that the deadline is honoured
-        dt = clock.now() - t_step
-        if dt > 0.6 and batch > 4:
-            batch //= 2
-        elif dt < 0.2 and batch < config.relu_batch_size:
-            batch *= 2
-        step += 1
-        stats["steps"] = step
-        stats["domains"] += nb
-        stats["pairs"] += dom.numel()
-        cproved = spec.clause_max(lbk) > 0  # (nb, K); rows already closed count as +inf
-        open_ = ~cproved.all(-1)
-        if not bool(open_.any()):
-            continue
-        pair_open = open_[dom]
-        deadline.check()
-        cex = _candidates(net, spec, lo.expand(int(pair_open.sum()), -1),
-                          hi.expand(int(pair_open.sum()), -1), res.A_x[pair_open], check)
-        if cex is not None:
-            return BaBOutcome("falsified", cex, stats=stats)
-        kids = [s[open_] for s in kids]
-        kinter = [(zl[open_], u[open_]) for zl, u in kinter]
-        lbk, kalpha, kbeta = lbk[open_], kalpha[open_], kbeta[open_]
-        kopen = ~cproved[open_][:, row_clause]
-        lbk, kids, cex, keep = _milp_leaves(net, lo, hi, spec, kinter, kids, lbk, config,
-                                            deadline, check, stats)
-        if cex is not None:
-            return BaBOutcome("falsified", cex, stats=stats)
-        if kids[0].shape[0] == 0:
-            continue
-        kopen, kalpha, kbeta = kopen[keep], kalpha[keep], kbeta[keep]
-        kinter = _pack_layers(kinter)[keep]
-        if config.clause_trees:
-            # one entry per open clause: each clause gets its own tree of splits (proving a
-            # clause on every leaf of its own tree proves it on the domain)
-            ent, cl_k = (~cproved[open_][keep]).nonzero(as_tuple=True)
-            kopen = row_clause.unsqueeze(0) == cl_k.unsqueeze(1)  # (E, R): its rows
-            lbk = lbk[ent].masked_fill(~kopen, math.inf)
-            kalpha, kbeta, kinter = kalpha[ent], kbeta[ent], kinter[ent]
-            kids = [s[ent] for s in kids]
-        q.push(score=_margin_lb(spec, lbk), lb=lbk, open=kopen, alpha=kalpha,
-               inter=kinter, beta=kbeta, **{f"s{k}": s for k, s in enumerate(kids)})
-        stats["max_queue"] = max(stats["max_queue"], q.n)
-    if stuck:
-        stats["reason"] = "unsplittable domain left open"
-        return BaBOutcome("unknown", stats=stats)
-    return BaBOutcome("verified", lower=0.0, stats=stats)
-
-
-def _milp_leaves(net, lo, hi, spec, inter, kids, lbk, config: BaBConfig, deadline: Deadline,
-                 check, stats):
-    """Decide the open children with few unstable ReLUs left by MILP; returns the rest (their
-    bounds, splits, None or a confirmed counterexample, and the mask of children kept)."""
-    nb = kids[0].shape[0]
-    keep = torch.ones(nb, dtype=torch.bool)
-    if config.milp_leaf_unstable <= 0:
-        return lbk, kids, None, keep
-    from .milp import MilpConfig, milp_verify
-
-    count = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
-    small = (count <= config.milp_leaf_unstable).nonzero().flatten().tolist()
-    for b in small:
-        deadline.check()
-        dom = [(zl[b:b + 1], u[b:b + 1]) for zl, u in inter]
-        proved = {k for k, cl in enumerate(spec.clauses) if float(lbk[b, list(cl)].max()) > 0}
-        out = milp_verify(net, lo, hi, spec, dom, MilpConfig(), deadline, proved)
-        stats["milp_leaves"] = stats.get("milp_leaves", 0) + 1
-        deadline.check()  # (a MILP stopped by the deadline answers "timeout")
-        if out.status == "verified":
-            keep[b] = False
-        elif out.status == "candidate":
-            cex = check(out.x)
-            if cex is not None:
-                return lbk, kids, cex, keep
-    return lbk[keep], [s[keep] for s in kids], None, keep
 
 
 def choose_branching(net: rn.ReluNet | None, config: BaBConfig) -> str:

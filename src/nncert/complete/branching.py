@@ -11,18 +11,17 @@
 * ``babsr_scores``: a BaBSR-style score per unstable ReLU: the looseness its triangle
   relaxation contributes to the bound of the worst row, ``|A_j|·(−l·u)/(u−l)`` (full weight on
   the upper-line side, half on the lower-line side).
-* ``fsb_choose``: filtered smart branching: the top-k BaBSR candidates of each domain are tried
-  — both children bounded with one cheap CROWN pass — and the one whose worse child has the
-  best bound wins.
+* ``topk_candidates`` / ``flat_argmax``: the best-scored neurons over every ReLU node (the
+  searches in ``relu_split.py`` and ``graph_bab.py`` key them by ReLU node name); FSB (try the
+  top-k, keep the one whose worse child is best) lives with each search, bounding through
+  ``bounds/``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..clock import NEVER, Deadline
 from ..specs.output import OutputSpec
-from . import relu_net as rn
 
 
 def clause_best_rows(spec: OutputSpec, lb: torch.Tensor):
@@ -62,9 +61,11 @@ def input_split_dims(spec: OutputSpec, lb: torch.Tensor, A_x: torch.Tensor | Non
     return torch.where(flat, width.argmax(-1), score.argmax(-1))
 
 
-def babsr_scores(inter: list[rn.Layer], layer_As: list[torch.Tensor], worst_row: torch.Tensor
-                 ) -> list[torch.Tensor]:
-    """Per ReLU layer, (B, n_k) scores; 0 for stable or split neurons."""
+def babsr_scores(inter: list[tuple[torch.Tensor, torch.Tensor]], layer_As: list[torch.Tensor],
+                 worst_row: torch.Tensor) -> list[torch.Tensor]:
+    """Per ReLU node (in the order given), (B, n_k) scores from its flat pre-activation
+    bounds and the rows' coefficients A (B, R, n_k) on its output; 0 for stable or split
+    neurons."""
     B = worst_row.shape[0]
     out = []
     for (zl, u), A in zip(inter, layer_As):
@@ -110,79 +111,3 @@ def topk_candidates(scores: list[torch.Tensor], k: int):
     layer = torch.searchsorted(offsets[1:], flat, right=True)
     idx = flat - offsets[layer]
     return vals, layer, idx
-
-
-def apply_split(splits: list[torch.Tensor], layer: torch.Tensor, idx: torch.Tensor
-                ) -> list[torch.Tensor]:
-    """Children of each domain (all +1 children, then all −1 children): 2B split sets."""
-    B = layer.shape[0]
-    out = []
-    rows = torch.arange(B)
-    for k, s in enumerate(splits):
-        pos, neg = s.clone(), s.clone()
-        sel = layer == k
-        if bool(sel.any()):
-            pos[rows[sel], idx[sel]] = 1
-            neg[rows[sel], idx[sel]] = -1
-        out.append(torch.cat([pos, neg]))
-    return out
-
-
-def fsb_choose(net: rn.ReluNet, spec: OutputSpec, inter: list[rn.Layer], splits,
-               alphas, lo, hi, scores: list[torch.Tensor], k: int = 4,
-               open_rows: torch.Tensor | None = None, deadline: Deadline = NEVER):
-    """Filtered smart branching: (layer, idx) per domain.
-
-    ``inter``: each domain's bounds with its splits applied; ``alphas``: per layer (B, R, n);
-    all domains share the box ``lo``, ``hi`` (1 or B, n). ``open_rows`` (B, R) marks the rows
-    of the clauses a domain has not proved yet: only those are bounded, each (child, row) as
-    its own one-row problem. Bounds are computed in ``net``'s dtype (a heuristic: a
-    lower-precision copy is fine), in chunks of about ``relu_net.CHUNK_MACS`` with a
-    ``deadline`` check before each."""
-    B = splits[0].shape[0]
-    R = spec.num_rows
-    dt = net.dtype
-    vals, layer, idx = topk_candidates(scores, k)  # (B, k)
-    k = layer.shape[1]
-    if open_rows is None:
-        open_rows = torch.ones(B, R, dtype=torch.bool)
-    dom, row = open_rows.nonzero(as_tuple=True)  # P (domain, row) pairs
-    P = dom.numel()
-    # pair p, candidate c → children (±, p, c)
-    pd, pr = dom.repeat_interleave(k), row.repeat_interleave(k)
-    pc = torch.arange(k).repeat(P)
-    kids = apply_split([s[pd] for s in splits], layer[pd, pc], idx[pd, pc])  # (2Pk, n)
-    kinter = rn.clip_by_splits([(zl[pd].repeat(2, 1).to(dt), u[pd].repeat(2, 1).to(dt))
-                                for zl, u in inter], kids)
-    C = spec.C[0, pr].unsqueeze(1).repeat(2, 1, 1).to(dt)
-    d = spec.d[0, pr].unsqueeze(1).repeat(2, 1).to(dt)
-    al = None
-    if alphas is not None:
-        al = [a[pd, pr].unsqueeze(1).repeat(2, 1, 1).to(dt) for a in alphas]
-    lbo = _chunked_spec_bound(net, C, d, kinter, lo[:1].to(dt), hi[:1].to(dt), al, deadline)
-    lbo = torch.where(rn.empty_domains(kinter), float("inf"), lbo[:, 0])
-    # back to (±, domain, candidate, row); rows not bounded count as proved
-    full = torch.full((2, B, k, R), float("inf"), dtype=lbo.dtype)
-    full[:, pd, pc, pr] = lbo.reshape(2, P * k)
-    m = spec.clause_max(full).amin(-1).amin(0)  # (B, k): the worse child's margin bound
-    m = torch.where(vals > 0, m, torch.full_like(m, -float("inf")))
-    best = m.argmax(-1)
-    rows = torch.arange(B)
-    chosen_layer = torch.where(vals[rows, best] > 0, layer[rows, best], torch.full_like(best, -1))
-    return chosen_layer, idx[rows, best]
-
-
-def _chunked_spec_bound(net: rn.ReluNet, C, d, inter, lo1, hi1, alphas, deadline: Deadline):
-    """``spec_bound``'s lower bounds (n, R) of n one-box problems sharing the box (1, n0), in
-    chunks of problems with a deadline check before each."""
-    n = C.shape[0]
-    cost = C.shape[1] * rn.backward_macs(net, net.num_relu_layers)
-    out = []
-    for s in rn.chunks(n, cost):
-        deadline.check()
-        m = s.stop - s.start
-        lb, _, _ = rn.spec_bound(net, C[s], d[s], [(zl[s], u[s]) for zl, u in inter],
-                                 lo1.expand(m, -1), hi1.expand(m, -1),
-                                 None if alphas is None else [a[s] for a in alphas])
-        out.append(lb)
-    return out[0] if len(out) == 1 else torch.cat(out)

@@ -15,15 +15,16 @@ import torch
 
 from .. import clock
 from ..attacks import AttackConfig, attack, confirm
-from ..clock import NEVER, Deadline, DeadlineExceededError
+from ..bounds.core import Interval
+from ..clock import Deadline, DeadlineExceededError
 from ..errors import ConfigError
 from ..models.graph import Graph
 from ..result import Result, Verdict
 from ..specs.input_sets import Box, LpBall
 from ..specs.problem import VerificationProblem
 from . import relu_net as rn
-from .bab import BaBConfig, BaBOutcome, choose_branching, generic_input_bab, input_bab, relu_bab
-from .milp import MilpConfig, milp_verify
+from .bab import BaBConfig, BaBOutcome, choose_branching, generic_input_bab, input_bab
+from .milp import MilpConfig
 
 COMPLETE = ("auto", "bab", "milp", "none")
 
@@ -111,8 +112,8 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
             raise ConfigError("verify takes batch-1 problems; index the batch first")
     model_graph: Graph = problems[0].graph
     g64 = model_graph.to(dtype=config.dtype)
-    net = rn.extract_relu_net(model_graph, deadline=end)
-    net = net.to(config.dtype) if net is not None else None
+    end.check()  # (before any stage: densifying for input splitting, or the attack)
+    net = _input_split_net(model_graph, config, end)
     p64 = [VerificationProblem(g64, p.input_set.to(dtype=config.dtype),
                                p.output_spec.to(dtype=config.dtype), p.name) for p in problems]
     fn = net.forward if net is not None else None
@@ -148,77 +149,108 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
     return _result(Verdict.UNKNOWN, t0, stats.get("method", "bab"), **stats)
 
 
+def _input_split_net(graph: Graph, config: VerifyConfig, end: Deadline) -> rn.ReluNet | None:
+    """The dense view of a ReLU chain, only where input splitting may run on it (few inputs,
+    or ``branching="input"``): ReLU splitting works on the graph itself, so nothing else
+    (a convolution least of all) is densified."""
+    bab = config.bab
+    if bab.branching == "relu" or (bab.branching == "auto"
+                                   and graph.num_inputs > bab.input_split_max_dim):
+        return None
+    net = rn.extract_relu_net(graph, deadline=end)
+    return net.to(config.dtype) if net is not None else None
+
+
+def _is_relu_chain(graph: Graph) -> bool:
+    """A chain of affine ops and ReLUs with at least one ReLU (what ``relu_split`` decides)."""
+    from ..bounds.subdomains import is_relu_chain
+    from ..models import ops
+
+    return (is_relu_chain(graph) and any(isinstance(n.op, ops.ReLU) for n in graph)
+            and all(isinstance(n.op, (ops.AffineOp, ops.ReLU)) for n in graph))
+
+
 def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig, end: Deadline,
             check, onnx_path, model_graph, stats) -> BaBOutcome:
     box = _as_box(p)
     spec = p.output_spec
-    if net is None or box is None:
-        return _decide_generic(p, box, config, end, check, stats, chain=net is not None)
-    lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
-    branching = choose_branching(net, config.bab)
+    chain = net is not None or _is_relu_chain(p.graph)
+    if not chain or box is None:
+        return _decide_generic(p, box, config, end, check, stats, chain=chain)
     complete = config.complete
-    if branching == "input" and complete in ("auto", "bab"):
+    if (net is not None and choose_branching(net, config.bab) == "input"
+            and complete in ("auto", "bab")):
+        lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
         stats["method"] = "bab-input"
         stats["stages"].append("bab-input")
         return input_bab(net, lo, hi, spec, config.bab, end.within(config.bab.timeout_s), check)
-    # incomplete bounds: CROWN intermediate (with forward-mode intersection), alpha on output
+    return _decide_relu(p, config, end, check, stats)
+
+
+def _root(p: VerificationProblem, config: VerifyConfig, end: Deadline):
+    """Root bounds of a ReLU chain on the engine: CROWN intermediate bounds, alpha on the
+    rows; when that does not prove the property, every ReLU input's bounds optimised by
+    alpha-CROWN too (intersected: both sound on the set) and the rows bounded again."""
+    from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
+    from ..bounds.crown import intermediate_bounds
+    from .relu_split import root_bounds
+
+    inter = intermediate_bounds(p.graph, p.input_set, deadline=end)
+    root = root_bounds(p, inter, config.bab, end)
+    iters = config.bab.root_intermediate_alpha_iters
+    if bool(p.output_spec.proved(root.lower).all()) or iters <= 0:
+        return root
+    opt = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters),
+                                        end)
+    both = {k: Interval(torch.maximum(v.lower, opt[k].lower.detach()),
+                        torch.minimum(v.upper, opt[k].upper.detach())) if k in opt else v
+            for k, v in inter.items()}
+    again = root_bounds(p, both, config.bab, end)
+    return replace(again, lower=torch.maximum(root.lower, again.lower))
+
+
+def _decide_relu(p: VerificationProblem, config: VerifyConfig, end: Deadline, check, stats
+                 ) -> BaBOutcome:
+    """Bounds, then MILP or ReLU-split BaB on the engine (``relu_split``)."""
+    from .relu_split import relu_bab
+
+    spec = p.output_spec
     stats["stages"].append("alpha-crown")
-    inter = rn.crown_intermediate(net, lo, hi, fwd=rn.forward_bounds(net, lo, hi, deadline=end),
-                                  deadline=end)
-    lb, A_x, *_ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
-                                         iters=config.bab.root_alpha_iters, deadline=end)
-    if not bool(spec.proved(lb).all()) and config.bab.root_intermediate_alpha_iters > 0:
-        # not proved yet: optimise every layer's bounds too (seconds; shared by all of BaB)
-        inter = _alpha_intermediate(p, net, inter, config.bab.root_intermediate_alpha_iters, end)
-        lb2, *_ = rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi,
-                                         iters=config.bab.root_alpha_iters, deadline=end)
-        lb = torch.maximum(lb, lb2)
-    stats["lower"] = float(spec.clause_max(lb).amin())
-    if bool(spec.proved(lb).all()):
+    root = _root(p, config, end)
+    stats["lower"] = float(spec.clause_max(root.lower).amin())
+    if bool(spec.proved(root.lower).all()):
         stats["method"] = "alpha-crown"
         return BaBOutcome("verified")
-    if complete == "none":
+    if config.complete == "none":
         return BaBOutcome("unknown")
-    unstable = sum(int(((zl < 0) & (u > 0)).sum()) for zl, u in inter)
+    unstable = sum(int(((iv.lower < 0) & (iv.upper > 0)).sum())
+                   for k, iv in root.intermediate.items() if k in _relu_inputs(p.graph))
     stats["unstable"] = unstable
-    if complete == "milp" or (complete == "auto" and unstable <= config.milp_max_unstable):
-        stats["method"] = "milp"
-        stats["stages"].append("milp")
-        proved = {k for k, cl in enumerate(spec.clauses) if float(lb[0, list(cl)].max()) > 0}
-        out = milp_verify(net, lo, hi, spec, inter, config.milp,
-                          end.within(config.milp.timeout_s), proved)
-        if out.status == "candidate":
-            cex = check(out.x)
-            if cex is not None:
-                return BaBOutcome("falsified", cex)
-            return BaBOutcome("unknown", stats={"reason": "MILP solution not confirmed"})
-        if out.status in ("verified", "timeout") or complete == "milp":
-            return BaBOutcome(out.status)
+    if config.complete == "milp" or (config.complete == "auto"
+                                     and unstable <= config.milp_max_unstable):
+        b = _Bounds(root.lower, root.intermediate)
+        out = _graph_milp(p, _as_box(p), b, config, end, check, stats)
+        if out.status in ("verified", "timeout", "falsified") or config.complete == "milp":
+            return out
     stats["method"] = "bab-relu"
     stats["stages"].append("bab-relu")
-    out = relu_bab(net, lo, hi, spec, config.bab, end.within(config.bab.timeout_s), check,
-                   root_inter=inter)
+    out = relu_bab(p, root, config.bab, end.within(config.bab.timeout_s), check)
     stats["bab"] = out.stats
     return out
 
 
-def _alpha_intermediate(p: VerificationProblem, net: rn.ReluNet, inter: list[rn.Layer],
-                        iters: int, deadline: Deadline = NEVER) -> list[rn.Layer]:
-    """``inter`` intersected with alpha-CROWN-optimised bounds of each ReLU's input (both
-    sound on the input set, so their intersection is)."""
-    from ..bounds.alpha_crown import AlphaCrownConfig, optimized_intermediate_bounds
+@dataclass(frozen=True)
+class _Bounds:
+    """Root bounds as ``_graph_milp`` reads them."""
 
-    vals = optimized_intermediate_bounds(p.graph, p.input_set, AlphaCrownConfig(iterations=iters),
-                                         deadline)
-    out = []
-    for (zl, u), name in zip(inter, net.pre_names):
-        iv = vals.get(name)
-        if iv is None:
-            out.append((zl, u))
-            continue
-        out.append((torch.maximum(zl, iv.lower.reshape(zl.shape).detach()),
-                    torch.minimum(u, iv.upper.reshape(u.shape).detach())))
-    return out
+    lower: torch.Tensor
+    intermediate: dict
+
+
+def _relu_inputs(graph: Graph) -> set[str]:
+    from ..bounds.subdomains import relu_inputs
+
+    return set(relu_inputs(graph).values())
 
 
 def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, chain: bool = False

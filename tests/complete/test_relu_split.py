@@ -1,0 +1,88 @@
+"""ReLU-split BaB on the bound engine (complete/relu_split.py): its verdicts agree with the
+graph MILP and a dense grid on random small ReLU chains, under every search option."""
+
+from __future__ import annotations
+
+import torch
+from complete_fixtures import grid_min, random_mlp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nncert.attacks import confirm
+from nncert.bounds.crown import intermediate_bounds
+from nncert.clock import Deadline
+from nncert.complete.bab import BaBConfig
+from nncert.complete.milp_graph import milp_decide
+from nncert.complete.relu_split import relu_bab, root_bounds
+from nncert.complete.verify import VerifyConfig, verify
+from nncert.result import Verdict
+from nncert.specs import Box, OutputSpec, VerificationProblem
+
+D = torch.float64
+
+
+def _problem(seed: int, q: float):
+    """A single-row clause and a two-row disjunction on a 3-output net over [-1, 1]², the
+    thresholds at quantile ``q`` of sampled row values (some sat, some unsat)."""
+    g = random_mlp(seed, (2, 8, 8, 3)).to(dtype=D)
+    x = torch.rand(4000, 2, dtype=D, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    with torch.no_grad():
+        v = g(x)
+    C = torch.tensor([[[1.0, -1.0, 0.0], [0.0, -1.0, 1.0], [1.0, 0.0, -1.0]]], dtype=D)
+    t = torch.quantile(torch.einsum("rn,bn->br", C[0], v), q, dim=0)
+    spec = OutputSpec(C, -t.unsqueeze(0), ((0,), (1, 2)))
+    return VerificationProblem(g, Box(-torch.ones(1, 2, dtype=D), torch.ones(1, 2, dtype=D)),
+                               spec)
+
+
+def _milp(p: VerificationProblem, check) -> str:
+    inter = intermediate_bounds(p.graph, p.input_set)
+    m = milp_decide(p.graph, p.input_set.lower, p.input_set.upper, p.output_spec, inter,
+                    Deadline.after(20.0))
+    if m.status == "candidate":
+        return "falsified" if check(torch.as_tensor(m.x).reshape(1, -1)) is not None else "unknown"
+    return m.status
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), q=st.floats(0.05, 0.6))
+def test_agrees_with_milp_and_a_grid(seed, q):
+    p = _problem(seed, q)
+
+    def check(x):
+        return confirm(p, x.reshape(1, 2), None, p.graph)
+
+    answers = set()
+    for refine, trees, share, heur, dt in ((True, True, 1.0, "fsb", "float32"),
+                                           (False, False, 1.0, "babsr", "float64"),
+                                           (True, True, 0.3, "fsb", "float64")):
+        cfg = BaBConfig(timeout_s=20.0, attack_every=0, refine_intermediate=refine,
+                        clause_trees=trees, milp_leaf_unstable=0, refine_share=share,
+                        heuristic=heur, search_dtype=dt, root_alpha_iters=5)
+        root = root_bounds(p, intermediate_bounds(p.graph, p.input_set), cfg, Deadline.after(20))
+        out = relu_bab(p, root, cfg, Deadline.after(20.0), check)
+        if out.status == "falsified":
+            assert check(out.counterexample.x.reshape(1, -1)) is not None
+        answers.add(out.status)
+    answers.add(_milp(p, check))
+    answers -= {"timeout", "unknown"}
+    assert len(answers) <= 1, answers
+    gmin = grid_min(p.graph, [-1.0, -1.0], [1.0, 1.0], p.output_spec)
+    if "verified" in answers:
+        assert gmin > -1e-9
+    if gmin < -1e-6:
+        assert "verified" not in answers
+
+
+def test_milp_leaves_decide_small_subdomains():
+    """With MILP leaves on, every verdict still agrees with the grid."""
+    for seed in (1, 2, 3):
+        p = _problem(seed, 0.02)
+        cfg = VerifyConfig(timeout_s=20.0, attack=None, complete="bab",
+                           bab=BaBConfig(timeout_s=20.0, branching="relu", milp_leaf_unstable=4))
+        r = verify(p, cfg)
+        gmin = grid_min(p.graph, [-1.0, -1.0], [1.0, 1.0], p.output_spec)
+        if r.verdict == Verdict.VERIFIED:
+            assert gmin > -1e-9
+        if gmin < -1e-6:
+            assert r.verdict != Verdict.VERIFIED
