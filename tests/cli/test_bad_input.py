@@ -47,9 +47,9 @@ CASES = {
     "bad float": (["verify", "--model", "{d}/net.onnx", "--data", "digits", "--eps", "abc"],
                   "--eps: expected a number"),
     "inverted box": (["vnncomp", "run", "--onnx", "{d}/net.onnx", "--vnnlib", "{d}/inverted.vnnlib",
-                      "--timeout", "5", "--out", "{d}/out/r.txt"], "inverted input box"),
+                      "--timeout", "600", "--out", "{d}/out/r.txt"], "inverted input box"),
     "unclosed paren": (["vnncomp", "run", "--onnx", "{d}/net.onnx", "--vnnlib", "{d}/unclosed.vnnlib",
-                        "--timeout", "5", "--out", "{d}/out/r.txt"], "unclosed.vnnlib:5"),
+                        "--timeout", "600", "--out", "{d}/out/r.txt"], "unclosed.vnnlib:5"),
 }
 
 
