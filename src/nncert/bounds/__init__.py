@@ -48,7 +48,8 @@ def compute_bounds(problem: VerificationProblem, method: str = "interval",
     differentiable in the graph's weights and in the input set's tensors: a training loss can
     be built on them (nncert.training builds the graph on a module's own Parameters). Without
     it (verification) they are computed under ``no_grad`` and detached. The bounds are the same
-    either way.
+    either way. (alpha-crown keeps the best bounds of its own optimisation, detached, so it
+    gives no gradient to the weights.)
 
     The problem is moved to the graph's device and dtype first. Raises UnsupportedOpError
     before any work when the method cannot handle an op, NumericalError on NaN/inf bounds,
