@@ -207,3 +207,15 @@ def read_json_lines(path: str | os.PathLike) -> list[Any]:
                 break
             raise DataError(f"{path}:{i + 1}: not a JSON record ({e.msg})") from None
     return records
+
+
+def save_png(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure to ``path`` as PNG through :func:`open_output` (atomic for
+    regular files, written through for links and devices) and close it, also on failure."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with open_output(path, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)

@@ -34,12 +34,11 @@ from ..smoothing.train import (
     save_weights,
     train_gaussian,
 )
-from ..utils import is_special, open_through, sync
+from ..utils import is_special, open_through, save_png, sync
 from .common import (
     add_device_arg,
     check_writable,
     is_torch_file,
-    open_output,
     progress,
     resolve_device,
     shape,
@@ -156,11 +155,7 @@ def plot_certified_accuracy(path: str | os.PathLike, radii: Sequence[float],
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with open_output(path, "wb") as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    save_png(fig, path)
 
 
 def accuracy_table(radii: Sequence[float], correct: Sequence[bool], at: Sequence[float],

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import ops
-from ..models.from_torch import MODULES
+from ..models.from_torch import MODULES, _leaves
 from ..models.graph import Graph, Node
 
 Shape = tuple[int, ...]
@@ -120,12 +120,6 @@ def build(arch: str, input_shape: Sequence[int], num_classes: int = 10,
 
 
 # -- a graph on the module's own parameters --------------------------------------------------
-def _leaves(m: nn.Module):
-    for child in m.children() if isinstance(m, nn.Sequential) else [m]:
-        if isinstance(child, nn.Sequential):
-            yield from _leaves(child)
-        else:
-            yield child
 
 
 def _live_ops(m: nn.Module, shape: Shape) -> list[ops.Op]:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..utils import open_output, write_atomic
+from ..utils import save_png, write_atomic
 
 CURVES = (("clean", "clean"), ("pgd", "PGD"), ("certified", "certified"))
 
@@ -48,8 +48,4 @@ def plot_history(path: str | os.PathLike, rows: Sequence[dict[str, Any]], title:
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with open_output(path, "wb") as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    save_png(fig, path)
