@@ -67,7 +67,7 @@ def _run(src: Path, instances: Path, root: Path, out_csv: Path, args) -> float:
 
 def _summary(instances: Path, out_csv: Path, root: Path, timeout):
     sys.path.insert(0, str(REPO / "src"))
-    from nncert.complete.vnncomp import read_expected, read_instances, read_results, summarize
+    from nncert.benchmarks.vnncomp import read_expected, read_instances, read_results, summarize
 
     return summarize(read_instances(instances, timeout), read_results(out_csv),
                      read_expected(root / "expected.csv"))
