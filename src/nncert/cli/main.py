@@ -21,8 +21,9 @@ SUBCOMMANDS = ("demo", "info", "verify", "vnncomp", "smooth", "pixeldp", "train"
 DESCRIPTION = """\
 nncert proves things about neural networks read from PyTorch or ONNX:
 sound bounds (interval, zonotope, deeppoly, crown, alpha-crown), complete verification
-(branch-and-bound, MILP, VNN-COMP), and probabilistic certification (randomized smoothing,
-PixelDP). Start with `nncert demo`; every subcommand has its own --help."""
+(branch-and-bound, MILP, VNN-COMP), probabilistic certification (randomized smoothing,
+PixelDP), certified training, semantic certification and benchmark suites.
+Start with `nncert demo`; every subcommand has its own --help."""
 
 
 class _Parser(argparse.ArgumentParser):
