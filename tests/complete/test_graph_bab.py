@@ -56,7 +56,7 @@ def _margins(g, xs: Box, n: int = 20000) -> torch.Tensor:
     return y[:, 0] - y[:, 1]
 
 
-def _pgd_min(g, xs: Box, t: float, restarts: int = 8, steps: int = 40) -> float:
+def _pgd_min(g, xs: Box, t: float, restarts: int = 8, steps: int = 40, decay: float = 0.9) -> float:
     """Smallest ``y0 − y1 − t`` found by signed-gradient descent from random starts."""
     x = xs.sample(restarts, torch.Generator().manual_seed(2))[:, 0]
     size = float((xs.upper - xs.lower).max()) / 4
@@ -65,7 +65,7 @@ def _pgd_min(g, xs: Box, t: float, restarts: int = 8, steps: int = 40) -> float:
         y = g(x)
         (grad,) = torch.autograd.grad((y[:, 0] - y[:, 1]).sum(), x)
         x = xs.project(x - size * grad.sign())
-        size *= 0.9
+        size *= decay
     with torch.no_grad():
         y = g.forward(x)
     return float((y[:, 0] - y[:, 1]).min()) - t

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_graph_bab import _pgd_min as _signed_descent_min
 from torch import nn
 
 from nncert.attacks import confirm
@@ -51,17 +52,7 @@ def _margins(g, xs: Box, n: int = 20000) -> torch.Tensor:
 
 def _pgd_min(g, xs: Box, restarts: int = 32, steps: int = 60) -> float:
     """Smallest ``y0 − y1`` found by signed-gradient descent from random starts."""
-    x = xs.sample(restarts, torch.Generator().manual_seed(2))[:, 0]
-    size = float((xs.upper - xs.lower).max()) / 4
-    for _ in range(steps):
-        x = x.detach().requires_grad_(True)
-        y = g(x)
-        (grad,) = torch.autograd.grad((y[:, 0] - y[:, 1]).sum(), x)
-        x = xs.project(x - size * grad.sign())
-        size *= 0.93
-    with torch.no_grad():
-        y = g.forward(x)
-    return float((y[:, 0] - y[:, 1]).min())
+    return _signed_descent_min(g, xs, 0.0, restarts, steps, decay=0.93)
 
 
 def _true_min(g, xs: Box) -> float:
