@@ -95,3 +95,15 @@ def test_marked_block_runs(tmp_path, where, lang, code):
                            text=True, timeout=900)
         assert r.returncode == 0, f"{where}: {argv[-1][:200]}\n{r.stderr[-2000:]}"
         assert "Traceback" not in r.stderr, f"{where}: {r.stderr[-2000:]}"
+
+
+def test_readme_benchmark_tables_come_from_the_results_files():
+    """Every benchmark table of the README is a report table over committed results files."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = list(docgen.REPORT_BLOCK.finditer(text))
+    assert len(blocks) >= 2
+    for m in blocks:
+        files = m["files"].split()
+        assert all((ROOT / f).is_file() for f in files), files
+        expected = docgen.report_table(ROOT, files, m["table"].strip())
+        assert m["body"].strip() == expected.strip(), "run `python -m nncert.cli.docgen`"

@@ -151,3 +151,23 @@ def test_rows_missing_fields_are_refused(tmp_path):
                                       "suite": "s", "time_s": 1}], "s")
     with pytest.raises(DataError, match="row 'k' lacks model, method, eps, label"):
         load_rows([p])
+
+
+def test_the_committed_vnncomp_results_give_a_self_contained_page(tmp_path):
+    """The report of the real ACAS Xu and mnistfc runs (bench/results) embeds every plot."""
+    from nncert.benchmarks.report import plots
+
+    root = Path(__file__).resolve().parents[2] / "bench" / "results"
+    files = sorted(root.glob("vnncomp2021-*.jsonl"))
+    assert len(files) >= 2, "bench/results should hold the ACAS Xu and mnistfc results"
+    rows = load_rows(files)
+    assert {r["suite"] for r in rows} >= {"vnncomp2021-acasxu", "vnncomp2021-mnistfc"}
+    _md, page = write_report(rows, tmp_path / "rep")
+    text = page.read_text()
+    imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(imgs) == len(plots(rows)) >= 4  # cactus + times per benchmark
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+    assert not re.search(r'(src|href)="(?!data:)', text)
+    wrong = sum(r["result"] in ("sat", "unsat") and r.get("expected") in ("sat", "unsat")
+                and r["result"] != r["expected"] for r in rows)
+    assert wrong == 0  # (no wrong answer in the committed runs)

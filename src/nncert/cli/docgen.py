@@ -1,7 +1,10 @@
-"""Generate the reference pages from the code: ``docs/cli.md`` from the argument parsers and
-``docs/config.md`` from the config dataclasses.
+"""Generate the reference pages from the code: ``docs/cli.md`` from the argument parsers,
+``docs/config.md`` from the config dataclasses, and the README's benchmark tables from the
+committed results files (``bench/results/*.jsonl``, written by ``nncert bench run``) through
+the report's own tables (:func:`nncert.benchmarks.report.tables`, what ``nncert report``
+writes).
 
-    python -m nncert.cli.docgen            # rewrite both (run from the repository root)
+    python -m nncert.cli.docgen            # rewrite them (run from the repository root)
     python -m nncert.cli.docgen --check    # exit 1 when a page is stale (the tests do this)
 """
 
@@ -199,6 +202,34 @@ def config_page() -> str:
 # -- main --------------------------------------------------------------------------------------
 PAGES = {"docs/cli.md": cli_page, "docs/config.md": config_page}
 
+#: a README block filled from results files: ``<!-- report FILE [FILE ...] : TABLE -->`` (paths
+#: relative to the repository root, TABLE a title of :func:`nncert.benchmarks.report.tables`),
+#: the table's Markdown, then ``<!-- /report -->``
+REPORT_BLOCK = re.compile(r"(<!-- report (?P<files>[^:>]+?) : (?P<table>[^>]+?) -->\n)"
+                          r"(?P<body>.*?)(<!-- /report -->)", re.S)
+
+
+def report_table(root: Path, files: list[str], title: str) -> str:
+    """The Markdown of report table ``title`` over the rows of ``files`` (no heading line)."""
+    from ..benchmarks.report import load_rows, tables
+
+    rows = load_rows([root / f for f in files])
+    for t in tables(rows):
+        if t.title == title:
+            return t.markdown().split("\n", 2)[2]  # (drop "## title" and the blank line)
+    raise ValueError(f"no table {title!r} in the report of {', '.join(files)}")
+
+
+def readme_with_reports(root: Path) -> str:
+    """README.md with every report block recomputed from its results files."""
+    text = (root / "README.md").read_text(encoding="utf-8")
+
+    def fill(m: re.Match) -> str:
+        body = report_table(root, m["files"].split(), m["table"].strip())
+        return m.group(1) + "\n" + body + m.group(5)
+
+    return REPORT_BLOCK.sub(fill, text)
+
 
 def stale(root: Path) -> list[str]:
     """The pages under ``root`` whose text differs from what the code generates."""
@@ -207,6 +238,9 @@ def stale(root: Path) -> list[str]:
         path = root / rel
         if not path.is_file() or path.read_text(encoding="utf-8") != make():
             out.append(rel)
+    readme = root / "README.md"
+    if readme.is_file() and readme.read_text(encoding="utf-8") != readme_with_reports(root):
+        out.append("README.md")
     return out
 
 
@@ -225,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(make(), encoding="utf-8")
         print(f"wrote {rel}")
+    if (root / "README.md").is_file():
+        (root / "README.md").write_text(readme_with_reports(root), encoding="utf-8")
+        print("wrote README.md (benchmark tables)")
     return 0
 
 
