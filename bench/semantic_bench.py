@@ -14,7 +14,8 @@ brightness, local.
 Part ``segments``: per network × direction, on the first --images test images x classified
 correctly both as x and as G(E(x)) (segment z = E(x) → z + δ·d, δ = --delta): ExactLine's
 certified rate, mean exact robust fraction, mean pieces per segment (against the network's
-ReLU count), segments per second (batched ExactLine on the row's segments); quantitative CROWN lower/upper (max 64 pieces per segment).
+ReLU count), segments per second (batched ExactLine on the row's segments); quantitative CROWN
+lower/upper (max 64 pieces per segment).
 
 Part ``rotation``: rotation by ±30° (parameter range [−30, 30]): certified rate and time per
 image of CROWN with parameter splitting (8 initial pieces, up to 512) side by side with interval
