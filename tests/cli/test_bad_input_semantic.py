@@ -158,3 +158,35 @@ def test_line_writes_json(assets, work):
     out = json.loads((work / "l.json").read_text())
     assert out["summary"]["count"] == 3
     assert all(r["fraction_lower"] <= r["fraction_upper"] for r in out["results"])
+
+
+def _png_size(path) -> tuple[int, int]:
+    import struct
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_strip_png_for_segment_line_and_transform(assets, work):
+    from nncert.semantic.strip import strip_size
+
+    runs = {"s.png": _segment(assets, "--direction", "rotate", "--delta", "2"),
+            "l.png": ("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+                      "--count", "2", "--toward", "rotate", "30"),
+            "t.png": _transform(assets, "--transform", "rotate", "--range", "-10", "10")}
+    for name, argv in runs.items():
+        run = run_nncert(*argv, "--strip", work / name, "--strip-images", "6", cwd=work)
+        assert run.code == 0, run.stderr
+        assert _png_size(work / name) == strip_size(2, 6), name
+
+
+def test_strip_bad_arguments(assets, work):
+    (work / "d").mkdir()
+    run = run_nncert(*_transform(assets, "--transform", "rotate", "--range", "0", "1",
+                                 "--strip", work / "d"), cwd=work)
+    assert_clean_error(run, "--strip")
+    run = run_nncert(*_segment(assets, "--direction", "rotate", "--strip", work / "s.png",
+                               "--strip-images", "1"), cwd=work)
+    assert_clean_error(run, "strip-images")
+    assert files_under(work) == {"d"}

@@ -125,3 +125,25 @@ def test_certify_transform_agrees_with_dense_sampling(digits_mlp, digits_test, m
             torch.testing.assert_close(img.double(), tset.images(rep.param.reshape(1, -1)),
                                        atol=1e-6, rtol=0)
     assert Verdict.VERIFIED in verdicts
+
+
+@pytest.mark.parametrize("name,lo,hi", [("rotate", [-10.0], [10.0]),
+                                        ("translate", [-0.5, -0.5], [0.5, 0.5])])
+def test_reported_proved_boxes_are_sound(digits_mlp, digits_test, name, lo, hi):
+    x, y = digits_test
+    seen = 0
+    for i in range(6):
+        label = int(y[i])
+        rep = certify_transform(digits_mlp, x[i], label, name, lo, hi,
+                                TransformConfig(method="crown", initial_pieces=4, max_pieces=64))
+        if rep.proved_lo is None or rep.proved_lo.shape[0] == 0:
+            continue
+        seen += 1
+        tset = TransformSet(x[i].double(), name, rep.proved_lo, rep.proved_hi)
+        vol = float(torch.prod(rep.proved_hi - rep.proved_lo, 1).sum())
+        total = float(torch.prod(torch.tensor(hi) - torch.tensor(lo)))
+        assert vol / total == pytest.approx(rep.proved_fraction)
+        params = tset.sample_params(200, torch.Generator().manual_seed(i)).reshape(-1, len(lo))
+        pred = digits_mlp(tset.images(params).float()).argmax(1)
+        assert bool((pred == label).all())
+    assert seen

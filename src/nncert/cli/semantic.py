@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_di
 from ..semantic.latent import certify_lines, latent_segment
 from ..semantic.quantitative import QuantConfig
 from ..semantic.segments import as_float64
+from ..semantic.strip import save_strip, segment_row, transform_row
 from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
+from ..specs.output import OutputSpec
 from .common import (
     check_writable,
     finite_floats,
@@ -41,6 +44,7 @@ from .common import (
 )
 
 CHUNK = 64  # segments per batched ExactLine pass
+STRIP_ROWS = 16  # inputs drawn in a --strip PNG (the first ones)
 
 
 def _classifier(args: argparse.Namespace) -> tuple[Graph, torch.Tensor, torch.Tensor]:
@@ -80,6 +84,48 @@ def _finish(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
           f"(mean {summary['mean_time_s']:.3f} s per input){fraction}")
 
 
+# -- PNG strips ---------------------------------------------------------------------------------
+def _check_outputs(args: argparse.Namespace) -> None:
+    if args.out:
+        check_writable(args.out, "--out")
+    if args.strip:
+        check_writable(args.strip, "--strip")
+    if args.strip_images < 2:
+        raise ConfigError(f"--strip-images must be ≥ 2, got {args.strip_images}")
+
+
+def _fails(graph: Graph, points: torch.Tensor, label: int) -> torch.Tensor:
+    """Which points (K, ...) the concrete graph does not classify as ``label``."""
+    spec = OutputSpec.robustness([label], graph.num_outputs, dtype=graph.dtype)
+    with torch.no_grad():
+        y = graph.forward(points.reshape(-1, *graph.input_shape).to(graph.dtype)).flatten(1)
+    return ~spec.expand(y.shape[0]).holds(y)
+
+
+def _caption(i: int, label: int, row: dict) -> str:
+    if "proved_fraction" in row:
+        what = f"proved share of the range {row['proved_fraction']:.3f}"
+    elif row["fraction_lower"] == row["fraction_upper"]:
+        what = f"robust fraction {row['fraction_lower']:.3f}"
+    else:
+        what = f"robust fraction in [{row['fraction_lower']:.3f}, {row['fraction_upper']:.3f}]"
+    return f"input {i}, label {label}: {row['verdict']}; {what}"
+
+
+def _segment_strip(args, graph: Graph, reports, rows: list[dict], point_at) -> None:
+    """The --strip PNG of the first inputs' segments; ``point_at(i, t)`` (K,) → model inputs."""
+    if not args.strip:
+        return
+    out = []
+    for i, (rep, row) in enumerate(zip(reports[:STRIP_ROWS], rows)):
+        label = row["label"]
+        out.append(segment_row(rep, functools.partial(point_at, i),
+                               lambda t, i=i, label=label: _fails(graph, point_at(i, t), label),
+                               args.strip_images, _caption(i, label, row)))
+    save_strip(args.strip, out)
+    print(f"strip written to {args.strip}", file=sys.stderr)
+
+
 # -- transform ----------------------------------------------------------------------------------
 def _check_range(name: str, values: list[float]) -> tuple[list[float], list[float]]:
     n = TRANSFORMS[name]
@@ -95,13 +141,12 @@ def _check_range(name: str, values: list[float]) -> tuple[list[float], list[floa
 
 
 def run_transform(args: argparse.Namespace) -> int:
-    if args.out:
-        check_writable(args.out, "--out")
+    _check_outputs(args)
     lo, hi = _check_range(args.transform, args.range)
     graph, x, labels = _classifier(args)
     config = TransformConfig(method=args.method, initial_pieces=args.pieces,
                              max_pieces=args.max_pieces, batch=args.batch)
-    rows = []
+    rows, strip = [], []
     for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.transform}"):
         label = int(labels[i])
         rep = certify_transform(graph, x[i], label, args.transform, lo, hi, config)
@@ -111,10 +156,24 @@ def run_transform(args: argparse.Namespace) -> int:
         if rep.param is not None:
             row["counterexample_param"] = [float(v) for v in rep.param.flatten()]
         rows.append(row)
+        if args.strip and i < STRIP_ROWS:
+            strip.append(_transform_row(args, graph, x[i], label, rep, lo, hi, row))
     summary = _summary(rows, model=str(args.model), data=str(args.data),
                        transform=args.transform, range=[lo, hi], method=args.method)
     _finish(args, rows, summary)
+    if strip:
+        save_strip(args.strip, strip)
+        print(f"strip written to {args.strip}", file=sys.stderr)
     return 0
+
+
+def _transform_row(args, graph: Graph, image: torch.Tensor, label: int, rep, lo, hi, row: dict):
+    def image_at(p: torch.Tensor) -> torch.Tensor:
+        return apply_transform(image.double(), args.transform, p)
+
+    return transform_row(rep, lo, hi, image_at,
+                         lambda p: _fails(graph, image_at(p), label), args.strip_images,
+                         _caption(row["index"], label, row))
 
 
 # -- segment ------------------------------------------------------------------------------------
@@ -134,16 +193,21 @@ def _generator(args: argparse.Namespace, graph: Graph):
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    if args.out:
-        check_writable(args.out, "--out")
+    _check_outputs(args)
     graph, x, labels = _classifier(args)
     decoder, encoder, direction = _generator(args, graph)
     if encoder.input_shape != tuple(x.shape[1:]):
         x = x.reshape(x.shape[0], *encoder.input_shape)
     fg = as_float64(compose(decoder, graph))  # once for all images
-    starts = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
-    rows = _line_rows(args, fg, torch.stack([a for a, _ in starts]),
-                      labels, torch.stack([b for _, b in starts]), f"semantic {args.direction}")
+    ends = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
+    z0, z1 = torch.stack([a for a, _ in ends]), torch.stack([b for _, b in ends])
+    rows, reports = _line_rows(args, fg, z0, labels, z1, f"semantic {args.direction}")
+
+    def point_at(i: int, t: torch.Tensor) -> torch.Tensor:  # the decoded images along segment i
+        z = z0[i] + t.to(z0.dtype)[:, None] * (z1[i] - z0[i])
+        return decoder.forward(z.to(decoder.dtype))
+
+    _segment_strip(args, graph, reports, rows, point_at)
     summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
                        generator=str(args.generator), direction=args.direction, delta=args.delta)
     _finish(args, rows, summary)
@@ -152,17 +216,18 @@ def run_segment(args: argparse.Namespace) -> int:
 
 # -- line (a segment in input space) -----------------------------------------------------------
 def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
-               desc: str = "semantic line") -> list[dict]:
-    """One row per segment x[i] → ends[i], certified at labels[i] with args.method (exact:
-    batched, CHUNK segments per ExactLine pass)."""
+               desc: str = "semantic line") -> tuple[list[dict], list]:
+    """One row (and report) per segment x[i] → ends[i], certified at labels[i] with
+    args.method (exact: batched, CHUNK segments per ExactLine pass)."""
     config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
     step = CHUNK if args.method == "exact" else 1
     with torch.no_grad():
         starts = graph.forward(x.to(graph.dtype)).argmax(1).tolist()
-    rows = []
+    rows, reports = [], []
     for lo in progress(range(0, x.shape[0], step), total=-(-x.shape[0] // step), desc=desc):
         reps = certify_lines(graph, x[lo:lo + step], ends[lo:lo + step], labels[lo:lo + step],
                              args.method, config, chunk=CHUNK)
+        reports += reps
         for i, rep in enumerate(reps, lo):
             row = {"index": i, "label": int(labels[i]), "start_prediction": starts[i],
                    "verdict": rep.result.verdict.value,
@@ -172,12 +237,11 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
             if rep.t_star is not None:
                 row["t_star"] = rep.t_star
             rows.append(row)
-    return rows
+    return rows, reports
 
 
 def run_line(args: argparse.Namespace) -> int:
-    if args.out:
-        check_writable(args.out, "--out")
+    _check_outputs(args)
     name, values = args.toward[0], args.toward[1:]
     if name not in TRANSFORMS:
         raise ConfigError(f"--toward: unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
@@ -193,7 +257,9 @@ def run_line(args: argparse.Namespace) -> int:
     if x.dim() != 4:
         raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
     ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
-    rows = _line_rows(args, as_float64(graph), x, labels, ends)
+    rows, reports = _line_rows(args, as_float64(graph), x, labels, ends)
+    _segment_strip(args, graph, reports, rows,
+                   lambda i, t: x[i] + t.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) * (ends[i] - x[i]))
     summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
                        toward=[name, *param.flatten().tolist()])
     _finish(args, rows, summary)
@@ -237,6 +303,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean")
     p.add_argument("--std", type=positive_floats, default=None, help="per-channel std")
     p.add_argument("--out", default=None, help="write JSON {summary, results} here")
+    p.add_argument("--strip", default=None, metavar="PNG",
+                   help=f"write a PNG strip here: per input (the first {STRIP_ROWS}) images along "
+                        "the segment or parameter range, framed green where proved robust, red "
+                        "where the spec fails (a misclassified image, or a part proved violating), "
+                        "grey where undecided, over a bar of the proved (green) and violating "
+                        "(red) parts")
+    p.add_argument("--strip-images", type=positive_int, default=10, metavar="K",
+                   help="images per strip row (default 10, at least 2)")
 
 
 def _register_transform(sub) -> None:

@@ -157,6 +157,18 @@ def violation_intervals(pieces: LinePieces, spec: OutputSpec, tol: float = 0.0
     return _intervals(_violations(lines, spec, tol_t), 1)[0]
 
 
+def complement(intervals: torch.Tensor) -> torch.Tensor:
+    """The open gaps (M, 2) in [0, 1] left by a union of closed intervals (M', 2)."""
+    gaps, end = [], 0.0
+    for lo, hi in sorted(intervals.tolist()):
+        if lo > end:
+            gaps.append((end, lo))
+        end = max(end, hi)
+    if end < 1.0:
+        gaps.append((end, 1.0))
+    return torch.tensor(gaps, dtype=torch.float64).reshape(-1, 2)
+
+
 def union_length(intervals: torch.Tensor) -> float:
     """Total length of a union of closed intervals (M, 2)."""
     total, end = 0.0, -float("inf")
@@ -172,7 +184,9 @@ def union_length(intervals: torch.Tensor) -> float:
 class SegmentReport:
     """What is known of a spec along one segment: the verdict (a Result: FALSIFIED carries the
     image at t* re-run on the concrete graph), the robust fraction bounds ``lower ≤ fraction ≤
-    upper`` (equal when exact), and the t-intervals where the spec fails."""
+    upper`` (equal when exact), the t-intervals where the spec fails (exact: all of them;
+    bounds: the pieces proved violated everywhere) and the t-intervals proved robust (exact:
+    the complement of the violations; bounds: the pieces proved), each (M, 2)."""
 
     result: Result
     fraction_lower: float
@@ -180,6 +194,7 @@ class SegmentReport:
     violations: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2))
     t_star: float | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    proved: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2))
 
 
 def confirm_violation(graph: Graph, start: torch.Tensor, end: torch.Tensor, spec: OutputSpec,
@@ -278,7 +293,8 @@ def _decide(graph: Graph, a: torch.Tensor, b: torch.Tensor, spec: OutputSpec, to
                 t_star, cex = found[s]
                 stats["t_star"] = t_star
         res = Result(verdict, "exactline", each, counterexample=cex, stats=stats)
-        out.append(SegmentReport(res, fraction[s], fraction[s], ex_iv[s], t_star, stats))
+        out.append(SegmentReport(res, fraction[s], fraction[s], ex_iv[s], t_star, stats,
+                                 complement(ex_iv[s])))
     return out
 
 

@@ -292,12 +292,15 @@ class TransformConfig:
 @dataclass(frozen=True, eq=False)
 class TransformReport:
     """The verdict over the whole parameter range (a Result; FALSIFIED carries the transformed
-    image at ``param`` re-run on the concrete graph) and the share of the parameter box's volume
-    proved robust (a sound lower bound of the robust share)."""
+    image at ``param`` re-run on the concrete graph), the share of the parameter box's volume
+    proved robust (a sound lower bound of the robust share), and the parameter boxes proved
+    robust, ``proved_lo``/``proved_hi`` (M, n_params) (None: none recorded)."""
 
     result: Result
     proved_fraction: float
     param: torch.Tensor | None = None
+    proved_lo: torch.Tensor | None = None
+    proved_hi: torch.Tensor | None = None
 
 
 def _violating(graph, images: torch.Tensor, spec) -> torch.Tensor:
@@ -345,7 +348,7 @@ def certify_transform(graph, image: torch.Tensor, label: int, transform: str, lo
     found = _falsified(graph, todo, spec, probes, t0, stats)
     if found is not None:
         return found
-    proved, status = 0.0, Verdict.UNKNOWN
+    proved, status, boxes = 0.0, Verdict.UNKNOWN, []
     while todo.batch_size:
         if stats["pieces_bounded"] >= config.max_pieces or deadline.expired():
             status = Verdict.TIMEOUT if deadline.expired() else Verdict.UNKNOWN
@@ -361,16 +364,24 @@ def certify_transform(graph, image: torch.Tensor, label: int, transform: str, lo
             break
         ok = spec.expand(take).proved(b.lower).cpu()
         proved += float(torch.prod(part.hi - part.lo, 1)[ok].sum())
+        boxes.append((part.lo[ok], part.hi[ok]))
         found = _falsified(graph, part, spec, ((part.lo + part.hi) / 2)[~ok], t0, stats)
         if found is not None:
-            return TransformReport(found.result, proved / total, found.param)
+            return TransformReport(found.result, proved / total, found.param, *_stack(boxes))
         open_ = part[~ok].split() if bool((~ok).any()) else None
         todo = _join(rest, open_, part)
     else:
         status = Verdict.VERIFIED
     stats["proved_fraction"] = proved / total
     name = f"transform-{config.method}"
-    return TransformReport(Result(status, name, clock.now() - t0, stats=stats), proved / total)
+    return TransformReport(Result(status, name, clock.now() - t0, stats=stats), proved / total,
+                           None, *_stack(boxes))
+
+
+def _stack(boxes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor | None, ...]:
+    if not boxes:
+        return None, None
+    return torch.cat([b[0] for b in boxes]), torch.cat([b[1] for b in boxes])
 
 
 def _join(a: TransformSet | None, b: TransformSet | None, like: TransformSet) -> TransformSet:
