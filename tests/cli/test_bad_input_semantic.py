@@ -63,6 +63,8 @@ def _segment(assets, *extra, gen="gen"):
     (("--transform", "rotate", "--range", "5", "-5"), "lower end is above"),
     (("--transform", "scale", "--range", "0", "1.2"), "must be > 0"),
     (("--transform", "warp", "--range", "0", "1"), "invalid choice"),
+    (("--transform", "blur", "--range", "-1", "1"), "σ must be ≥ 0"),
+    (("--transform", "fog", "--range", "0", "1.5"), "[0, 1]"),
     (("--transform", "rotate", "--range", "0", "nan"), None),
     (("--transform", "rotate", "--range", "0", "1", "--pieces", "0"), "pieces"),
     (("--transform", "rotate", "--range", "0", "1", "--method", "magic"), "invalid choice"),
@@ -110,10 +112,11 @@ def test_segment_and_transform_write_json(assets, work):
     assert run.code == 0, run.stderr
     rows = json.loads((work / "s.json").read_text())
     assert rows["summary"]["count"] == 2 and len(rows["results"]) == 2
-    run = run_nncert(*_transform(assets, "--transform", "brightness", "--range", "-0.1", "0.1",
-                                 "--out", work / "t.json"), cwd=work)
-    assert run.code == 0, run.stderr
-    assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
+    for name, lo, hi in (("brightness", "-0.1", "0.1"), ("blur", "0", "0.7"), ("fog", "0", "0.3")):
+        run = run_nncert(*_transform(assets, "--transform", name, "--range", lo, hi,
+                                     "--out", work / "t.json"), cwd=work)
+        assert run.code == 0, run.stderr
+        assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
 
 
 def test_train_generator_bad_input(work):
@@ -142,6 +145,8 @@ def test_directions_npz_with_pickled_objects_is_refused(work):
     (("warp", "1"), "unknown transform"),
     (("scale", "-1"), "> 0"),
     (("brightness", "inf"), "finite"),
+    (("blur", "-0.5"), "≥ 0"),
+    (("fog", "2"), "[0, 1]"),
 ])
 def test_line_bad_toward(assets, work, toward, needle):
     run = run_nncert("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",

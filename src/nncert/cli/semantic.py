@@ -137,6 +137,10 @@ def _check_range(name: str, values: list[float]) -> tuple[list[float], list[floa
         raise ConfigError(f"--range for {name}: a lower end is above its upper end ({values})")
     if name == "scale" and min(lo) <= 0:
         raise ConfigError("--range for scale: factors must be > 0")
+    if name == "blur" and min(lo) < 0:
+        raise ConfigError("--range for blur: σ must be ≥ 0")
+    if name == "fog" and (min(lo) < 0 or max(hi) > 1):
+        raise ConfigError("--range for fog: intensities must lie in [0, 1]")
     return lo, hi
 
 
@@ -253,6 +257,10 @@ def run_line(args: argparse.Namespace) -> int:
         raise ConfigError(f"--toward {name} takes {TRANSFORMS[name]} finite number(s), got {values}")
     if name == "scale" and float(param.min()) <= 0:
         raise ConfigError("--toward scale: the factor must be > 0")
+    if name == "blur" and float(param.min()) < 0:
+        raise ConfigError("--toward blur: σ must be ≥ 0")
+    if name == "fog" and not 0 <= float(param.min()) <= float(param.max()) <= 1:
+        raise ConfigError("--toward fog: the intensity must lie in [0, 1]")
     graph, x, labels = _classifier(args)
     if x.dim() != 4:
         raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
@@ -324,7 +332,9 @@ def _register_transform(sub) -> None:
     p.add_argument("--range", required=True, type=float, nargs="+", metavar="V",
                    help="parameter range: LO HI (translate: DX_LO DX_HI DY_LO DY_HI); rotate in "
                         "degrees, translate in pixels, scale as a factor, brightness as an offset "
-                        "in [0,1] units, contrast as a factor")
+                        "in [0,1] units, contrast as a factor, blur as the Gaussian σ in pixels (≥ 0; "
+                        "5×5 window), fog as the blend intensity towards a fixed fog pattern "
+                        "(in [0, 1])")
     p.add_argument("--method", default="crown", choices=sorted(METHODS))
     p.add_argument("--pieces", type=positive_int, default=8,
                    help="initial pieces per parameter (default 8; 1 = no splitting at first)")

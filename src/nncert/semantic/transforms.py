@@ -20,6 +20,9 @@ Transforms (parameters in brackets):
 * ``brightness`` [β: x + β] and ``contrast`` [α: μ + α·(x − μ), μ the image mean], both
   clipped to ``clip``: each pixel is monotone in the parameter, so the bounds are the values at
   the ends of the interval.
+* ``blur`` [σ ≥ 0, pixels: Gaussian blur over a 5×5 window] and ``fog`` [α ∈ [0, 1]: a blend
+  towards a fixed fog pattern], clipped to ``clip``: see :mod:`.filters` for their bounds
+  (blur: weight intervals and a knapsack per pixel; fog: the ends, each pixel being affine).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from ..result import Counterexample, Result, Verdict
 from ..specs.input_sets import Box
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
+from . import filters
 
 #: transform name → number of parameters
 TRANSFORMS: dict[str, int] = {
     "rotate": 1, "translate": 2, "scale": 1, "shear": 1, "brightness": 1, "contrast": 1,
+    "blur": 1, "fog": 1,
 }
 GEOMETRIC = ("rotate", "translate", "scale", "shear")
 _WIDEN = 1e-9  # coordinate intervals are widened by this (float64 rounding of sin/cos/products)
@@ -97,6 +102,10 @@ def apply_transform(image: torch.Tensor, name: str, params: torch.Tensor,
     if name == "contrast":
         mu = image.mean()
         return (mu + params.reshape(-1, 1, 1, 1) * (image - mu)).clamp(*clip)
+    if name == "blur":
+        return filters.blur(image, params[:, 0]).clamp(*clip)
+    if name == "fog":
+        return filters.fog(image, params[:, 0]).clamp(*clip)
     r, c = _source(name, params, image.shape[1], image.shape[2])
     return bilinear(image, r, c).transpose(0, 1)
 
@@ -200,6 +209,10 @@ class TransformSet:
             raise ConfigError(f"{self.transform} parameter range has its lower end above its upper end")
         if self.transform == "scale" and bool((self.lo <= 0).any()):
             raise ConfigError("scale factors must be > 0")
+        if self.transform == "blur" and bool((self.lo < 0).any()):
+            raise ConfigError("blur σ must be ≥ 0")
+        if self.transform == "fog" and bool((self.lo < 0).any() or (self.hi > 1).any()):
+            raise ConfigError("fog intensities must lie in [0, 1]")
 
     @property
     def batch_size(self) -> int:
@@ -219,7 +232,10 @@ class TransformSet:
         box b (float64 inside, returned in the image's dtype, widened outward by one ulp)."""
         x = self.image.double()
         lo, hi = self.lo.double(), self.hi.double()
-        if self.transform in ("brightness", "contrast"):
+        if self.transform == "blur":
+            low, high = filters.blur_bounds(x, lo[:, 0], hi[:, 0])
+            low, high = low.clamp(*self.clip), high.clamp(*self.clip)
+        elif self.transform in ("brightness", "contrast", "fog"):
             a = apply_transform(x, self.transform, lo, self.clip)
             b = apply_transform(x, self.transform, hi, self.clip)
             low, high = torch.minimum(a, b), torch.maximum(a, b)
