@@ -63,6 +63,8 @@ def _segment(assets, *extra, gen="gen"):
     (("--transform", "rotate", "--range", "5", "-5"), "lower end is above"),
     (("--transform", "scale", "--range", "0", "1.2"), "must be > 0"),
     (("--transform", "warp", "--range", "0", "1"), "invalid choice"),
+    (("--transform", "blur", "--range", "-1", "1"), "σ must be ≥ 0"),
+    (("--transform", "fog", "--range", "0", "1.5"), "[0, 1]"),
     (("--transform", "rotate", "--range", "0", "nan"), None),
     (("--transform", "rotate", "--range", "0", "1", "--pieces", "0"), "pieces"),
     (("--transform", "rotate", "--range", "0", "1", "--method", "magic"), "invalid choice"),
@@ -110,10 +112,11 @@ def test_segment_and_transform_write_json(assets, work):
     assert run.code == 0, run.stderr
     rows = json.loads((work / "s.json").read_text())
     assert rows["summary"]["count"] == 2 and len(rows["results"]) == 2
-    run = run_nncert(*_transform(assets, "--transform", "brightness", "--range", "-0.1", "0.1",
-                                 "--out", work / "t.json"), cwd=work)
-    assert run.code == 0, run.stderr
-    assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
+    for name, lo, hi in (("brightness", "-0.1", "0.1"), ("blur", "0", "0.7"), ("fog", "0", "0.3")):
+        run = run_nncert(*_transform(assets, "--transform", name, "--range", lo, hi,
+                                     "--out", work / "t.json"), cwd=work)
+        assert run.code == 0, run.stderr
+        assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
 
 
 def test_train_generator_bad_input(work):
@@ -142,6 +145,8 @@ def test_directions_npz_with_pickled_objects_is_refused(work):
     (("warp", "1"), "unknown transform"),
     (("scale", "-1"), "> 0"),
     (("brightness", "inf"), "finite"),
+    (("blur", "-0.5"), "≥ 0"),
+    (("fog", "2"), "[0, 1]"),
 ])
 def test_line_bad_toward(assets, work, toward, needle):
     run = run_nncert("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
@@ -158,3 +163,35 @@ def test_line_writes_json(assets, work):
     out = json.loads((work / "l.json").read_text())
     assert out["summary"]["count"] == 3
     assert all(r["fraction_lower"] <= r["fraction_upper"] for r in out["results"])
+
+
+def _png_size(path) -> tuple[int, int]:
+    import struct
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_strip_png_for_segment_line_and_transform(assets, work):
+    from nncert.semantic.strip import strip_size
+
+    runs = {"s.png": _segment(assets, "--direction", "rotate", "--delta", "2"),
+            "l.png": ("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+                      "--count", "2", "--toward", "rotate", "30"),
+            "t.png": _transform(assets, "--transform", "rotate", "--range", "-10", "10")}
+    for name, argv in runs.items():
+        run = run_nncert(*argv, "--strip", work / name, "--strip-images", "6", cwd=work)
+        assert run.code == 0, run.stderr
+        assert _png_size(work / name) == strip_size(2, 6), name
+
+
+def test_strip_bad_arguments(assets, work):
+    (work / "d").mkdir()
+    run = run_nncert(*_transform(assets, "--transform", "rotate", "--range", "0", "1",
+                                 "--strip", work / "d"), cwd=work)
+    assert_clean_error(run, "--strip")
+    run = run_nncert(*_segment(assets, "--direction", "rotate", "--strip", work / "s.png",
+                               "--strip-images", "1"), cwd=work)
+    assert_clean_error(run, "strip-images")
+    assert files_under(work) == {"d"}

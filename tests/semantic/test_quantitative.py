@@ -97,3 +97,26 @@ def test_certify_line_between_two_images_matches_exact():
     assert once.fraction_lower <= exact.fraction_lower <= once.fraction_upper
     with pytest.raises(ConfigError, match="label"):
         certify_line(net, a, b, 99)
+
+
+@pytest.mark.parametrize("method", ["interval", "crown", "exact"])
+@pytest.mark.parametrize("kind,seed,length", [("relu", 1, 3.0), ("residual", 2, 10.0)])
+def test_reported_proved_and_violated_parts_are_sound(method, kind, seed, length):
+    net, a, b, spec = _case(kind, seed, length)
+    q = robust_fraction(net, a, b, spec, QuantConfig(method=method, max_pieces=256))
+    proved, bad = q.proved, q.violations
+    if method != "exact":  # the pieces' lengths are the bounds
+        assert float((proved[:, 1] - proved[:, 0]).sum()) == pytest.approx(q.fraction_lower)
+        assert float((bad[:, 1] - bad[:, 0]).sum()) == pytest.approx(1 - q.fraction_upper)
+    else:
+        assert float((proved[:, 1] - proved[:, 0]).sum()) == pytest.approx(q.fraction_lower)
+    g = torch.Generator().manual_seed(seed)
+    for iv, should_hold in ((proved, True), (bad, False)):
+        if iv.shape[0] == 0:
+            continue
+        pick = torch.randint(0, iv.shape[0], (2000,), generator=g)
+        u = torch.rand(2000, generator=g, dtype=D) * 0.998 + 0.001  # strictly inside
+        t = iv[pick, 0] + u * (iv[pick, 1] - iv[pick, 0])
+        y = net(a + t.reshape(-1, *([1] * a.dim())) * (b - a)).flatten(1)
+        holds = spec.expand(2000).holds(y)
+        assert bool((holds == should_hold).all()), (method, should_hold)

@@ -15,7 +15,9 @@ from nncert.models.graph import compose, sequential
 from nncert.result import Verdict
 from nncert.semantic.segments import (
     certify_segment_exact,
+    certify_segments_exact,
     exact_line,
+    exact_lines,
     segment_graph,
     segment_problem,
     union_length,
@@ -154,6 +156,46 @@ def test_exact_pieces_reconstruct_outputs(kind, seed):
     scale = 1 + y.abs().max()
     assert float((pieces.evaluate(t) - y).abs().max()) <= 1e-5 * scale
     assert pieces.num_pieces >= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_lines_equal_one_at_a_time_and_reconstruct(kind):
+    net = _net(kind, 5)
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand((7, *net.input_shape), generator=g, dtype=D)
+    b = a + 2 * torch.randn(a.shape, generator=g, dtype=D)
+    b[3] = a[3]  # a zero-length segment: one piece
+    batched = exact_lines(net, a, b, chunk=3)  # chunks of 3, 3, 1
+    assert len(batched) == 7 and batched[3].num_pieces == 1
+    for s, pieces in enumerate(batched):
+        alone = exact_line(net, a[s], b[s])
+        torch.testing.assert_close(pieces.ts, alone.ts, rtol=0, atol=1e-12)
+        t = torch.rand(10_000, generator=g, dtype=D)
+        y = net(a[s] + t.reshape(-1, *([1] * (a.dim() - 1))) * (b[s] - a[s])).flatten(1)
+        assert float((pieces.evaluate(t) - y).abs().max()) <= 1e-5 * (1 + y.abs().max())
+
+
+@pytest.mark.parametrize("kind", ["relu", "conv-max", "f-of-g"])
+def test_batched_verdicts_equal_one_at_a_time(kind):
+    net = _net(kind, 6)
+    g = torch.Generator().manual_seed(6)
+    a = torch.rand((8, *net.input_shape), generator=g, dtype=D)
+    b = a + torch.linspace(0.2, 6, 8, dtype=D).reshape(-1, *([1] * (a.dim() - 1))) * \
+        torch.randn(a.shape, generator=g, dtype=D)
+    labels = net(a).argmax(1)
+    spec = OutputSpec.robustness(labels, net.num_outputs, dtype=D)
+    reports = certify_segments_exact(net, a, b, spec, chunk=5)
+    for s, rep in enumerate(reports):
+        one = certify_segment_exact(net, a[s], b[s], spec[s])
+        assert rep.result.verdict is one.result.verdict
+        assert rep.fraction_lower == pytest.approx(one.fraction_lower, abs=1e-12)
+        assert rep.stats["pieces"] == one.stats["pieces"]
+        torch.testing.assert_close(rep.violations, one.violations)
+        if rep.result.verdict is Verdict.FALSIFIED:
+            x = rep.result.counterexample.x.unsqueeze(0)
+            assert not bool(spec[s].holds(net(x).flatten(1))[0])
+            torch.testing.assert_close(x[0], a[s] + rep.t_star * (b[s] - a[s]))
+    assert {r.result.verdict for r in reports} >= {Verdict.VERIFIED, Verdict.FALSIFIED}
 
 
 def test_exact_line_counts_relu_pieces_of_one_neuron():

@@ -8,6 +8,7 @@ from semantic_fixtures import cached_digits_mlp, digits_test_data
 
 from nncert.errors import ConfigError, ShapeError
 from nncert.result import Verdict
+from nncert.semantic.filters import fog_pattern
 from nncert.semantic.transforms import (
     TRANSFORMS,
     TransformConfig,
@@ -31,7 +32,7 @@ def digits_test():
 D = torch.float64
 RANGES = {"rotate": ([-30.0], [30.0]), "translate": ([-2.0, -1.5], [1.0, 2.5]),
           "scale": ([0.8], [1.25]), "shear": ([-0.3], [0.3]), "brightness": ([-0.3], [0.3]),
-          "contrast": ([0.5], [1.5])}
+          "contrast": ([0.5], [1.5]), "blur": ([0.0], [1.5]), "fog": ([0.1], [0.7])}
 
 
 def _image(C=1, H=8, W=8, seed=0):
@@ -67,7 +68,8 @@ def test_bounds_tighten_when_split_and_shrink_to_the_image(name):
 def test_identity_parameters_give_the_image():
     x = _image()
     for name, p in [("rotate", [0.0]), ("translate", [0.0, 0.0]), ("scale", [1.0]),
-                    ("shear", [0.0]), ("brightness", [0.0]), ("contrast", [1.0])]:
+                    ("shear", [0.0]), ("brightness", [0.0]), ("contrast", [1.0]),
+                    ("blur", [0.0]), ("fog", [0.0])]:
         torch.testing.assert_close(apply_transform(x, name, torch.tensor([p], dtype=D))[0], x)
 
 
@@ -97,13 +99,35 @@ def test_bad_transform_inputs():
         TransformSet(_image(), "translate", torch.zeros(1, 1), torch.ones(1, 1))
     with pytest.raises(ConfigError, match="scale"):
         TransformSet(_image(), "scale", torch.zeros(1, 1), torch.ones(1, 1))
+    with pytest.raises(ConfigError, match="blur"):
+        TransformSet(_image(), "blur", -torch.ones(1, 1), torch.ones(1, 1))
+    with pytest.raises(ConfigError, match="fog"):
+        TransformSet(_image(), "fog", torch.zeros(1, 1), 2 * torch.ones(1, 1))
+
+
+def test_blur_is_a_normalised_gaussian_and_fog_a_blend():
+    x = _image(H=9, W=9)
+    flat = torch.full((1, 9, 9), 0.3, dtype=D)
+    torch.testing.assert_close(apply_transform(flat, "blur", torch.tensor([[1.3]], dtype=D))[0], flat)
+    dot = torch.zeros(1, 9, 9, dtype=D)
+    dot[0, 4, 4] = 1.0
+    out = apply_transform(dot, "blur", torch.tensor([[1.0]], dtype=D))[0, 0]
+    g = torch.exp(-torch.arange(-2.0, 3.0, dtype=D) ** 2 / 2)
+    g = g / g.sum()
+    torch.testing.assert_close(out[2:7, 2:7], torch.outer(g, g))
+    assert float(out.sum()) == pytest.approx(1.0)
+    full = apply_transform(x, "fog", torch.tensor([[1.0]], dtype=D))[0]
+    torch.testing.assert_close(full[0], fog_pattern(9, 9))  # α = 1: the pattern itself
+    assert float(full.min()) >= 0.55 - 1e-12 and float(full.max()) <= 0.95 + 1e-12
 
 
 @pytest.mark.parametrize("method", ["interval", "crown"])
 @pytest.mark.parametrize("name,lo,hi", [("rotate", [-10.0], [10.0]),
                                         ("brightness", [-0.1], [0.1]),
                                         ("translate", [-0.5, -0.5], [0.5, 0.5]),
-                                        ("scale", [0.9], [1.1])])
+                                        ("scale", [0.9], [1.1]),
+                                        ("blur", [0.0], [0.8]),
+                                        ("fog", [0.0], [0.4])])
 def test_certify_transform_agrees_with_dense_sampling(digits_mlp, digits_test, method, name, lo, hi):
     x, y = digits_test
     verdicts = []
@@ -125,3 +149,25 @@ def test_certify_transform_agrees_with_dense_sampling(digits_mlp, digits_test, m
             torch.testing.assert_close(img.double(), tset.images(rep.param.reshape(1, -1)),
                                        atol=1e-6, rtol=0)
     assert Verdict.VERIFIED in verdicts
+
+
+@pytest.mark.parametrize("name,lo,hi", [("rotate", [-10.0], [10.0]),
+                                        ("translate", [-0.5, -0.5], [0.5, 0.5])])
+def test_reported_proved_boxes_are_sound(digits_mlp, digits_test, name, lo, hi):
+    x, y = digits_test
+    seen = 0
+    for i in range(6):
+        label = int(y[i])
+        rep = certify_transform(digits_mlp, x[i], label, name, lo, hi,
+                                TransformConfig(method="crown", initial_pieces=4, max_pieces=64))
+        if rep.proved_lo is None or rep.proved_lo.shape[0] == 0:
+            continue
+        seen += 1
+        tset = TransformSet(x[i].double(), name, rep.proved_lo, rep.proved_hi)
+        vol = float(torch.prod(rep.proved_hi - rep.proved_lo, 1).sum())
+        total = float(torch.prod(torch.tensor(hi) - torch.tensor(lo)))
+        assert vol / total == pytest.approx(rep.proved_fraction)
+        params = tset.sample_params(200, torch.Generator().manual_seed(i)).reshape(-1, len(lo))
+        pred = digits_mlp(tset.images(params).float()).argmax(1)
+        assert bool((pred == label).all())
+    assert seen

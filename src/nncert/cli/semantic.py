@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from ..errors import ConfigError, DataError, ModelError
 from ..models import load
 from ..models.graph import Graph, compose
 from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_directions, save_generator
-from ..semantic.latent import certify_line, latent_segment
+from ..semantic.latent import certify_lines, latent_segment
 from ..semantic.quantitative import QuantConfig
 from ..semantic.segments import as_float64
+from ..semantic.strip import save_strip, segment_row, transform_row
 from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
+from ..specs.output import OutputSpec
 from .common import (
     check_writable,
     finite_floats,
@@ -39,6 +42,9 @@ from .common import (
     progress,
     write_json,
 )
+
+CHUNK = 64  # segments per batched ExactLine pass
+STRIP_ROWS = 16  # inputs drawn in a --strip PNG (the first ones)
 
 
 def _classifier(args: argparse.Namespace) -> tuple[Graph, torch.Tensor, torch.Tensor]:
@@ -78,6 +84,48 @@ def _finish(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
           f"(mean {summary['mean_time_s']:.3f} s per input){fraction}")
 
 
+# -- PNG strips ---------------------------------------------------------------------------------
+def _check_outputs(args: argparse.Namespace) -> None:
+    if args.out:
+        check_writable(args.out, "--out")
+    if args.strip:
+        check_writable(args.strip, "--strip")
+    if args.strip_images < 2:
+        raise ConfigError(f"--strip-images must be ≥ 2, got {args.strip_images}")
+
+
+def _fails(graph: Graph, points: torch.Tensor, label: int) -> torch.Tensor:
+    """Which points (K, ...) the concrete graph does not classify as ``label``."""
+    spec = OutputSpec.robustness([label], graph.num_outputs, dtype=graph.dtype)
+    with torch.no_grad():
+        y = graph.forward(points.reshape(-1, *graph.input_shape).to(graph.dtype)).flatten(1)
+    return ~spec.expand(y.shape[0]).holds(y)
+
+
+def _caption(i: int, label: int, row: dict) -> str:
+    if "proved_fraction" in row:
+        what = f"proved share of the range {row['proved_fraction']:.3f}"
+    elif row["fraction_lower"] == row["fraction_upper"]:
+        what = f"robust fraction {row['fraction_lower']:.3f}"
+    else:
+        what = f"robust fraction in [{row['fraction_lower']:.3f}, {row['fraction_upper']:.3f}]"
+    return f"input {i}, label {label}: {row['verdict']}; {what}"
+
+
+def _segment_strip(args, graph: Graph, reports, rows: list[dict], point_at) -> None:
+    """The --strip PNG of the first inputs' segments; ``point_at(i, t)`` (K,) → model inputs."""
+    if not args.strip:
+        return
+    out = []
+    for i, (rep, row) in enumerate(zip(reports[:STRIP_ROWS], rows)):
+        label = row["label"]
+        out.append(segment_row(rep, functools.partial(point_at, i),
+                               lambda t, i=i, label=label: _fails(graph, point_at(i, t), label),
+                               args.strip_images, _caption(i, label, row)))
+    save_strip(args.strip, out)
+    print(f"strip written to {args.strip}", file=sys.stderr)
+
+
 # -- transform ----------------------------------------------------------------------------------
 def _check_range(name: str, values: list[float]) -> tuple[list[float], list[float]]:
     n = TRANSFORMS[name]
@@ -89,17 +137,20 @@ def _check_range(name: str, values: list[float]) -> tuple[list[float], list[floa
         raise ConfigError(f"--range for {name}: a lower end is above its upper end ({values})")
     if name == "scale" and min(lo) <= 0:
         raise ConfigError("--range for scale: factors must be > 0")
+    if name == "blur" and min(lo) < 0:
+        raise ConfigError("--range for blur: σ must be ≥ 0")
+    if name == "fog" and (min(lo) < 0 or max(hi) > 1):
+        raise ConfigError("--range for fog: intensities must lie in [0, 1]")
     return lo, hi
 
 
 def run_transform(args: argparse.Namespace) -> int:
-    if args.out:
-        check_writable(args.out, "--out")
+    _check_outputs(args)
     lo, hi = _check_range(args.transform, args.range)
     graph, x, labels = _classifier(args)
     config = TransformConfig(method=args.method, initial_pieces=args.pieces,
                              max_pieces=args.max_pieces, batch=args.batch)
-    rows = []
+    rows, strip = [], []
     for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.transform}"):
         label = int(labels[i])
         rep = certify_transform(graph, x[i], label, args.transform, lo, hi, config)
@@ -109,10 +160,24 @@ def run_transform(args: argparse.Namespace) -> int:
         if rep.param is not None:
             row["counterexample_param"] = [float(v) for v in rep.param.flatten()]
         rows.append(row)
+        if args.strip and i < STRIP_ROWS:
+            strip.append(_transform_row(args, graph, x[i], label, rep, lo, hi, row))
     summary = _summary(rows, model=str(args.model), data=str(args.data),
                        transform=args.transform, range=[lo, hi], method=args.method)
     _finish(args, rows, summary)
+    if strip:
+        save_strip(args.strip, strip)
+        print(f"strip written to {args.strip}", file=sys.stderr)
     return 0
+
+
+def _transform_row(args, graph: Graph, image: torch.Tensor, label: int, rep, lo, hi, row: dict):
+    def image_at(p: torch.Tensor) -> torch.Tensor:
+        return apply_transform(image.double(), args.transform, p)
+
+    return transform_row(rep, lo, hi, image_at,
+                         lambda p: _fails(graph, image_at(p), label), args.strip_images,
+                         _caption(row["index"], label, row))
 
 
 # -- segment ------------------------------------------------------------------------------------
@@ -132,16 +197,21 @@ def _generator(args: argparse.Namespace, graph: Graph):
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    if args.out:
-        check_writable(args.out, "--out")
+    _check_outputs(args)
     graph, x, labels = _classifier(args)
     decoder, encoder, direction = _generator(args, graph)
     if encoder.input_shape != tuple(x.shape[1:]):
         x = x.reshape(x.shape[0], *encoder.input_shape)
     fg = as_float64(compose(decoder, graph))  # once for all images
-    starts = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
-    rows = _line_rows(args, fg, torch.stack([a for a, _ in starts]),
-                      labels, torch.stack([b for _, b in starts]), f"semantic {args.direction}")
+    ends = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
+    z0, z1 = torch.stack([a for a, _ in ends]), torch.stack([b for _, b in ends])
+    rows, reports = _line_rows(args, fg, z0, labels, z1, f"semantic {args.direction}")
+
+    def point_at(i: int, t: torch.Tensor) -> torch.Tensor:  # the decoded images along segment i
+        z = z0[i] + t.to(z0.dtype)[:, None] * (z1[i] - z0[i])
+        return decoder.forward(z.to(decoder.dtype))
+
+    _segment_strip(args, graph, reports, rows, point_at)
     summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
                        generator=str(args.generator), direction=args.direction, delta=args.delta)
     _finish(args, rows, summary)
@@ -150,29 +220,32 @@ def run_segment(args: argparse.Namespace) -> int:
 
 # -- line (a segment in input space) -----------------------------------------------------------
 def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
-               desc: str = "semantic line") -> list[dict]:
-    """One row per segment x[i] → ends[i], certified at labels[i] with args.method."""
+               desc: str = "semantic line") -> tuple[list[dict], list]:
+    """One row (and report) per segment x[i] → ends[i], certified at labels[i] with
+    args.method (exact: batched, CHUNK segments per ExactLine pass)."""
     config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
-    rows = []
-    for i in progress(range(x.shape[0]), total=x.shape[0], desc=desc):
-        label = int(labels[i])
-        rep = certify_line(graph, x[i], ends[i], label, args.method, config)
-        with torch.no_grad():
-            start = int(graph.forward(x[i:i + 1].to(graph.dtype)).argmax())
-        row = {"index": i, "label": label, "start_prediction": start,
-               "verdict": rep.result.verdict.value,
-               "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
-               "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
-                                                if k in ("pieces", "pieces_bounded")}}
-        if rep.t_star is not None:
-            row["t_star"] = rep.t_star
-        rows.append(row)
-    return rows
+    step = CHUNK if args.method == "exact" else 1
+    with torch.no_grad():
+        starts = graph.forward(x.to(graph.dtype)).argmax(1).tolist()
+    rows, reports = [], []
+    for lo in progress(range(0, x.shape[0], step), total=-(-x.shape[0] // step), desc=desc):
+        reps = certify_lines(graph, x[lo:lo + step], ends[lo:lo + step], labels[lo:lo + step],
+                             args.method, config, chunk=CHUNK)
+        reports += reps
+        for i, rep in enumerate(reps, lo):
+            row = {"index": i, "label": int(labels[i]), "start_prediction": starts[i],
+                   "verdict": rep.result.verdict.value,
+                   "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
+                   "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
+                                                    if k in ("pieces", "pieces_bounded")}}
+            if rep.t_star is not None:
+                row["t_star"] = rep.t_star
+            rows.append(row)
+    return rows, reports
 
 
 def run_line(args: argparse.Namespace) -> int:
-    if args.out:
-        check_writable(args.out, "--out")
+    _check_outputs(args)
     name, values = args.toward[0], args.toward[1:]
     if name not in TRANSFORMS:
         raise ConfigError(f"--toward: unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
@@ -184,11 +257,17 @@ def run_line(args: argparse.Namespace) -> int:
         raise ConfigError(f"--toward {name} takes {TRANSFORMS[name]} finite number(s), got {values}")
     if name == "scale" and float(param.min()) <= 0:
         raise ConfigError("--toward scale: the factor must be > 0")
+    if name == "blur" and float(param.min()) < 0:
+        raise ConfigError("--toward blur: σ must be ≥ 0")
+    if name == "fog" and not 0 <= float(param.min()) <= float(param.max()) <= 1:
+        raise ConfigError("--toward fog: the intensity must lie in [0, 1]")
     graph, x, labels = _classifier(args)
     if x.dim() != 4:
         raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
     ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
-    rows = _line_rows(args, as_float64(graph), x, labels, ends)
+    rows, reports = _line_rows(args, as_float64(graph), x, labels, ends)
+    _segment_strip(args, graph, reports, rows,
+                   lambda i, t: x[i] + t.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) * (ends[i] - x[i]))
     summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
                        toward=[name, *param.flatten().tolist()])
     _finish(args, rows, summary)
@@ -232,6 +311,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean")
     p.add_argument("--std", type=positive_floats, default=None, help="per-channel std")
     p.add_argument("--out", default=None, help="write JSON {summary, results} here")
+    p.add_argument("--strip", default=None, metavar="PNG",
+                   help=f"write a PNG strip here: per input (the first {STRIP_ROWS}) images along "
+                        "the segment or parameter range, framed green where proved robust, red "
+                        "where the spec fails (a misclassified image, or a part proved violating), "
+                        "grey where undecided, over a bar of the proved (green) and violating "
+                        "(red) parts")
+    p.add_argument("--strip-images", type=positive_int, default=10, metavar="K",
+                   help="images per strip row (default 10, at least 2)")
 
 
 def _register_transform(sub) -> None:
@@ -245,7 +332,9 @@ def _register_transform(sub) -> None:
     p.add_argument("--range", required=True, type=float, nargs="+", metavar="V",
                    help="parameter range: LO HI (translate: DX_LO DX_HI DY_LO DY_HI); rotate in "
                         "degrees, translate in pixels, scale as a factor, brightness as an offset "
-                        "in [0,1] units, contrast as a factor")
+                        "in [0,1] units, contrast as a factor, blur as the Gaussian σ in pixels (≥ 0; "
+                        "5×5 window), fog as the blend intensity towards a fixed fog pattern "
+                        "(in [0, 1])")
     p.add_argument("--method", default="crown", choices=sorted(METHODS))
     p.add_argument("--pieces", type=positive_int, default=8,
                    help="initial pieces per parameter (default 8; 1 = no splitting at first)")

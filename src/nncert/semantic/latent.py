@@ -17,7 +17,7 @@ from ..errors import ConfigError, ShapeError
 from ..models.graph import Graph, compose
 from ..specs.output import OutputSpec
 from .quantitative import QuantConfig, robust_fraction
-from .segments import SegmentReport, as_float64, certify_segment_exact
+from .segments import SegmentReport, as_float64, certify_segments_exact
 
 
 def latent_segment(encoder: Graph, image: torch.Tensor, direction: torch.Tensor, delta: float
@@ -50,14 +50,29 @@ def certify_line(graph: Graph, start: torch.Tensor, end: torch.Tensor, label: in
                  deadline: Deadline = NEVER) -> SegmentReport:
     """Robustness of ``graph`` at ``label`` on the segment start → end of its input space (two
     images, or two latent points of f∘G), in float64; ``method`` as in the module docstring."""
-    if not 0 <= label < graph.num_outputs:
-        raise ConfigError(f"label {label} outside the model's {graph.num_outputs} classes")
+    return certify_lines(graph, start.unsqueeze(0), end.unsqueeze(0), [label], method, config,
+                         deadline)[0]
+
+
+def certify_lines(graph: Graph, starts: torch.Tensor, ends: torch.Tensor, labels,
+                  method: str = "exact", config: QuantConfig | None = None,
+                  deadline: Deadline = NEVER, chunk: int = 64) -> list[SegmentReport]:
+    """:func:`certify_line` for each segment starts[s] → ends[s] (S, *input_shape) at
+    labels[s]; "exact" runs batched ExactLine, ``chunk`` segments per pass, the other methods
+    one segment at a time."""
     g = as_float64(graph)
-    a, b = start.to(g.device, torch.float64), end.to(g.device, torch.float64)
-    spec = OutputSpec.robustness([label], g.num_outputs, dtype=torch.float64, device=g.device)
+    labels = [int(v) for v in torch.as_tensor(labels).reshape(-1).tolist()]
+    if any(not 0 <= v < g.num_outputs for v in labels):
+        bad = next(v for v in labels if not 0 <= v < g.num_outputs)
+        raise ConfigError(f"label {bad} outside the model's {g.num_outputs} classes")
+    if len(labels) != starts.shape[0] or ends.shape[0] != starts.shape[0]:
+        raise ShapeError("segment starts, ends and labels", (starts.shape[0],),
+                         (ends.shape[0], len(labels)))
+    a, b = starts.to(g.device, torch.float64), ends.to(g.device, torch.float64)
+    spec = OutputSpec.robustness(labels, g.num_outputs, dtype=torch.float64, device=g.device)
     if method == "exact":
-        return certify_segment_exact(g, a, b, spec)
-    if method == "quantitative":
-        return robust_fraction(g, a, b, spec, config or QuantConfig(), deadline)
-    one = QuantConfig(method=method, initial_pieces=1, max_pieces=1)
-    return robust_fraction(g, a, b, spec, one, deadline)
+        return certify_segments_exact(g, a, b, spec, chunk=chunk)
+    cfg = config or QuantConfig()
+    if method != "quantitative":
+        cfg = QuantConfig(method=method, initial_pieces=1, max_pieces=1)
+    return [robust_fraction(g, a[s], b[s], spec[s], cfg, deadline) for s in range(len(labels))]

@@ -73,6 +73,7 @@ def robust_fraction(graph: Graph, start: torch.Tensor, end: torch.Tensor, spec: 
     n = config.initial_pieces
     todo = [(-1.0 / n, i / n, (i + 1) / n) for i in range(n)]  # (−width, lo, hi): a max-heap
     lower, upper, bounded, bad = 0.0, 1.0, 0, []
+    pieces: dict[str, list] = {"proved": [], "violated": []}
     timed_out = False
     while todo and upper - lower > config.tolerance and bounded < config.max_pieces:
         if deadline.expired():
@@ -91,9 +92,11 @@ def robust_fraction(graph: Graph, start: torch.Tensor, end: torch.Tensor, spec: 
         for (_, lo, hi), ok, ko in zip(batch, proved, disproved):
             if ok:
                 lower += hi - lo
+                pieces["proved"].append((lo, hi))
             elif ko:
                 upper -= hi - lo
                 bad.append((lo + hi) / 2)
+                pieces["violated"].append((lo, hi))
             elif hi - lo >= 2 * config.min_width:
                 mid = (lo + hi) / 2
                 heapq.heappush(todo, (-(mid - lo), lo, mid))
@@ -104,20 +107,24 @@ def robust_fraction(graph: Graph, start: torch.Tensor, end: torch.Tensor, spec: 
     stats = {"pieces_bounded": bounded, "undecided_pieces": len(todo) + len(bad),
              "method": config.method}
     lower, upper = max(0.0, min(lower, 1.0)), max(0.0, min(upper, 1.0))
-    return _report(graph, start, end, spec, lower, upper, bad + undecided, timed_out, t0, stats)
+    return _report(graph, start, end, spec, lower, upper, bad + undecided, timed_out, t0, stats,
+                   pieces)
 
 
-def _report(graph, start, end, spec, lower, upper, probes, timed_out, t0, stats) -> SegmentReport:
+def _report(graph, start, end, spec, lower, upper, probes, timed_out, t0, stats, pieces
+            ) -> SegmentReport:
     name = f"quantitative-{stats['method']}"
+    iv = {k: torch.tensor(sorted(v), dtype=torch.float64).reshape(-1, 2) for k, v in pieces.items()}
+    extra = {"violations": iv["violated"], "proved": iv["proved"]}
     if lower >= 1.0 and not probes:
         res = Result(Verdict.VERIFIED, name, clock.now() - t0, stats=stats)
-        return SegmentReport(res, lower, upper, stats=stats)
+        return SegmentReport(res, lower, upper, stats=stats, **extra)
     found = confirm_violation(graph, start, end, spec, probes[:256])
     if found is not None:
         t_star, cex = found
         stats["t_star"] = t_star
         res = Result(Verdict.FALSIFIED, name, clock.now() - t0, counterexample=cex, stats=stats)
-        return SegmentReport(res, lower, upper, t_star=t_star, stats=stats)
+        return SegmentReport(res, lower, upper, t_star=t_star, stats=stats, **extra)
     verdict = Verdict.TIMEOUT if timed_out else Verdict.UNKNOWN
     return SegmentReport(Result(verdict, name, clock.now() - t0, stats=stats), lower, upper,
-                         stats=stats)
+                         stats=stats, **extra)

@@ -20,6 +20,9 @@ Transforms (parameters in brackets):
 * ``brightness`` [β: x + β] and ``contrast`` [α: μ + α·(x − μ), μ the image mean], both
   clipped to ``clip``: each pixel is monotone in the parameter, so the bounds are the values at
   the ends of the interval.
+* ``blur`` [σ ≥ 0, pixels: Gaussian blur over a 5×5 window] and ``fog`` [α ∈ [0, 1]: a blend
+  towards a fixed fog pattern], clipped to ``clip``: see :mod:`.filters` for their bounds
+  (blur: weight intervals and a knapsack per pixel; fog: the ends, each pixel being affine).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from ..result import Counterexample, Result, Verdict
 from ..specs.input_sets import Box
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
+from . import filters
 
 #: transform name → number of parameters
 TRANSFORMS: dict[str, int] = {
     "rotate": 1, "translate": 2, "scale": 1, "shear": 1, "brightness": 1, "contrast": 1,
+    "blur": 1, "fog": 1,
 }
 GEOMETRIC = ("rotate", "translate", "scale", "shear")
 _WIDEN = 1e-9  # coordinate intervals are widened by this (float64 rounding of sin/cos/products)
@@ -97,6 +102,10 @@ def apply_transform(image: torch.Tensor, name: str, params: torch.Tensor,
     if name == "contrast":
         mu = image.mean()
         return (mu + params.reshape(-1, 1, 1, 1) * (image - mu)).clamp(*clip)
+    if name == "blur":
+        return filters.blur(image, params[:, 0]).clamp(*clip)
+    if name == "fog":
+        return filters.fog(image, params[:, 0]).clamp(*clip)
     r, c = _source(name, params, image.shape[1], image.shape[2])
     return bilinear(image, r, c).transpose(0, 1)
 
@@ -200,6 +209,10 @@ class TransformSet:
             raise ConfigError(f"{self.transform} parameter range has its lower end above its upper end")
         if self.transform == "scale" and bool((self.lo <= 0).any()):
             raise ConfigError("scale factors must be > 0")
+        if self.transform == "blur" and bool((self.lo < 0).any()):
+            raise ConfigError("blur σ must be ≥ 0")
+        if self.transform == "fog" and bool((self.lo < 0).any() or (self.hi > 1).any()):
+            raise ConfigError("fog intensities must lie in [0, 1]")
 
     @property
     def batch_size(self) -> int:
@@ -219,7 +232,10 @@ class TransformSet:
         box b (float64 inside, returned in the image's dtype, widened outward by one ulp)."""
         x = self.image.double()
         lo, hi = self.lo.double(), self.hi.double()
-        if self.transform in ("brightness", "contrast"):
+        if self.transform == "blur":
+            low, high = filters.blur_bounds(x, lo[:, 0], hi[:, 0])
+            low, high = low.clamp(*self.clip), high.clamp(*self.clip)
+        elif self.transform in ("brightness", "contrast", "fog"):
             a = apply_transform(x, self.transform, lo, self.clip)
             b = apply_transform(x, self.transform, hi, self.clip)
             low, high = torch.minimum(a, b), torch.maximum(a, b)
@@ -292,12 +308,15 @@ class TransformConfig:
 @dataclass(frozen=True, eq=False)
 class TransformReport:
     """The verdict over the whole parameter range (a Result; FALSIFIED carries the transformed
-    image at ``param`` re-run on the concrete graph) and the share of the parameter box's volume
-    proved robust (a sound lower bound of the robust share)."""
+    image at ``param`` re-run on the concrete graph), the share of the parameter box's volume
+    proved robust (a sound lower bound of the robust share), and the parameter boxes proved
+    robust, ``proved_lo``/``proved_hi`` (M, n_params) (None: none recorded)."""
 
     result: Result
     proved_fraction: float
     param: torch.Tensor | None = None
+    proved_lo: torch.Tensor | None = None
+    proved_hi: torch.Tensor | None = None
 
 
 def _violating(graph, images: torch.Tensor, spec) -> torch.Tensor:
@@ -345,7 +364,7 @@ def certify_transform(graph, image: torch.Tensor, label: int, transform: str, lo
     found = _falsified(graph, todo, spec, probes, t0, stats)
     if found is not None:
         return found
-    proved, status = 0.0, Verdict.UNKNOWN
+    proved, status, boxes = 0.0, Verdict.UNKNOWN, []
     while todo.batch_size:
         if stats["pieces_bounded"] >= config.max_pieces or deadline.expired():
             status = Verdict.TIMEOUT if deadline.expired() else Verdict.UNKNOWN
@@ -361,16 +380,24 @@ def certify_transform(graph, image: torch.Tensor, label: int, transform: str, lo
             break
         ok = spec.expand(take).proved(b.lower).cpu()
         proved += float(torch.prod(part.hi - part.lo, 1)[ok].sum())
+        boxes.append((part.lo[ok], part.hi[ok]))
         found = _falsified(graph, part, spec, ((part.lo + part.hi) / 2)[~ok], t0, stats)
         if found is not None:
-            return TransformReport(found.result, proved / total, found.param)
+            return TransformReport(found.result, proved / total, found.param, *_stack(boxes))
         open_ = part[~ok].split() if bool((~ok).any()) else None
         todo = _join(rest, open_, part)
     else:
         status = Verdict.VERIFIED
     stats["proved_fraction"] = proved / total
     name = f"transform-{config.method}"
-    return TransformReport(Result(status, name, clock.now() - t0, stats=stats), proved / total)
+    return TransformReport(Result(status, name, clock.now() - t0, stats=stats), proved / total,
+                           None, *_stack(boxes))
+
+
+def _stack(boxes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor | None, ...]:
+    if not boxes:
+        return None, None
+    return torch.cat([b[0] for b in boxes]), torch.cat([b[1] for b in boxes])
 
 
 def _join(a: TransformSet | None, b: TransformSet | None, like: TransformSet) -> TransformSet:
