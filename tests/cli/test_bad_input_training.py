@@ -48,7 +48,8 @@ def test_bad_train_arguments(tmp_path, argv, needle, capsys):
 
 
 def test_bad_architecture_in_a_subprocess(tmp_path):
-    run = run_nncert(*BASE, "--arch", "convsmall", "--out", tmp_path / "m.onnx", cwd=tmp_path)
+    run = run_nncert(*BASE, "--arch", "convsmall", "--out", tmp_path / "m.onnx", cwd=tmp_path,
+                     isolated=True)
     assert_clean_error(run, "does not fit")
     assert files_under(tmp_path) == set()
 
@@ -73,7 +74,8 @@ def test_bad_resume_files(tmp_path, capsys):
                          ("weights.pt", "not an nncert training checkpoint")):
         line = _error([*BASE, "--out", out / "m.onnx", "--resume", bad / name], capsys)
         assert needle in line
-    run = run_nncert(*BASE, "--out", out / "m.onnx", "--resume", bad / "pickled.pt", cwd=tmp_path)
+    run = run_nncert(*BASE, "--out", out / "m.onnx", "--resume", bad / "pickled.pt", cwd=tmp_path,
+                     isolated=True)  # were it unpickled, not in this process
     assert_clean_error(run, "pickled")
     assert files_under(out) == set()
 
