@@ -15,21 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..benchmarks.robustness import prepare_inputs, with_normalization
-from ..bounds import METHODS
-from ..data import load_dataset
 from ..errors import ConfigError, DataError, ModelError
-from ..models import load
-from ..models.graph import Graph, compose
-from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_directions, save_generator
-from ..semantic.latent import certify_line, latent_segment
-from ..semantic.quantitative import QuantConfig
-from ..semantic.segments import as_float64
-from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
 from .common import (
+    LazyChoices,
     check_writable,
     finite_floats,
     nonnegative_float,
@@ -40,9 +30,18 @@ from .common import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.graph import Graph
+
 
 def _classifier(args: argparse.Namespace) -> tuple[Graph, torch.Tensor, torch.Tensor]:
     """(classifier with normalisation, images in [0, 1] of its input shape, labels)."""
+    from ..benchmarks.robustness import prepare_inputs, with_normalization
+    from ..data import load_dataset
+    from ..models import load
+
     data = load_dataset(args.data, count=args.count)
     if len(data) == 0:
         raise DataError(f"{args.data}: the dataset holds no images")
@@ -80,6 +79,8 @@ def _finish(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
 
 # -- transform ----------------------------------------------------------------------------------
 def _check_range(name: str, values: list[float]) -> tuple[list[float], list[float]]:
+    from ..semantic.transforms import TRANSFORMS
+
     n = TRANSFORMS[name]
     if len(values) != 2 * n:
         raise ConfigError(f"--range for {name} takes {2 * n} numbers (lower then upper end of "
@@ -93,6 +94,8 @@ def _check_range(name: str, values: list[float]) -> tuple[list[float], list[floa
 
 
 def run_transform(args: argparse.Namespace) -> int:
+    from ..semantic.transforms import TransformConfig, certify_transform
+
     if args.out:
         check_writable(args.out, "--out")
     lo, hi = _check_range(args.transform, args.range)
@@ -117,6 +120,9 @@ def run_transform(args: argparse.Namespace) -> int:
 
 # -- segment ------------------------------------------------------------------------------------
 def _generator(args: argparse.Namespace, graph: Graph):
+    from ..models import load
+    from ..semantic.generative import load_directions
+
     d = Path(args.generator)
     if not d.is_dir():
         raise ModelError(f"--generator must be a directory written by train-generator: {d}")
@@ -132,6 +138,12 @@ def _generator(args: argparse.Namespace, graph: Graph):
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..models.graph import compose
+    from ..semantic.latent import latent_segment
+    from ..semantic.segments import as_float64
+
     if args.out:
         check_writable(args.out, "--out")
     graph, x, labels = _classifier(args)
@@ -152,6 +164,11 @@ def run_segment(args: argparse.Namespace) -> int:
 def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
                desc: str = "semantic line") -> list[dict]:
     """One row per segment x[i] → ends[i], certified at labels[i] with args.method."""
+    import torch
+
+    from ..semantic.latent import certify_line
+    from ..semantic.quantitative import QuantConfig
+
     config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
     rows = []
     for i in progress(range(x.shape[0]), total=x.shape[0], desc=desc):
@@ -171,6 +188,11 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
 
 
 def run_line(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..semantic.segments import as_float64
+    from ..semantic.transforms import TRANSFORMS, apply_transform
+
     if args.out:
         check_writable(args.out, "--out")
     name, values = args.toward[0], args.toward[1:]
@@ -197,6 +219,9 @@ def run_line(args: argparse.Namespace) -> int:
 
 # -- train-generator ----------------------------------------------------------------------------
 def run_train(args: argparse.Namespace) -> int:
+    from ..data import load_dataset
+    from ..semantic.generative import VAEConfig, build_generator, save_generator
+
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out must be a directory: {out} is a file")
@@ -222,6 +247,26 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------
+# (the choices come from the library's tables when first read: building the parser imports
+# neither nncert.semantic nor torch)
+def _bound_methods() -> list[str]:
+    from ..bounds import METHODS
+
+    return sorted(METHODS)
+
+
+def _transform_names() -> list[str]:
+    from ..semantic.transforms import TRANSFORMS
+
+    return list(TRANSFORMS)
+
+
+def _mutation_names() -> list[str]:
+    from ..semantic.generative import MUTATIONS
+
+    return list(MUTATIONS)
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="ONNX classifier")
     p.add_argument("--data", required=True,
@@ -241,12 +286,14 @@ def _register_transform(sub) -> None:
                                    "split until proved); FALSIFIED: a concrete parameter whose "
                                    "image is misclassified.")
     _model_args(p)
-    p.add_argument("--transform", required=True, choices=list(TRANSFORMS))
+    p.add_argument("--transform", required=True, choices=LazyChoices(_transform_names),
+                   metavar="TRANSFORM", help="one of %(choices)s")
     p.add_argument("--range", required=True, type=float, nargs="+", metavar="V",
                    help="parameter range: LO HI (translate: DX_LO DX_HI DY_LO DY_HI); rotate in "
                         "degrees, translate in pixels, scale as a factor, brightness as an offset "
                         "in [0,1] units, contrast as a factor")
-    p.add_argument("--method", default="crown", choices=sorted(METHODS))
+    p.add_argument("--method", default="crown", choices=LazyChoices(_bound_methods), metavar="METHOD",
+                   help="bound method, one of %(choices)s (default: crown)")
     p.add_argument("--pieces", type=positive_int, default=8,
                    help="initial pieces per parameter (default 8; 1 = no splitting at first)")
     p.add_argument("--max-pieces", type=positive_int, default=1024,
@@ -284,9 +331,10 @@ def _register_line(sub) -> None:
 
 def _segment_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="exact",
-                   choices=["exact", "quantitative", *sorted(METHODS)],
+                   choices=LazyChoices(lambda: ["exact", "quantitative", *_bound_methods()]),
+                   metavar="METHOD",
                    help="exact (ExactLine), quantitative (robust-fraction bounds) or a bound "
-                        "method (one pass)")
+                        "method (one pass): one of %(choices)s (default: exact)")
     p.add_argument("--max-pieces", type=positive_int, default=512,
                    help="quantitative: most pieces bounded (default 512)")
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
@@ -309,7 +357,9 @@ def _register_train(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=400)
     p.add_argument("--jacobian-weight", type=nonnegative_float, default=0.05,
                    help="continuity regulariser weight (0 disables it)")
-    p.add_argument("--mutations", nargs="+", choices=list(MUTATIONS), default=list(MUTATIONS))
+    mutations = LazyChoices(_mutation_names)
+    p.add_argument("--mutations", nargs="+", choices=mutations, default=mutations, metavar="MUTATION",
+                   help="the directions to learn, of %(choices)s (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train)
 
