@@ -74,8 +74,7 @@ def test_bad_resume_files(tmp_path, capsys):
                          ("weights.pt", "not an nncert training checkpoint")):
         line = _error([*BASE, "--out", out / "m.onnx", "--resume", bad / name], capsys)
         assert needle in line
-    run = run_nncert(*BASE, "--out", out / "m.onnx", "--resume", bad / "pickled.pt", cwd=tmp_path,
-                     isolated=True)  # were it unpickled, not in this process
+    run = run_nncert(*BASE, "--out", out / "m.onnx", "--resume", bad / "pickled.pt", cwd=tmp_path)
     assert_clean_error(run, "pickled")
     assert files_under(out) == set()
 
