@@ -1,6 +1,7 @@
-"""Bad input through the real CLI (a subprocess): exit 2, one line on stderr, no traceback, no
-file written. The vnncomp and verify/smooth cases live in test_bad_input_vnncomp.py and
-test_bad_input_cli.py; these are the loaders' and the argument parser's."""
+"""Bad input through the CLI (in this process, see badinput.run_nncert; the entry point itself
+in a subprocess): exit 2, one line on stderr, no traceback, no file written. The vnncomp and
+verify/smooth cases live in test_bad_input_vnncomp.py and test_bad_input_cli.py; these are the
+loaders' and the argument parser's."""
 
 from __future__ import annotations
 
@@ -62,3 +63,12 @@ def test_bad_input_is_one_clean_line(files, case):
     written = files_under(files) - before
     # vnncomp run writes "error" into the result file by the competition's convention
     assert written <= {"out", "out/r.txt"}, written
+
+
+@pytest.mark.parametrize("case", ["unknown subcommand", "missing model", "bad float"])
+def test_the_entry_point_itself(files, case):
+    """``python -m nncert.cli.main`` in a process of its own: the same status and one line (a
+    usage error, a loader's error, a type check), nothing from interpreter start or exit."""
+    argv, needle = CASES[case]
+    assert_clean_error(run_nncert(*(a.format(d=files) for a in argv), cwd=files, isolated=True),
+                       needle)

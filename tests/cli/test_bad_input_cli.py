@@ -1,5 +1,7 @@
-"""Bad input to verify / info / smooth / pixeldp in a real subprocess: one clean line, exit 2, no
-traceback, no file written, no code run from a model file (issue 12, findings 1, 2, 3, 7, 10)."""
+"""Bad input to verify / info / smooth / pixeldp: one clean line, exit 2, no traceback, no file
+written, no code run from a model file (issue 12, findings 1, 2, 3, 7, 10). The CLI runs in this
+process (badinput.run_nncert, which also captures file descriptors 1 and 2: ``--out /dev/stdout``),
+except for pickled model files: were one ever unpickled, not in the test process."""
 
 from __future__ import annotations
 
@@ -132,13 +134,13 @@ def test_model_files_one_line_no_ansi(assets, work, argv, needle):
 ])
 def test_a_pickle_in_a_model_file_never_runs(assets, work, argv):
     argv = [str(a).replace("{a}", str(assets)) for a in argv]
-    run = run_nncert(*argv, cwd=work)
+    run = run_nncert(*argv, cwd=work, isolated=True)  # were it unpickled, not in this process
     assert_clean_error(run)
     assert not (assets / "pwned").exists()
 
 
 def test_out_to_dev_stdout_is_written_through(assets, work):
-    run = run_nncert(*_verify(assets), "--out", "/dev/stdout", cwd=work)
+    run = run_nncert(*_verify(assets), "--out", "/dev/stdout", cwd=work)  # fd 1, captured
     assert run.code == 0, run.stderr
     assert '"summary"' in run.stdout and "verified" in run.stdout
     assert Path("/dev/stdout").is_symlink() or Path("/dev/stdout").exists()

@@ -48,7 +48,8 @@ def test_bad_train_arguments(tmp_path, argv, needle, capsys):
 
 
 def test_bad_architecture_in_a_subprocess(tmp_path):
-    run = run_nncert(*BASE, "--arch", "convsmall", "--out", tmp_path / "m.onnx", cwd=tmp_path)
+    run = run_nncert(*BASE, "--arch", "convsmall", "--out", tmp_path / "m.onnx", cwd=tmp_path,
+                     isolated=True)
     assert_clean_error(run, "does not fit")
     assert files_under(tmp_path) == set()
 

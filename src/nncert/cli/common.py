@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..utils import check_writable as check_writable
@@ -18,7 +18,44 @@ from ..utils import progress as progress
 from ..utils import write_atomic as write_atomic
 from ..utils import write_json as write_json
 
+if TYPE_CHECKING:
+    import torch
+
 TORCH_SUFFIXES = (".pt", ".pth")
+
+
+class LazyChoices(Sequence):
+    """An option's ``choices`` computed on first use by ``names()`` (which imports the library
+    table they come from), so that building the parser (``nncert --help``, a usage error)
+    imports neither the library nor torch. Give the option a ``metavar`` (argparse lists the
+    choices of an option without one when it is added); ``%(choices)s`` in its help lists them."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self._compute = names
+        self._names: list[str] | None = None
+
+    def _load(self) -> list[str]:
+        if self._names is None:
+            self._names = list(self._compute())
+        return self._names
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._load()[i]
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._load()
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+    def __str__(self) -> str:  # as a default in help: ``%(default)s``
+        return ",".join(self._load())
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -27,6 +64,8 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     try:
         dev = torch.device(name)
     except RuntimeError as e:

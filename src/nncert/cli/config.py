@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -438,7 +439,7 @@ def _toml_value(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, Sequence) and not isinstance(v, str):  # lists, and LazyChoices defaults
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return json.dumps(str(v), ensure_ascii=False)
 

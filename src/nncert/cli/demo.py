@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from ..benchmarks.demo import DemoConfig, run_demo
-from ..bounds import METHODS
 from .common import check_writable, write_json
 
 
 def _available(methods: tuple[str, ...]) -> list[str]:
+    from ..bounds import METHODS
+
     out = []
     for m in methods:
         try:
@@ -22,6 +22,8 @@ def _available(methods: tuple[str, ...]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..benchmarks.demo import DemoConfig, run_demo
+
     if args.out:
         check_writable(args.out, "--out")
     config = DemoConfig(epochs=args.epochs, count=args.count, seed=args.seed)

@@ -4,13 +4,11 @@ bound method (and complete verification with a per-image timeout), as Markdown a
 from __future__ import annotations
 
 import argparse
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..training.data import DATASETS, load_split
-from ..training.evaluate import BOUND_METHODS, evaluate, to_csv, to_markdown
 from .common import (
+    LazyChoices,
     add_device_arg,
     check_writable,
     nonnegative_float,
@@ -20,8 +18,24 @@ from .common import (
     write_atomic,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+
+def _bound_methods() -> tuple[str, ...]:
+    from ..training.evaluate import BOUND_METHODS
+
+    return BOUND_METHODS
+
+
+def _datasets() -> tuple[str, ...]:
+    from ..training.data import DATASETS
+
+    return DATASETS
+
 
 def _methods(text: str) -> list[str]:
+    BOUND_METHODS = _bound_methods()
     names = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in names if m not in BOUND_METHODS]
     if bad or not names:
@@ -32,6 +46,8 @@ def _methods(text: str) -> list[str]:
 
 def sample(n: int, count: int, how: str, seed: int) -> torch.Tensor:
     """Indices of the test images: the first ``count`` or ``count`` drawn uniformly (sorted)."""
+    import torch
+
     if how == "first":
         return torch.arange(min(count, n))
     g = torch.Generator().manual_seed(seed)
@@ -40,6 +56,8 @@ def sample(n: int, count: int, how: str, seed: int) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import load
+    from ..training.data import load_split
+    from ..training.evaluate import evaluate, to_csv, to_markdown
 
     device = resolve_device(args.device)
     for path, what in ((args.out, "--out"), (args.csv, "--csv")):
@@ -54,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     x, y = test.images[idx].to(device, graph.dtype), test.labels[idx].to(device)
     rows = []
     for eps in args.eps:
-        rows += evaluate(graph, x, y, eps, args.methods, timeout_s=args.timeout)
+        rows += evaluate(graph, x, y, eps, list(args.methods), timeout_s=args.timeout)
     md = to_markdown(rows)
     print(f"{args.model} on {len(y)} {args.data} test images ({args.sample}); accuracy in %:\n")
     print(md, end="")
@@ -72,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "of every bound method at each --eps, and with --timeout "
                                    "complete verification of what the bounds leave open.")
     p.add_argument("model", help="an ONNX model (e.g. written by nncert train)")
-    p.add_argument("--data", required=True, choices=DATASETS)
+    p.add_argument("--data", required=True, choices=LazyChoices(_datasets), metavar="DATA",
+                   help="one of %(choices)s")
     p.add_argument("--data-dir", default=None,
                    help="folder holding mnist/ and cifar10/ (default: $NNCERT_DATA or ../shared/data)")
     p.add_argument("--eps", type=nonnegative_float, nargs="+", required=True)
@@ -80,8 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", choices=("first", "uniform"), default="first",
                    help="the first COUNT test images, or COUNT drawn uniformly with --seed")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", type=_methods, default=list(BOUND_METHODS),
-                   help=f"comma-separated bound methods (default: {','.join(BOUND_METHODS)})")
+    p.add_argument("--methods", type=_methods, default=LazyChoices(_bound_methods),
+                   help="comma-separated bound methods (default: %(default)s)")
     p.add_argument("--timeout", type=positive_float, default=None,
                    help="seconds of complete verification per open image (default: none)")
     p.add_argument("--out", default=None, help="write the Markdown table here")

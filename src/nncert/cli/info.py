@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from typing import TYPE_CHECKING
 
-from ..bounds import METHODS
-from ..models import load
-from ..models.graph import Graph
+if TYPE_CHECKING:
+    from ..models.graph import Graph
 
 
 def method_support(graph: Graph) -> dict[str, str]:
     """For each bound method: 'yes', or the reason it cannot run on this graph."""
+    from ..bounds import METHODS
+
     out: dict[str, str] = {}
     seen: set[str] = set()
     for name, target in METHODS.items():
@@ -34,6 +36,8 @@ def method_support(graph: Graph) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models import load
+
     graph = load(args.model)
     print(f"model:        {args.model}")
     print(f"input shape:  {graph.input_shape}  (batch dim excluded)")

@@ -14,22 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from ..errors import ConfigError
-from ..smoothing import stats
-from ..smoothing.pixeldp import (
-    ARCHS,
-    MECHANISMS,
-    NORMS,
-    PixelDPConfig,
-    build_pixeldp,
-    certify,
-    load_pixeldp,
-    save_pixeldp,
-)
-from ..smoothing.train import load_images, train_pixeldp
-from .common import add_device_arg, check_writable, resolve_device
+from .common import LazyChoices, add_device_arg, check_writable, resolve_device
 from .smooth import Report, RowWriter, Tally, certify_rows, default_plot, model_inputs
 
 
@@ -40,7 +26,23 @@ def _sizes(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
 
 
+def _pixeldp_table(name: str, sort: bool = False) -> LazyChoices:
+    """Choices from a table of nncert.smoothing.pixeldp, read when first needed (building the
+    parser imports neither the smoothing package nor torch)."""
+    def names() -> list[str]:
+        from ..smoothing import pixeldp
+
+        table = getattr(pixeldp, name)
+        return sorted(table) if sort else list(table)
+    return LazyChoices(names)
+
+
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..smoothing.pixeldp import PixelDPConfig, build_pixeldp, save_pixeldp
+    from ..smoothing.train import load_images, train_pixeldp
+
     config = PixelDPConfig(epsilon=args.epsilon, delta=args.delta, L=args.L, norm=args.norm,
                            mechanism=args.mechanism)
     check_writable(args.out, "--out")
@@ -64,6 +66,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_certify(args: argparse.Namespace) -> int:
+    from ..smoothing import stats
+    from ..smoothing.pixeldp import certify, load_pixeldp
+    from ..smoothing.train import load_images
+
     stats.check_alpha(args.alpha, "--alpha")
     stats.check_count(args.n, "--n")
     stats.check_count(args.batch, "--batch")
@@ -121,10 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--delta", type=float, default=0.05, help="DP delta (Gaussian; default 0.05)")
     t.add_argument("--L", type=float, default=0.1,
                    help="construction attack size in [0,1] pixel units (default 0.1)")
-    t.add_argument("--norm", default="l2", choices=NORMS, help="attack norm (default l2)")
-    t.add_argument("--mechanism", default="gaussian", choices=MECHANISMS,
-                   help="noise (default gaussian; laplace needs --norm l1)")
-    t.add_argument("--arch", default="cnn", choices=sorted(ARCHS), help="network (default cnn)")
+    t.add_argument("--norm", default="l2", choices=_pixeldp_table("NORMS"), metavar="NORM",
+                   help="attack norm, one of %(choices)s (default l2)")
+    t.add_argument("--mechanism", default="gaussian", choices=_pixeldp_table("MECHANISMS"),
+                   metavar="NOISE",
+                   help="noise, one of %(choices)s (default gaussian; laplace needs --norm l1)")
+    t.add_argument("--arch", default="cnn", choices=_pixeldp_table("ARCHS", sort=True),
+                   metavar="ARCH", help="network, one of %(choices)s (default cnn)")
     t.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
     t.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")

@@ -16,23 +16,11 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..benchmarks.robustness import prepare_inputs, with_normalization
-from ..bounds import METHODS
-from ..data import load_dataset
 from ..errors import ConfigError, DataError, ModelError
-from ..models import load
-from ..models.graph import Graph, compose
-from ..semantic.generative import MUTATIONS, VAEConfig, build_generator, load_directions, save_generator
-from ..semantic.latent import certify_lines, latent_segment
-from ..semantic.quantitative import QuantConfig
-from ..semantic.segments import as_float64
-from ..semantic.strip import save_strip, segment_row, transform_row
-from ..semantic.transforms import TRANSFORMS, TransformConfig, apply_transform, certify_transform
-from ..specs.output import OutputSpec
 from .common import (
+    LazyChoices,
     check_writable,
     finite_floats,
     nonnegative_float,
@@ -43,12 +31,21 @@ from .common import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.graph import Graph
+
 CHUNK = 64  # segments per batched ExactLine pass
 STRIP_ROWS = 16  # inputs drawn in a --strip PNG (the first ones)
 
 
 def _classifier(args: argparse.Namespace) -> tuple[Graph, torch.Tensor, torch.Tensor]:
     """(classifier with normalisation, images in [0, 1] of its input shape, labels)."""
+    from ..benchmarks.robustness import prepare_inputs, with_normalization
+    from ..data import load_dataset
+    from ..models import load
+
     data = load_dataset(args.data, count=args.count)
     if len(data) == 0:
         raise DataError(f"{args.data}: the dataset holds no images")
@@ -96,6 +93,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _fails(graph: Graph, points: torch.Tensor, label: int) -> torch.Tensor:
     """Which points (K, ...) the concrete graph does not classify as ``label``."""
+    import torch
+
+    from ..specs.output import OutputSpec
+
     spec = OutputSpec.robustness([label], graph.num_outputs, dtype=graph.dtype)
     with torch.no_grad():
         y = graph.forward(points.reshape(-1, *graph.input_shape).to(graph.dtype)).flatten(1)
@@ -116,6 +117,8 @@ def _segment_strip(args, graph: Graph, reports, rows: list[dict], point_at) -> N
     """The --strip PNG of the first inputs' segments; ``point_at(i, t)`` (K,) → model inputs."""
     if not args.strip:
         return
+    from ..semantic.strip import save_strip, segment_row
+
     out = []
     for i, (rep, row) in enumerate(zip(reports[:STRIP_ROWS], rows)):
         label = row["label"]
@@ -128,6 +131,8 @@ def _segment_strip(args, graph: Graph, reports, rows: list[dict], point_at) -> N
 
 # -- transform ----------------------------------------------------------------------------------
 def _check_range(name: str, values: list[float]) -> tuple[list[float], list[float]]:
+    from ..semantic.transforms import TRANSFORMS
+
     n = TRANSFORMS[name]
     if len(values) != 2 * n:
         raise ConfigError(f"--range for {name} takes {2 * n} numbers (lower then upper end of "
@@ -145,6 +150,9 @@ def _check_range(name: str, values: list[float]) -> tuple[list[float], list[floa
 
 
 def run_transform(args: argparse.Namespace) -> int:
+    from ..semantic.strip import save_strip
+    from ..semantic.transforms import TransformConfig, certify_transform
+
     _check_outputs(args)
     lo, hi = _check_range(args.transform, args.range)
     graph, x, labels = _classifier(args)
@@ -172,6 +180,9 @@ def run_transform(args: argparse.Namespace) -> int:
 
 
 def _transform_row(args, graph: Graph, image: torch.Tensor, label: int, rep, lo, hi, row: dict):
+    from ..semantic.strip import transform_row
+    from ..semantic.transforms import apply_transform
+
     def image_at(p: torch.Tensor) -> torch.Tensor:
         return apply_transform(image.double(), args.transform, p)
 
@@ -182,6 +193,9 @@ def _transform_row(args, graph: Graph, image: torch.Tensor, label: int, rep, lo,
 
 # -- segment ------------------------------------------------------------------------------------
 def _generator(args: argparse.Namespace, graph: Graph):
+    from ..models import load
+    from ..semantic.generative import load_directions
+
     d = Path(args.generator)
     if not d.is_dir():
         raise ModelError(f"--generator must be a directory written by train-generator: {d}")
@@ -197,6 +211,12 @@ def _generator(args: argparse.Namespace, graph: Graph):
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..models.graph import compose
+    from ..semantic.latent import latent_segment
+    from ..semantic.segments import as_float64
+
     _check_outputs(args)
     graph, x, labels = _classifier(args)
     decoder, encoder, direction = _generator(args, graph)
@@ -223,6 +243,11 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
                desc: str = "semantic line") -> tuple[list[dict], list]:
     """One row (and report) per segment x[i] → ends[i], certified at labels[i] with
     args.method (exact: batched, CHUNK segments per ExactLine pass)."""
+    import torch
+
+    from ..semantic.latent import certify_lines
+    from ..semantic.quantitative import QuantConfig
+
     config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
     step = CHUNK if args.method == "exact" else 1
     with torch.no_grad():
@@ -245,6 +270,11 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
 
 
 def run_line(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..semantic.segments import as_float64
+    from ..semantic.transforms import TRANSFORMS, apply_transform
+
     _check_outputs(args)
     name, values = args.toward[0], args.toward[1:]
     if name not in TRANSFORMS:
@@ -276,6 +306,9 @@ def run_line(args: argparse.Namespace) -> int:
 
 # -- train-generator ----------------------------------------------------------------------------
 def run_train(args: argparse.Namespace) -> int:
+    from ..data import load_dataset
+    from ..semantic.generative import VAEConfig, build_generator, save_generator
+
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out must be a directory: {out} is a file")
@@ -301,6 +334,26 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------
+# (the choices come from the library's tables when first read: building the parser imports
+# neither nncert.semantic nor torch)
+def _bound_methods() -> list[str]:
+    from ..bounds import METHODS
+
+    return sorted(METHODS)
+
+
+def _transform_names() -> list[str]:
+    from ..semantic.transforms import TRANSFORMS
+
+    return list(TRANSFORMS)
+
+
+def _mutation_names() -> list[str]:
+    from ..semantic.generative import MUTATIONS
+
+    return list(MUTATIONS)
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="ONNX classifier")
     p.add_argument("--data", required=True,
@@ -328,14 +381,16 @@ def _register_transform(sub) -> None:
                                    "split until proved); FALSIFIED: a concrete parameter whose "
                                    "image is misclassified.")
     _model_args(p)
-    p.add_argument("--transform", required=True, choices=list(TRANSFORMS))
+    p.add_argument("--transform", required=True, choices=LazyChoices(_transform_names),
+                   metavar="TRANSFORM", help="one of %(choices)s")
     p.add_argument("--range", required=True, type=float, nargs="+", metavar="V",
                    help="parameter range: LO HI (translate: DX_LO DX_HI DY_LO DY_HI); rotate in "
                         "degrees, translate in pixels, scale as a factor, brightness as an offset "
                         "in [0,1] units, contrast as a factor, blur as the Gaussian σ in pixels (≥ 0; "
                         "5×5 window), fog as the blend intensity towards a fixed fog pattern "
                         "(in [0, 1])")
-    p.add_argument("--method", default="crown", choices=sorted(METHODS))
+    p.add_argument("--method", default="crown", choices=LazyChoices(_bound_methods), metavar="METHOD",
+                   help="bound method, one of %(choices)s (default: crown)")
     p.add_argument("--pieces", type=positive_int, default=8,
                    help="initial pieces per parameter (default 8; 1 = no splitting at first)")
     p.add_argument("--max-pieces", type=positive_int, default=1024,
@@ -373,9 +428,10 @@ def _register_line(sub) -> None:
 
 def _segment_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="exact",
-                   choices=["exact", "quantitative", *sorted(METHODS)],
+                   choices=LazyChoices(lambda: ["exact", "quantitative", *_bound_methods()]),
+                   metavar="METHOD",
                    help="exact (ExactLine), quantitative (robust-fraction bounds) or a bound "
-                        "method (one pass)")
+                        "method (one pass): one of %(choices)s (default: exact)")
     p.add_argument("--max-pieces", type=positive_int, default=512,
                    help="quantitative: most pieces bounded (default 512)")
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
@@ -398,7 +454,9 @@ def _register_train(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=400)
     p.add_argument("--jacobian-weight", type=nonnegative_float, default=0.05,
                    help="continuity regulariser weight (0 disables it)")
-    p.add_argument("--mutations", nargs="+", choices=list(MUTATIONS), default=list(MUTATIONS))
+    mutations = LazyChoices(_mutation_names)
+    p.add_argument("--mutations", nargs="+", choices=mutations, default=mutations, metavar="MUTATION",
+                   help="the directions to learn, of %(choices)s (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train)
 

@@ -18,24 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..models import load
-from ..smoothing import stats
-from ..smoothing.smooth import Smooth
-from ..smoothing.train import (
-    MODELS,
-    accuracy,
-    export_onnx,
-    load_architecture,
-    load_images,
-    save_weights,
-    train_gaussian,
-)
 from ..utils import is_special, open_through, save_png, sync
 from .common import (
+    LazyChoices,
     add_device_arg,
     check_writable,
     is_torch_file,
@@ -44,6 +32,9 @@ from .common import (
     shape,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 # -- shared with cli/pixeldp.py ---------------------------------------------------------------
@@ -143,6 +134,8 @@ def plot_certified_accuracy(path: str | os.PathLike, radii: Sequence[float],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..smoothing import stats
+
     top = plot_span(radii)
     grid = [top * i / 400 for i in range(401)]
     acc = stats.certified_accuracy(radii, correct, grid)
@@ -160,6 +153,8 @@ def plot_certified_accuracy(path: str | os.PathLike, radii: Sequence[float],
 
 def accuracy_table(radii: Sequence[float], correct: Sequence[bool], at: Sequence[float],
                    label: str = "radius") -> str:
+    from ..smoothing import stats
+
     acc = stats.certified_accuracy(radii, correct, at)
     lines = [f"{label:<8} certified accuracy"]
     lines += [f"{r:<8.3g} {a:.3f}" for r, a in zip(at, acc)]
@@ -256,6 +251,8 @@ def model_inputs(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Te
 
 
 def _check_common(args: argparse.Namespace) -> None:
+    from ..smoothing import stats
+
     stats.check_positive(args.sigma, "--sigma")
     stats.check_alpha(args.alpha, "--alpha")
     stats.check_count(args.n, "--n")
@@ -278,6 +275,9 @@ def default_plot(out: str, plot: str | None) -> Path | None:
 
 def _base_graph(args: argparse.Namespace, image_shape: tuple[int, ...]):
     """The base classifier: ONNX, or a .pt state_dict with --arch (nothing is unpickled)."""
+    from ..models import load
+    from ..smoothing.train import load_architecture
+
     in_shape = args.input_shape or image_shape
     if args.arch is not None:
         if not is_torch_file(args.model):
@@ -288,6 +288,9 @@ def _base_graph(args: argparse.Namespace, image_shape: tuple[int, ...]):
 
 
 def _load_smooth(args: argparse.Namespace):
+    from ..smoothing.smooth import Smooth
+    from ..smoothing.train import load_images
+
     device = resolve_device(args.device)
     images, labels, name = load_images(args.data, None)
     images, labels = images[::args.skip], labels[::args.skip]
@@ -309,6 +312,8 @@ def _settings(args: argparse.Namespace, *names: str) -> dict:
 
 # -- certify ----------------------------------------------------------------------------------
 def run_certify(args: argparse.Namespace) -> int:
+    from ..smoothing import stats
+
     _check_common(args)
     check_writable(args.out, "--out")
     plot = default_plot(args.out, args.plot)
@@ -377,6 +382,17 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # -- train ------------------------------------------------------------------------------------
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..smoothing.train import (
+        MODELS,
+        accuracy,
+        export_onnx,
+        load_images,
+        save_weights,
+        train_gaussian,
+    )
+
     if not (args.sigma >= 0 and math.isfinite(args.sigma)):
         raise ConfigError(f"--sigma must be ≥ 0, got {args.sigma}")
     check_writable(args.out, "--out")
@@ -406,6 +422,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _architectures() -> list[str]:
+    """--arch's choices (read when first needed: building the parser imports no torch)."""
+    from ..smoothing.train import MODELS
+
+    return sorted(MODELS)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("smooth", help="randomized smoothing: certify, predict, train",
                        description="Randomized smoothing (Cohen, Rosenfeld & Kolter 2019): L2 "
@@ -417,9 +440,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--model", required=True,
                        help="base classifier: ONNX file, or a .pt state_dict with --arch (read "
                             "with torch.load(weights_only=True); nothing is unpickled)")
-        q.add_argument("--arch", default=None, choices=sorted(MODELS),
-                       help="architecture of a .pt state_dict (as `smooth train --arch`), read "
-                            "with torch.load(weights_only=True)")
+        q.add_argument("--arch", default=None, choices=LazyChoices(_architectures), metavar="ARCH",
+                       help="architecture of a .pt state_dict (as `smooth train --arch`: "
+                            "%(choices)s), read with torch.load(weights_only=True)")
         q.add_argument("--input-shape", type=shape, default=None,
                        help="input shape of a --arch model without the batch dim (default: the "
                             "dataset's image shape)")
@@ -469,7 +492,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default="digits:train", help="training set (default digits:train)")
     t.add_argument("--test-data", default=None, help="report clean/noisy accuracy on this set")
     t.add_argument("--sigma", type=float, required=True, help="noise std (0: plain training)")
-    t.add_argument("--arch", default="cnn", choices=sorted(MODELS), help="model (default cnn)")
+    t.add_argument("--arch", default="cnn", choices=LazyChoices(_architectures), metavar="ARCH",
+                   help="model, one of %(choices)s (default cnn)")
     t.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
     t.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")

@@ -7,16 +7,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..bounds.zonotope import RELU_RULES
 from ..errors import ConfigError, ModelError
-from ..training import architectures, losses
-from ..training.data import DATASETS, NORMALIZATION, load_split
-from ..training.loop import load_checkpoint
-from ..training.schedules import Constant, Ramp
 from .common import (
+    LazyChoices,
     add_device_arg,
     check_writable,
     nonnegative_float,
@@ -24,6 +19,11 @@ from .common import (
     positive_int,
     resolve_device,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..training import losses
 
 METHODS = ("natural", "pgd", "ibp", "crown-ibp", "diffai", "sabr", "noise")
 
@@ -40,6 +40,9 @@ def make_loss(args: argparse.Namespace) -> losses.Loss:
     """The loss object of ``--method`` with the documented schedules (in epochs): ε ramps
     linearly from 0 to --eps over [--warmup, --warmup + --ramp]; κ from 1 to --kappa and β
     (CROWN-IBP) from 1 to --beta over the same window."""
+    from ..training import losses
+    from ..training.schedules import Constant, Ramp
+
     for flag, v in (("--kappa", args.kappa), ("--beta", args.beta)):
         if v is not None and not 0 <= v <= 1:
             raise ConfigError(f"{flag} must lie in [0, 1], got {v:g}")
@@ -86,6 +89,8 @@ def _evaluator(test, eps: float, device):
 def export(model, shape, path: Path, check_x: torch.Tensor) -> float:
     """Write the model as ONNX (atomically) and read it back with ``nncert.load``: returns the
     largest output difference (a ModelError above 1e-4: the file would not be the model)."""
+    import torch
+
     from ..models import load
     from ..models.to_onnx import to_onnx
 
@@ -102,6 +107,12 @@ def export(model, shape, path: Path, check_x: torch.Tensor) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..training import architectures, losses
+    from ..training.data import NORMALIZATION, load_split
+    from ..training.loop import load_checkpoint
+
     device = resolve_device(args.device)
     files = outputs(args.out)
     for what, p in files.items():
@@ -165,6 +176,26 @@ def _writer(files, title):
     return write
 
 
+# --data, --arch and --domain's choices come from the library's tables when first read:
+# building the parser imports neither nncert.training nor torch
+def _datasets() -> tuple[str, ...]:
+    from ..training.data import DATASETS
+
+    return DATASETS
+
+
+def _architectures() -> list[str]:
+    from ..training.architectures import ARCHITECTURES
+
+    return sorted(ARCHITECTURES)
+
+
+def _relu_rules() -> tuple[str, ...]:
+    from ..bounds.zonotope import RELU_RULES
+
+    return RELU_RULES
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="certified training (IBP, CROWN-IBP, DiffAI, SABR, PGD, ...)",
                        description="Trains an architecture of the literature with a certified "
@@ -172,10 +203,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "model, a weights-only checkpoint (.ckpt.pt), a per-epoch CSV "
                                    "log (.log.csv) and a plot of clean/PGD/certified accuracy "
                                    "(.png) beside --out. Ctrl-C keeps the last checkpoint.")
-    p.add_argument("--data", required=True, choices=DATASETS)
+    p.add_argument("--data", required=True, choices=LazyChoices(_datasets), metavar="DATA",
+                   help="one of %(choices)s")
     p.add_argument("--data-dir", default=None,
                    help="folder holding mnist/ and cifar10/ (default: $NNCERT_DATA or ../shared/data)")
-    p.add_argument("--arch", required=True, choices=sorted(architectures.ARCHITECTURES))
+    p.add_argument("--arch", required=True, choices=LazyChoices(_architectures), metavar="ARCH",
+                   help="one of %(choices)s")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--eps", type=nonnegative_float, required=True,
                    help="L-inf radius in [0,1] pixel units (the final one of the ramp)")
@@ -201,7 +234,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="final weight of the natural loss, from 1 (default 0.5; crown-ibp, sabr 0)")
     p.add_argument("--beta", type=nonnegative_float, default=0.0,
                    help="crown-ibp: final weight of the CROWN-IBP bound (starts at 1)")
-    p.add_argument("--domain", choices=RELU_RULES, default="zswitch", help="diffai: zonotope ReLU rule")
+    p.add_argument("--domain", choices=LazyChoices(_relu_rules), default="zswitch", metavar="RULE",
+                   help="diffai: zonotope ReLU rule, one of %(choices)s (default: zswitch)")
     p.add_argument("--box-errors", action="store_true", help="diffai: new errors into the box part")
     p.add_argument("--sabr-lambda", type=positive_float, default=0.4,
                    help="sabr: the box radius as a share of eps")

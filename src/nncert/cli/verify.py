@@ -7,25 +7,12 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..benchmarks.robustness import (
-    COMPLETE,
-    RobustnessConfig,
-    certify_points,
-    prepare_inputs,
-    summarize,
-    with_normalization,
-)
-from ..bounds import METHODS
-from ..data import load_dataset
 from ..errors import DataError
-from ..models import load
-from ..models.graph import Graph
-from ..models.onnx_runtime import run_onnx
 from ..utils import JsonLines, is_special
 from .common import (
+    LazyChoices,
     add_device_arg,
     check_writable,
     finite_floats,
@@ -37,6 +24,12 @@ from .common import (
     resolve_device,
     write_json,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..benchmarks.robustness import RobustnessConfig
+    from ..models.graph import Graph
 
 #: --method names beyond the registry's (nncert.bounds.METHODS): a registry method with a config
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -83,6 +76,10 @@ def _onnx_reference(model: str, graph: Graph, source: Graph):
     put in front, so FALSIFIED points are confirmed on the source model too."""
     if not str(model).endswith(".onnx"):
         return None
+    import torch
+
+    from ..models.onnx_runtime import run_onnx
+
     prefix = graph.nodes[0].op if graph is not source else None
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -147,6 +144,8 @@ def _partial_path(out: str) -> Path | None:
 
 def _summary(args: argparse.Namespace, rows: list[dict], config: RobustnessConfig,
              interrupted: bool = False) -> dict:
+    from ..benchmarks.robustness import summarize
+
     summary = summarize(rows, config)
     summary.update(method=args.method, model=str(args.model), data=str(args.data),
                    interrupted=interrupted)
@@ -155,6 +154,10 @@ def _summary(args: argparse.Namespace, rows: list[dict], config: RobustnessConfi
 
 def _load(args: argparse.Namespace):
     """(graph with normalisation, source graph, dataset)."""
+    from ..benchmarks.robustness import with_normalization
+    from ..data import load_dataset
+    from ..models import load
+
     data = load_dataset(args.data, count=args.count)
     if len(data) == 0:
         raise DataError(f"{args.data}: the dataset holds no images")
@@ -163,6 +166,8 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..benchmarks.robustness import COMPLETE, RobustnessConfig, certify_points, prepare_inputs
+
     sink = _RowSink(args.out)
     sink.check()
     resolve_device(args.device)
@@ -205,6 +210,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_names() -> list[str]:
+    """--method's choices: the registry's methods, the variants, 'complete'."""
+    from ..benchmarks.robustness import COMPLETE
+    from ..bounds import METHODS
+
+    return [*sorted(METHODS), *VARIANTS, COMPLETE]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify", help="certify local robustness of dataset points (bounds or complete)",
@@ -223,11 +236,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eps", type=nonnegative_float, required=True,
                    help="radius in [0,1] pixel units")
     p.add_argument("--method", default="interval",
-                   choices=[*sorted(METHODS), *VARIANTS, COMPLETE], metavar="METHOD",
-                   help="bound method (default: interval): "
-                        + ", ".join(sorted(METHODS)) + "; variants: "
+                   choices=LazyChoices(_method_names), metavar="METHOD",
+                   help="bound method (default: interval), one of %(choices)s. The variants: "
                         + "; ".join(f"{k} ({v[1]})" for k, v in VARIANTS.items())
-                        + "; or 'complete': decide each point (attack, bounds, "
+                        + "; and 'complete': decide each point (attack, bounds, "
                         "branch-and-bound or MILP; nncert.complete.verify) within --timeout "
                         "seconds, recording which strategy decided it")
     p.add_argument("--timeout", type=positive_float, default=60.0,
