@@ -1,5 +1,6 @@
 """The subdomain engine (bounds/subdomains.py): sound on every subdomain, never looser than a
-known bound, equal to CROWN without splits, and equal to the dense relu_net bounds on chains."""
+known bound, equal to CROWN without splits, and equal to the dense relu_net bounds on chains
+(and so are input splitting's box bounds, bounds/boxes.py, on ACAS Xu)."""
 
 from __future__ import annotations
 
@@ -201,3 +202,54 @@ def test_matches_relu_net_on_mnistfc_256x2():
     xs, spec = p.input_set.to(dtype=D), p.output_spec.to(dtype=D)
     assert isinstance(xs, Box)
     _relu_net_agrees(g, xs, spec, seed=11)
+
+
+@requires_shared
+def test_box_bounds_match_relu_net_on_acas_boxes():
+    """Input splitting's bounds on the engine (``bounds/boxes.py``) equal the dense relu_net
+    ones on ACAS Xu boxes: CROWN intermediate bounds of the halves of 256 sub-boxes of the
+    root with the parents' bounds as prior, the rows with their input coefficients and the
+    disjunction's clause bound. (Without a prior the two differ where relu_net back-substitutes
+    every neuron of a mostly unstable layer, the stable ones too, and the engine only the
+    unstable ones: both sound.)"""
+    from nncert.bounds.boxes import BoxConfig, bound_boxes, input_reach
+    from nncert.bounds.clauses import clause_lowers, linear_constant
+    from nncert.bounds.core import Interval
+    from nncert.complete import branching
+    from nncert.complete.vnncomp import load_instance
+
+    root = BENCHMARKS / "acasxu"
+    graph, problems = load_instance(root / "onnx/ACASXU_run2a_1_8_batch_2000.onnx",
+                                    root / "vnnlib/prop_2.vnnlib")
+    g = graph.to(dtype=D)
+    spec = problems[0].output_spec.to(dtype=D)
+    net = rn.extract_relu_net(g)
+    box = Box(problems[0].input_set.lower.reshape(1, -1).to(D),
+              problems[0].input_set.upper.reshape(1, -1).to(D))
+    reach = input_reach(g)
+    assert torch.allclose(reach, net.Ws[0].abs().sum(0))
+    for _ in range(8):
+        box = box.split(branching.widest_input_dims(box.lo, box.hi, reach))
+    kids = box.split(branching.widest_input_dims(box.lo, box.hi, reach))
+    shape, cfg = g.input_shape, BoxConfig(alpha_iters=0)
+    parent = bound_boxes(g, Box(box.lo.reshape(-1, *shape), box.hi.reshape(-1, *shape)), spec,
+                         cfg)
+    ref_parent = [(parent.intermediate[n].lower, parent.intermediate[n].upper)
+                  for n in net.pre_names]
+    prior = {k: Interval(v.lower.repeat(2, 1), v.upper.repeat(2, 1))
+             for k, v in parent.intermediate.items()}
+    b = bound_boxes(g, Box(kids.lo.reshape(-1, *shape), kids.hi.reshape(-1, *shape)), spec, cfg,
+                    prior=prior)
+    ref = rn.crown_intermediate(net, kids.lo, kids.hi,
+                                fwd=[(zl.repeat(2, 1), u.repeat(2, 1)) for zl, u in ref_parent])
+    for (zl, u), name in zip(ref, net.pre_names):
+        assert torch.allclose(b.intermediate[name].lower, zl, atol=1e-9)
+        assert torch.allclose(b.intermediate[name].upper, u, atol=1e-9)
+    B = kids.lo.shape[0]
+    lb, A_x, _ = rn.spec_bound(net, spec.C.expand(B, -1, -1), spec.d.expand(B, -1), ref,
+                               kids.lo, kids.hi)
+    assert torch.allclose(b.lower, lb, atol=1e-9) and torch.allclose(b.coefficients, A_x,
+                                                                      atol=1e-9)
+    flat = Box(kids.lo, kids.hi)
+    cl = clause_lowers(spec, flat, A_x, linear_constant(flat, A_x, lb), lower=lb)
+    assert torch.allclose(b.clauses, cl, atol=1e-9)
