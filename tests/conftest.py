@@ -12,6 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+#: Property tests draw the same examples on every run (a derandomized profile, no example
+#: database): a red run is reproducible and a green one stays green. For exploring new
+#: examples: HYPOTHESIS_PROFILE=explore python -m pytest ...
+settings.register_profile("nncert", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "nncert"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -1,5 +1,5 @@
 """The subdomain engine (bounds/subdomains.py): sound on every subdomain, never looser than a
-known bound, equal to CROWN without splits, and equal to the dense relu_net bounds on chains."""
+known bound, equal to CROWN without splits."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import BENCHMARKS, requires_shared
 from nncert.bounds import compute_bounds
 from nncert.bounds.alpha_crown import AlphaCrownConfig
 from nncert.bounds.subdomains import (
     EngineConfig,
     Subdomains,
-    _spec_ibp,
     bound_subdomains,
     relu_inputs,
     root_subdomain,
 )
-from nncert.complete import relu_net as rn
 from nncert.models.from_torch import from_torch
 from nncert.specs import Box, LpBall, OutputSpec, VerificationProblem
 
@@ -147,57 +144,3 @@ def test_child_never_looser_than_parent(kind):
     for z in relu_inputs(g).values():  # intermediate bounds only shrink
         assert bool((cb.intermediate[z].lower >= pb.intermediate[z].lower).all())
         assert bool((cb.intermediate[z].upper <= pb.intermediate[z].upper).all())
-
-
-def _relu_net_agrees(g, xs: Box, spec: OutputSpec, seed: int):
-    """Root intermediates equal relu_net.crown_intermediate; with the same splits and clipped
-    bounds the spec bound equals relu_net.spec_bound (max'd with the interval bound, which
-    the engine intersects); re-bounded children are inside their clipped bounds."""
-    net = rn.extract_relu_net(g)
-    lo, hi = xs.lower.reshape(1, -1), xs.upper.reshape(1, -1)
-    root = root_subdomain(g, xs)
-    inter = rn.crown_intermediate(net, lo, hi)
-    for (zl, u), name in zip(inter, net.pre_names):
-        assert torch.allclose(root.intermediate[name].lower.reshape(zl.shape), zl, atol=1e-6)
-        assert torch.allclose(root.intermediate[name].upper.reshape(u.shape), u, atol=1e-6)
-    B = 5
-    doms = _random_splits(g, root, B, 3, seed)
-    z_of = relu_inputs(g)
-    relus = {z: r for r, z in z_of.items()}
-    split_list = [doms.splits[relus[n]].reshape(B, -1) for n in net.pre_names]
-    cfg = EngineConfig(AlphaCrownConfig(iterations=0))
-    b = bound_subdomains(g, xs, spec.C, spec.d, doms, cfg)
-    clipped = rn.clip_by_splits([(zl.expand(B, -1), u.expand(B, -1)) for zl, u in inter],
-                                split_list)
-    ref, *_ = rn.spec_bound(net, spec.C.expand(B, -1, -1), spec.d.expand(B, -1), clipped,
-                            lo.expand(B, -1), hi.expand(B, -1))
-    ibp = _spec_ibp(g, spec.C, spec.d, b.intermediate)
-    assert torch.allclose(b.lower, torch.maximum(ref, ibp), atol=1e-6)
-    refined = bound_subdomains(g, xs, spec.C, spec.d, doms, EngineConfig(cfg.alpha, True))
-    for name in net.pre_names:  # re-bounding after the splits only tightens
-        iv, base = refined.intermediate[name], b.intermediate[name]
-        assert bool((iv.lower >= base.lower).all() & (iv.upper <= base.upper).all())
-
-
-def test_matches_relu_net_on_a_random_chain():
-    p = _problem("dense", 7, eps=0.5)
-    _relu_net_agrees(p.graph, p.input_set, p.output_spec, seed=8)
-
-
-def test_matches_relu_net_on_a_conv_chain():
-    p = _problem("conv", 9)
-    _relu_net_agrees(p.graph, p.input_set, p.output_spec, seed=10)
-
-
-@requires_shared
-def test_matches_relu_net_on_mnistfc_256x2():
-    from nncert.complete.vnncomp import load_instance
-
-    root = BENCHMARKS / "mnistfc"
-    graph, problems = load_instance(root / "onnx/mnist-net_256x2.onnx",
-                                    root / "vnnlib/prop_0_0.03.vnnlib")
-    p = problems[0]
-    g = p.graph.to(dtype=D)
-    xs, spec = p.input_set.to(dtype=D), p.output_spec.to(dtype=D)
-    assert isinstance(xs, Box)
-    _relu_net_agrees(g, xs, spec, seed=11)

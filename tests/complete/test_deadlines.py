@@ -23,7 +23,6 @@ from nncert.bounds.alpha_crown import AlphaCrownConfig
 from nncert.bounds.crown import CrownConfig
 from nncert.clock import Deadline, DeadlineExceededError
 from nncert.complete import VerifyConfig, bab, verify
-from nncert.complete import relu_net as rn
 from nncert.result import Verdict
 from nncert.specs import Box, LpBall, OutputSpec, VerificationProblem
 
@@ -92,10 +91,10 @@ def count_expired_checks(monkeypatch) -> list:
 
 
 def _hard(seed: int = 7, widths=(2, 32, 32, 32, 2), gap: float = 1e-6):
-    """A net, its box and a threshold ``gap`` below the minimum on samples and vertices: BaB
-    runs long (a large gap: the attack finds nothing)."""
+    """A net (twice: graph and forward function), its box and a threshold ``gap`` below the
+    minimum on samples and vertices: BaB runs long (a large gap: the attack finds nothing)."""
     g = random_mlp(seed, widths, scale=2.0).to(dtype=torch.float64)
-    net = rn.extract_relu_net(g)
+    net = g  # (flat inputs: the graph's own forward)
     n = widths[0]
     lo, hi = -torch.ones(1, n, dtype=torch.float64), torch.ones(1, n, dtype=torch.float64)
     x = torch.rand(20000, n, dtype=torch.float64) * 2 - 1
@@ -159,17 +158,6 @@ def test_attack_with_an_expired_deadline_does_nothing(fake):
 
 
 # -- alpha iterations --------------------------------------------------------------------------
-@pytest.mark.parametrize("n", [1, 3, 10])
-def test_optimize_spec_bound_stops_at_the_next_check(monkeypatch, fake, n):
-    g, net, lo, hi, spec = _hard()
-    inter = rn.crown_intermediate(net, lo, hi)
-    calls = expire_on_call(monkeypatch, fake, rn, "spec_bound", n)
-    with pytest.raises(DeadlineExceededError):
-        rn.optimize_spec_bound(net, spec.C, spec.d, inter, lo, hi, iters=50,
-                               deadline=Deadline(FAR))
-    assert calls["all"] == n and calls["after"] == 0
-
-
 @pytest.mark.parametrize("intermediate", [False, True])
 @pytest.mark.parametrize("n", [2, 5])
 def test_alpha_crown_iterations_stop_at_the_next_check(monkeypatch, fake, n, intermediate):
@@ -244,75 +232,32 @@ def test_crown_passes_grow_and_shrink_with_their_duration(monkeypatch, fake):
     assert torch.allclose(ref.lower, whole.lower, atol=1e-9)
 
 
-# -- the dense ReLU form: chunked passes ---------------------------------------------------------
-@pytest.fixture
-def tiny_chunks(monkeypatch):
-    monkeypatch.setattr(rn, "CHUNK_MACS", 1)  # every row its own chunk
-
-
-@pytest.mark.parametrize("boxes", [1, 6])
-def test_relu_net_chunked_bounds_equal_whole(tiny_chunks, boxes):
-    """Cutting the passes into chunks changes no bound (forward, CROWN, dense extraction)."""
-    g, net, _, _, _ = _hard(widths=(3, 12, 12, 12, 2))
-    lo = torch.rand(boxes, 3, dtype=torch.float64) - 1
-    hi = lo + torch.rand(boxes, 3, dtype=torch.float64)
-    small_f = rn.forward_bounds(net, lo, hi)
-    small_c = rn.crown_intermediate(net, lo, hi, fwd=small_f)
-    small_net = rn.extract_relu_net(g)
-    rn.CHUNK_MACS = 2**40
-    big_f = rn.forward_bounds(net, lo, hi)
-    big_c = rn.crown_intermediate(net, lo, hi, fwd=big_f)
-    for a, b in zip(small_f + small_c, big_f + big_c):
-        assert torch.allclose(a[0], b[0], atol=1e-12) and torch.allclose(a[1], b[1], atol=1e-12)
-    for a, b in zip(small_net.Ws, rn.extract_relu_net(g).Ws):
-        assert torch.allclose(a, b, atol=1e-12)
-
-
-@pytest.mark.parametrize("boxes", [1, 6])
-@pytest.mark.parametrize("n", [1, 3, 8])
-def test_relu_net_crown_intermediate_stops_at_the_next_check(monkeypatch, fake, tiny_chunks,
-                                                             boxes, n):
-    g, net, _, _, _ = _hard(widths=(3, 12, 12, 12, 2))
-    lo = -torch.ones(boxes, 3, dtype=torch.float64)
-    hi = torch.ones(boxes, 3, dtype=torch.float64)
-    calls = expire_on_call(monkeypatch, fake, rn, "backward", n)
-    with pytest.raises(DeadlineExceededError):
-        rn.crown_intermediate(net, lo, hi, deadline=Deadline(FAR))
-    assert calls["after"] == 0
-
-
-@pytest.mark.parametrize("n", [1, 5])
-def test_forward_bounds_stop_at_the_next_check(monkeypatch, fake, tiny_chunks, n):
-    g, net, lo, hi, _ = _hard(widths=(3, 12, 12, 12, 2))
-    calls = expire_on_call(monkeypatch, fake, rn, "_forward_step", n)
-    with pytest.raises(DeadlineExceededError):
-        rn.forward_bounds(net, lo, hi, deadline=Deadline(FAR))
-    assert calls["after"] == 0
-
-
-def test_extract_relu_net_checks_the_deadline_and_the_structure_first(monkeypatch, fake):
-    from nncert.models.zoo import random_graph
-
-    g = random_mlp(1, (3, 8, 2))
-    fake.t = 10.0
-    with pytest.raises(DeadlineExceededError):
-        rn.extract_relu_net(g, deadline=Deadline(5.0))
-
-    def no_dense(*args, **kwargs):
-        raise AssertionError("densified a graph that is not a ReLU chain")
-
-    monkeypatch.setattr(rn, "_dense", no_dense)
-    assert rn.extract_relu_net(random_graph("residual")) is None
-
-
 # -- branch and bound ----------------------------------------------------------------------------
-@pytest.mark.parametrize("n", [1, 2, 7, 25])
-def test_input_bab_stops_at_the_next_check(monkeypatch, fake, n):
+@pytest.mark.parametrize("kind", ["relu", "sigmoid"])
+@pytest.mark.parametrize("n", [1, 2, 7, 25, 120])
+def test_input_bab_stops_at_the_next_check(monkeypatch, fake, n, kind):
+    """Input splitting on the engine — intermediate passes, rows, alpha steps, PGD: no
+    backward pass starts after the deadline (ReLU chain and a Sigmoid MLP)."""
     g, net, lo, hi, spec = _hard()
-    calls = expire_on_call(monkeypatch, fake, rn, "backward", n)
-    out = bab.input_bab(net, lo, hi, spec, bab.BaBConfig(), Deadline(FAR), _no_check)
+    if kind == "sigmoid":
+        g, net, lo, hi, spec = _sigmoid_hard()
+    calls = expire_on_call(monkeypatch, fake, crown, "_backward", n)
+    out = bab.input_bab(g, Box(lo, hi), spec, bab.BaBConfig(), Deadline(FAR), _no_check)
     assert out.status == "timeout"
     assert calls["after"] == 0
+
+
+def _sigmoid_hard():
+    """A Sigmoid MLP on [-1, 1]^6 and a threshold just below the sampled minimum."""
+    from nncert.models.zoo import mlp
+
+    g = mlp(5, "sigmoid").to(dtype=torch.float64)
+    lo, hi = -torch.ones(1, 6, dtype=torch.float64), torch.ones(1, 6, dtype=torch.float64)
+    y = g(torch.rand(20000, 6, dtype=torch.float64) * 2 - 1)
+    t = float((y[:, 0] - y[:, 1]).min()) - 1e-6
+    spec = OutputSpec.conjunction(torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64),
+                                  torch.tensor([-t], dtype=torch.float64))
+    return g, g, lo, hi, spec
 
 
 @pytest.mark.parametrize("heuristic", ["fsb", "babsr"])
@@ -332,17 +277,6 @@ def test_relu_bab_stops_at_the_next_check(monkeypatch, fake, heuristic, n):
     out = relu_split.relu_bab(p, root, cfg, Deadline(FAR), _no_check)
     assert out.status == "timeout"
     assert calls["after"] == 0
-
-
-@pytest.mark.parametrize("n", [1, 3])
-def test_generic_input_bab_stops_at_the_next_check(monkeypatch, fake, n):
-    g, net, lo, hi, spec = _hard()
-    p = VerificationProblem(g, Box(lo, hi), spec)
-    calls = expire_on_call(monkeypatch, fake, nb, "compute_bounds", n)
-    out = bab.generic_input_bab(p, Box(lo, hi), "crown", bab.BaBConfig(), Deadline(FAR),
-                                _no_check)
-    assert out.status == "timeout"
-    assert calls["all"] == n and calls["after"] == 0
 
 
 # -- MILP ----------------------------------------------------------------------------------------
@@ -404,8 +338,7 @@ def wide_problem():
     box = Box(-torch.ones(1, 40), torch.ones(1, 40))
     C = torch.tensor([[[1.0, -1.0]]])
     p0 = VerificationProblem(g, box, OutputSpec.conjunction(C, torch.tensor([0.0])))
-    _, best = attack(p0, AttackConfig(timeout_s=FAR), fn=rn.extract_relu_net(g).to(
-        torch.float64).forward)
+    _, best = attack(p0, AttackConfig(timeout_s=FAR), fn=g.to(dtype=torch.float64).forward)
     root = verify(p0, VerifyConfig(timeout_s=FAR, attack=None, complete="none")).stats["lower"]
     assert root < best
     t = root + 0.5 * (best - root)

@@ -140,13 +140,16 @@ def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
 
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None):
+                   deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None,
+                   last: dict | None = None):
     """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters, the
     number of Adam steps taken and the final split multipliers β (keyed like ``signs``;
     warm-started from ``init_betas`` where given, clamped ≥ 0, so any start is sound).
     ``capture``: filled by ``backward_bounds`` with the A of the last pass at the named nodes.
     ``limits``: general activation split limits keyed by pre-activation node (see
     ``activation_splits.limit_terms``); their β are returned under ``limit_key(node)``.
+    ``last``: a dict whose ``"lower"`` is set to the last pass's own lower bounds (the minima
+    of the linear bounds whose coefficients ``capture`` holds, unlike the best seen).
     Past ``deadline`` (checked before every step) it raises
     :class:`~nncert.clock.DeadlineExceededError`."""
     B, R = input_set.batch_size, C.shape[1]
@@ -160,17 +163,21 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
     leaves = [(t, cfg.lr) for t in params.values()] + [(t, cfg.lr_beta) for t in betas.values()]
     moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t, _ in leaves]
     best, steps = None, 0
+    cache: dict = {}  # (the slope-free parts of the ReLU relaxations: the same every step)
     while True:
         deadline.check()
         offsets = {n: -betas[n] * signs[n].unsqueeze(1) for n in signs}
         extra = limit_terms(betas, limits, offsets)
         lower, _ = backward_bounds(graph, input_set, C, d, intermediate, params, offsets,
                                    need_upper=False, start=start,
-                                   relaxation=cfg.crown.relaxation, capture=capture)
+                                   relaxation=cfg.crown.relaxation, capture=capture,
+                                   relax_cache=cache)
         lower = lower if extra is None else lower + extra
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
         if done or steps == cfg.iterations or not leaves or not lower.requires_grad:
+            if last is not None:
+                last["lower"] = lower.detach()
             return (best, {k: v.detach() for k, v in params.items()}, steps,
                     {k: v.detach() for k, v in betas.items()})
         grads = torch.autograd.grad(-lower.sum(), [t for t, _ in leaves], allow_unused=True)

@@ -30,7 +30,7 @@ from ..clock import NEVER, Deadline
 from ..errors import ConfigError
 from ..models import ops
 from ..models.graph import Graph, Node
-from ..specs.input_sets import InputSet
+from ..specs.input_sets import Box, InputSet
 from ..specs.problem import VerificationProblem
 from . import relaxations
 from .core import Bounds, Interval
@@ -91,6 +91,9 @@ class _Pass:
     #: ReLU-like nodes' fixed parts of the relaxation, kept between passes with the same
     #: bounds (an optimisation loop's); None: computed afresh
     cache: dict | None = None
+    #: slope-free relaxations of the whole batch by node name, kept between passes over the
+    #: same bounds whatever their rows (an intermediate-bounds run's); None: computed afresh
+    shared: dict | None = None
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         return t if self.rows is None else t[self.rows]
@@ -152,10 +155,15 @@ def _activation_relaxation(node: Node, p: _Pass) -> relaxations.LinearRelaxation
     lo, up = iv.lower.unsqueeze(1), iv.upper.unsqueeze(1)
     if pl is not None or pu is not None:  # parameters are per pass row: gather bounds first
         return relaxations.relax(node.op, p.gather(lo), p.gather(up), p.mode, pl, pu)
-    rel = relaxations.relax(node.op, lo, up, p.mode)
+    hit = None if p.shared is None else p.shared.get(node.name)
+    if hit is None:
+        rel = relaxations.relax(node.op, lo, up, p.mode)
+        hit = (rel, not bool(rel.lower_bias.any()))  # (ReLU-like lines through 0)
+        if p.shared is not None:
+            p.shared[node.name] = hit
+    rel, zero_bias = hit
     if p.rows is None:
         return rel
-    zero_bias = not bool(rel.lower_bias.any())  # (ReLU-like lines through 0: skip a gather)
     return relaxations.LinearRelaxation(
         p.gather(rel.lower_slope), rel.lower_bias[:1] if zero_bias else p.gather(rel.lower_bias),
         p.gather(rel.upper_slope), p.gather(rel.upper_bias))
@@ -308,6 +316,7 @@ def backward_bounds(
     batch_index: torch.Tensor | None = None,
     capture: dict[str, torch.Tensor] | None = None,
     relax_cache: dict | None = None,
+    shared_relax: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sound bounds of the rows ``C·v + d`` over ``input_set``, where v is node ``start``'s
     output (default: the graph output), flattened. C: (B or 1, R, n), d: (B, R) or None.
@@ -324,7 +333,9 @@ def backward_bounds(
     that node's output in this pass (left as given for nodes the pass does not reach).
     ``relax_cache``: a dict (empty at first) kept by the caller across passes with the same
     ``intermediate``, ``batch_index`` and relaxation: the ReLU-like relaxations' parts that
-    do not depend on ``slopes`` are computed once.
+    do not depend on ``slopes`` are computed once. ``shared_relax``: a dict (empty at first)
+    kept by the caller across slope-free passes with the same ``intermediate`` and relaxation,
+    any ``batch_index``: each activation's relaxation of the whole batch is computed once.
     Returns ``(lower (B, R), upper (B, R) or None)``.
     """
     relaxations.check_mode(relaxation)
@@ -336,7 +347,8 @@ def backward_bounds(
     d = C.new_zeros(B, R) if d is None else d.expand(B, R)
     if need_upper:
         A0, d = torch.cat([A0, -A0], 1), torch.cat([d, -d], 1)
-    p = _Pass(graph, intermediate, relaxation, slopes or {}, batch_index, relax_cache)
+    p = _Pass(graph, intermediate, relaxation, slopes or {}, batch_index, relax_cache,
+              shared_relax)
     A_in, const = _backward(p, start, A0, node_offsets or {}, capture)
     lower = const + d
     if A_in is not None:
@@ -378,13 +390,30 @@ def _next_rows(rows: int, cap: int, seconds: float) -> int:
     return rows
 
 
+def _pass_size(graph: Graph, name: str) -> int:
+    """Σ of the sizes of the nodes a backward pass from ``name`` visits (its cost per row,
+    up to a factor)."""
+    return sum(math.prod(_shape_of(graph, n)) for n in _ancestors(graph, name))
+
+
+def _first_rows(graph: Graph, name: str, step: int, pace: dict | None) -> int:
+    """Rows of the first pass from ``name``: ``FIRST_PASS_ROWS``, or what the measured
+    ``pace`` predicts to take the middle of ``PASS_SECONDS``."""
+    if not pace:
+        return min(step, FIRST_PASS_ROWS)
+    target = (PASS_SECONDS[0] * PASS_SECONDS[1]) ** 0.5
+    rows = int(target / max(pace["s"] * _pass_size(graph, name), 1e-12))
+    return max(1, min(step, max(FIRST_PASS_ROWS, rows)))
+
+
 RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
                      tuple[torch.Tensor, torch.Tensor]]
 
 
 def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int,
             row_bounds: RowBounds, values: Mapping[str, Interval], intersect: bool = True,
-            deadline: Deadline = NEVER, checks_per_pass: int = 1) -> Interval:
+            deadline: Deadline = NEVER, checks_per_pass: int = 1,
+            pace: dict | None = None) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
     ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
@@ -394,14 +423,16 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
     before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
     ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while the time between two checks (the
     pass's time over ``checks_per_pass``, the checks ``row_bounds`` makes itself plus one) is
-    under ``PASS_SECONDS[0]``, shrinking above ``PASS_SECONDS[1]``: no stretch runs long."""
+    under ``PASS_SECONDS[0]``, shrinking above ``PASS_SECONDS[1]``: no stretch runs long.
+    ``pace``: a dict shared by the nodes of one run, holding the seconds per row and unit of
+    node size measured so far: later nodes start their passes at the size it predicts."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
     bidx, nidx = flat.nonzero(as_tuple=True)
     if bidx.numel() == 0:
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
-    r0, rows = 0, min(step, FIRST_PASS_ROWS)
+    r0, rows = 0, _first_rows(graph, name, step, pace)
     while r0 < bidx.numel():
         deadline.check()
         t = clock.now()
@@ -414,8 +445,43 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
         else:
             l_new, u_new = l_new[:, 0], u_new[:, 0]
         lo[b, j], hi[b, j] = l_new, u_new
-        rows = _next_rows(rows, step, (clock.now() - t) / checks_per_pass)
+        dt = (clock.now() - t) / checks_per_pass
+        if pace is not None:
+            pace["s"] = dt / (b.numel() * _pass_size(graph, name))
+        rows = _next_rows(rows, step, dt)
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
+
+
+#: affine ops that move or scale coordinates one by one: interval bounds through them stay exact
+_COORDINATEWISE = (ops.Flatten, ops.Reshape, ops.Transpose, ops.Pad, ops.ElementwiseAffine)
+
+
+def _ibp_exact(graph: Graph, name: str) -> bool:
+    """Whether interval bounds of node ``name`` are exact on a box: it is a chain of one-input
+    affine ops from the input with at most one op that mixes coordinates (so a backward pass
+    could not tighten them)."""
+    mixing = 0
+    while name != graph.input_name:
+        node = graph.node(name)
+        if len(node.inputs) != 1 or not isinstance(node.op, ops.AffineOp):
+            return False
+        mixing += not isinstance(node.op, _COORDINATEWISE)
+        name = node.inputs[0]
+    return mixing <= 1
+
+
+def _refine_mask(iv: Interval, pwl_only: bool, cfg: CrownConfig,
+                 only: Mapping[str, torch.Tensor] | None, name: str) -> torch.Tensor:
+    """The neurons of a relaxed node's input that get a backward pass: the unstable ones
+    when only ReLU-like ops read it (their relaxations are exact elsewhere), all otherwise;
+    within ``only[name]`` when given."""
+    if pwl_only and cfg.unstable_only and cfg.intersect_ibp:
+        mask = (iv.lower < 0) & (iv.upper > 0)
+    else:
+        mask = torch.ones_like(iv.lower, dtype=torch.bool)
+    if only is not None and name in only:
+        mask = mask & only[name].reshape(mask.shape)
+    return mask
 
 
 def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig | None = None,
@@ -449,9 +515,13 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
         graph.input_name, Interval(input_set.lower, input_set.upper))}
     needs = _relaxed_inputs(graph) if cfg.intermediate == "crown" else {}
     if row_bounds is None:
+        shared: dict = {}  # (values of a node never change once set: one relaxation each)
+
         def row_bounds(name, C, idx, vals):
             return backward_bounds(graph, input_set, C, None, vals, start=name,
-                                   relaxation=cfg.relaxation, batch_index=idx)
+                                   relaxation=cfg.relaxation, batch_index=idx,
+                                   shared_relax=shared)
+    pace: dict = {}
     for node in graph:
         if node.name in given:
             values[node.name] = given[node.name]
@@ -461,16 +531,12 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
         if prior is not None and node.name in prior:
             iv = Interval(torch.maximum(iv.lower, prior[node.name].lower),
                           torch.minimum(iv.upper, prior[node.name].upper))
-        if node.name in needs:
-            if needs[node.name] and cfg.unstable_only and cfg.intersect_ibp:
-                mask = (iv.lower < 0) & (iv.upper > 0)
-            else:
-                mask = torch.ones_like(iv.lower, dtype=torch.bool)
-            if only is not None and node.name in only:
-                mask = mask & only[node.name].reshape(mask.shape)
+        if node.name in needs and not (cfg.intersect_ibp and isinstance(input_set, Box)
+                                        and _ibp_exact(graph, node.name)):
+            mask = _refine_mask(iv, needs[node.name], cfg, only, node.name)
             step = _rows_per_pass(graph, node.name, cfg)
             iv = _refine(graph, node.name, iv, mask, step, row_bounds, values, cfg.intersect_ibp,
-                         deadline, checks_per_pass)
+                         deadline, checks_per_pass, pace)
         values[node.name] = iv if post is None else post(node.name, iv)
     return values
 

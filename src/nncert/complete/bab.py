@@ -1,6 +1,9 @@
-"""Branch-and-bound over input boxes (input splitting) or ReLU phases (ReLU splitting).
+"""Branch-and-bound over input boxes (input splitting; ReLU splitting lives in ``relu_split.py``
+and ``graph_bab.py``, which share this module's queue, config and outcome).
 
-Both loops are batched and best-first: each step pops the ``batch_size`` open subdomains with
+Input splitting (:func:`input_bab`) runs on any graph the bound engine supports: every bound
+comes from :func:`nncert.bounds.boxes.bound_boxes`; this module is only the search. The loops
+are batched and best-first: each step pops the ``batch_size`` open subdomains with
 the worst lower bound of the property margin, splits each in two, bounds all children in one
 call, drops the proved ones, and tries the children's most promising points (the box center
 and, per spec row, the input vertex minimising that row's linear bound) on the network —
@@ -14,7 +17,7 @@ Soundness: a subdomain is dropped only when every clause has a positive sound lo
 (for input splitting a disjunction's bound may come from a convex combination of its rows'
 linear bounds, :func:`nncert.bounds.clauses.disjunction_lower`) or its split constraints are contradictory;
 VERIFIED means every subdomain was dropped. The bounds that drop a subdomain are computed in the
-dense network's dtype (float64 by default); ReLU splitting searches its alpha/beta parameters in
+graph's dtype (float64 in ``verify``); ReLU splitting searches its alpha/beta parameters in
 float32 and evaluates the final ones again in float64.
 """
 
@@ -29,14 +32,16 @@ from typing import Any
 import torch
 
 from .. import clock
-from ..bounds.clauses import clause_lowers, linear_constant
+from ..bounds.boxes import BoxBounds, BoxConfig, bound_boxes, default_slopes, input_reach
+from ..bounds.core import Interval
+from ..bounds.crown import CrownConfig
 from ..clock import Deadline, DeadlineExceededError
 from ..errors import ConfigError
+from ..models.graph import Graph
 from ..result import Counterexample
 from ..specs.input_sets import Box
 from ..specs.output import OutputSpec
 from . import branching as br
-from . import relu_net as rn
 
 Checker = Callable[[torch.Tensor], Counterexample | None]  # flat (1, n) → confirmed cex
 
@@ -65,7 +70,8 @@ class BaBConfig:
     attack_share: float = 0.1  # ... while it has used less than this share of the time
     milp_leaf_unstable: int = 16  # ReLU splitting: domains with at most this many unstable
     # ReLUs left are decided exactly by the MILP (0: never)
-    intermediate: str = "crown"  # input splitting: "forward" (cheap) or "crown" (tighter)
+    intermediate: str = "crown"  # input splitting: "forward" (interval bounds: cheap) or
+    # "crown" (tighter)
     input_alpha_iters: int = 3  # input splitting: alpha steps on the spec bound of open boxes
     # (from the parent box's slopes) ...
     input_alpha_max_unstable: int = 32  # ... that have at most this many unstable ReLUs
@@ -126,19 +132,16 @@ def _out_of_budget(q, deadline: Deadline, config: BaBConfig, stats: dict,
     return None
 
 
-def _margin_lb(spec: OutputSpec, lb: torch.Tensor) -> torch.Tensor:
-    return spec.clause_max(lb).amin(-1)
+def _forward_flat(graph: Graph):
+    """The graph as a function of flat inputs (N, n) → flat outputs (N, m)."""
+    shape = graph.input_shape
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return graph.forward(x.reshape(-1, *shape)).reshape(x.shape[0], -1)
+    return fn
 
 
-def _clause_lower(spec: OutputSpec, lb, A_x, lo, hi) -> torch.Tensor:
-    """(B, K) sound lower bounds of each clause (disjunctions through the λ-combination);
-    ``lb`` must be the raw minima over the boxes of the linear bounds with coefficients
-    ``A_x`` (see :func:`nncert.bounds.clauses.linear_constant`)."""
-    xs = Box(lo, hi)
-    return clause_lowers(spec, xs, A_x, linear_constant(xs, A_x, lb), lower=lb)
-
-
-def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
+def _candidates(graph: Graph, spec: OutputSpec, lo, hi, A_x, check: Checker):
     """Evaluate box centers and per-row minimising vertices; confirm the violations."""
     B, n = lo.shape
     pts = [(lo + hi) / 2]
@@ -147,27 +150,25 @@ def _candidates(net: rn.ReluNet, spec: OutputSpec, lo, hi, A_x, check: Checker):
             pts.append(torch.where(A_x[:, r] > 0, lo, hi))
     x = torch.stack(pts)  # (P, B, n)
     with torch.no_grad():
-        y = net.forward(x.reshape(-1, n)).reshape(x.shape[0], B, -1)
+        y = _forward_flat(graph)(x.reshape(-1, n)).reshape(x.shape[0], B, -1)
         m = spec.expand(B).margin(y) if spec.batch_size == 1 else spec.margin(y)
     bad = (m <= 0).nonzero()
-    order = m[bad[:, 0], bad[:, 1]].argsort() if bad.numel() else None
-    tried = 0
-    if order is not None:
-        for j in order.tolist()[:16]:
+    if bad.numel():
+        for j in m[bad[:, 0], bad[:, 1]].argsort().tolist()[:16]:
             p, b = bad[j].tolist()
             cex = check(x[p, b].reshape(1, n))
-            tried += 1
             if cex is not None:
                 return cex
     return None
 
 
-def _pgd_on(net: rn.ReluNet, spec: OutputSpec, lo, hi, check: Checker, deadline: Deadline,
+def _pgd_on(graph: Graph, spec: OutputSpec, lo, hi, check: Checker, deadline: Deadline,
             restarts: int = 8, steps: int = 20):
     from ..attacks import pgd
 
     B = lo.shape[0]
-    x, m = pgd(net.forward, lo, hi, spec.expand(B), restarts, steps, 0.25, deadline=deadline)
+    x, m = pgd(_forward_flat(graph), lo, hi, spec.expand(B), restarts, steps, 0.25,
+               deadline=deadline)
     return first_confirmed(x, m, check, 8)
 
 
@@ -244,97 +245,64 @@ class _Queue:
         return {k: v[idx] for k, v in self.cols.items()}
 
 
-def _pack_layers(inter: list[rn.Layer]) -> torch.Tensor:
-    """Per-layer bounds as one (B, 2·Σn) tensor (a queue column)."""
-    return torch.cat([torch.cat([zl, u], -1) for zl, u in inter], -1)
-
-
-def _unpack_layers(flat: torch.Tensor, widths: list[int]) -> list[rn.Layer]:
-    out, i = [], 0
-    for w in widths:
-        out.append((flat[:, i:i + w], flat[:, i + w:i + 2 * w]))
-        i += 2 * w
-    return out
-
-
 # -- input splitting ---------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class _InputSearch:
     """What every input-split step reads."""
 
-    net: rn.ReluNet
+    graph: Graph
     spec: OutputSpec
     config: BaBConfig
     deadline: Deadline
     check: Checker
-    reach: torch.Tensor  # (n,) column sums of |W0|: the first-layer reach of each input
+    reach: torch.Tensor  # (n,) first-layer reach of each flat input (``input_reach``)
+    bounds: BoxConfig
 
-    @property
-    def c0(self) -> torch.Tensor:
-        return self.spec.C[:1]
-
-    @property
-    def d0(self) -> torch.Tensor:
-        return self.spec.d[:1]
+    def boxes(self, lo: torch.Tensor, hi: torch.Tensor) -> Box:
+        shape = self.graph.input_shape
+        return Box(lo.reshape(-1, *shape), hi.reshape(-1, *shape))
 
 
-def _box_intermediate(s: _InputSearch, lo, hi, prior):
-    """Intermediate bounds of the boxes, sound on each (``prior``: bounds sound on a superset,
-    e.g. the parent box's, which prune most backward passes)."""
-    cfg, net, dl = s.config, s.net, s.deadline
-    if cfg.intermediate == "crown" and prior is not None:
-        return rn.crown_intermediate(net, lo, hi, fwd=prior, deadline=dl)
-    inter = rn.forward_bounds(net, lo, hi, prior=prior, deadline=dl)
-    if cfg.intermediate == "crown":
-        inter = rn.crown_intermediate(net, lo, hi, fwd=inter, deadline=dl)
-    return inter
+def _box_config(config: BaBConfig) -> BoxConfig:
+    crown = CrownConfig(intermediate="crown" if config.intermediate == "crown" else "ibp")
+    return BoxConfig(crown, config.input_alpha_iters, config.input_alpha_max_unstable,
+                     config.input_alpha_lr)
 
 
-def _box_alpha(s: _InputSearch, inter, lo, hi, lb, A_x, cl, warm):
-    """A few alpha steps on the open boxes with few unstable ReLUs (their lower slopes then
-    decide the bound), warm-started from the parents' slopes where they have them. Returns
-    (lb, A_x, cl, slopes (B, R, Σn) float16, (B,) whether optimised); every bound stays the
-    better of CROWN's and alpha's (both sound)."""
-    cfg, R, widths = s.config, s.c0.shape[1], s.net.widths
-    B = lo.shape[0]
-    alpha = torch.zeros(B, R, sum(widths), dtype=torch.float16)
-    has = torch.zeros(B, dtype=torch.bool)
-    if cfg.input_alpha_iters <= 0:
-        return lb, A_x, cl, alpha, has
-    unstable = sum(((zl < 0) & (u > 0)).sum(-1) for zl, u in inter)
-    sel = (~(cl > 0).all(-1) & (unstable <= cfg.input_alpha_max_unstable)).nonzero().flatten()
-    if not sel.numel():
-        return lb, A_x, cl, alpha, has
-    k = sel.numel()
-    sinter = [(zl[sel], u[sel]) for zl, u in inter]
-    start = torch.cat(rn.init_alphas(sinter, R), -1)
-    if warm is not None:  # the parent's optimised slopes, where it has them
-        wa, wh = warm[0][sel], warm[1][sel]
-        start = torch.where(wh[:, None, None], wa.to(start.dtype), start)
-    lbs, As, als, _ = rn.optimize_spec_bound(
-        s.net, s.c0.expand(k, -1, -1), s.d0.expand(k, -1), sinter, lo[sel], hi[sel],
-        iters=cfg.input_alpha_iters, deadline=s.deadline, lr_alpha=cfg.input_alpha_lr,
-        alphas=list(start.split(widths, -1)))
-    lb, A_x = lb.clone(), A_x.clone()
-    lb[sel], A_x[sel] = lbs, As
-    # (the parent's slopes may suit a child worse than CROWN's: keep the better)
-    cl[sel] = torch.maximum(cl[sel], _clause_lower(s.spec, lbs, As, lo[sel], hi[sel]))
-    alpha[sel] = torch.cat(als, -1).to(torch.float16)
-    has[sel] = True
-    return lb, A_x, cl, alpha, has
+def _columns(b: BoxBounds, slope_shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """A box's queue columns: its intermediate bounds (flat) and its slopes (float16, zero
+    where not optimised)."""
+    B = b.lower.shape[0]
+    cols = {}
+    for k, iv in b.intermediate.items():
+        cols["l:" + k], cols["u:" + k] = iv.lower.reshape(B, -1), iv.upper.reshape(B, -1)
+    for k, shape in slope_shapes.items():
+        v = b.slopes.get(k)
+        cols["s:" + k] = (torch.zeros((B, *shape), dtype=torch.float16) if v is None
+                          else v.to(torch.float16))
+    cols["has"] = b.optimized
+    return cols
 
 
-def _bound_boxes(s: _InputSearch, lo, hi, prior=None, warm=None):
-    """Bounds of the boxes: row bounds, input coefficients, clause bounds, packed
-    intermediate bounds and the slopes to warm-start their children from. ``warm``: the
-    parents' (slopes, optimised) pair."""
-    inter = _box_intermediate(s, lo, hi, prior)
-    s.deadline.check()
-    B = lo.shape[0]
-    lb, A_x, _ = rn.spec_bound(s.net, s.c0.expand(B, -1, -1), s.d0.expand(B, -1), inter, lo, hi)
-    cl = _clause_lower(s.spec, lb, A_x, lo, hi)
-    lb, A_x, cl, alpha, has = _box_alpha(s, inter, lo, hi, lb, A_x, cl, warm)
-    return lb, A_x, cl, _pack_layers(inter), alpha, has
+def _from_columns(s: _InputSearch, d: dict[str, torch.Tensor], repeat: int = 2):
+    """(prior intermediate bounds, warm slopes, which boxes have them) of ``repeat`` copies of
+    the popped rows ``d``, in the graph's dtype."""
+    g = s.graph
+    prior, warm = {}, {}
+    for k, v in d.items():
+        if k.startswith("l:"):
+            name = k[2:]
+            shape = g.input_shape if name == g.input_name else g.shapes[name]
+            prior[name] = Interval(v.repeat(repeat, 1).reshape(-1, *shape),
+                                   d["u:" + name].repeat(repeat, 1).reshape(-1, *shape))
+        elif k.startswith("s:"):
+            warm[k[2:]] = v.repeat(repeat, *[1] * (v.dim() - 1))
+    return prior, warm or None, d["has"].repeat(repeat)
+
+
+def _bound_boxes(s: _InputSearch, lo, hi, prior=None, warm=None, warm_has=None) -> BoxBounds:
+    return bound_boxes(s.graph, s.boxes(lo, hi), s.spec, s.bounds, prior=prior, warm=warm,
+                       warm_has=warm_has, deadline=s.deadline)
 
 
 def _split_dims(s: _InputSearch, lb, A_x, lo, hi) -> torch.Tensor:
@@ -343,7 +311,12 @@ def _split_dims(s: _InputSearch, lb, A_x, lo, hi) -> torch.Tensor:
     return br.widest_input_dims(lo, hi, s.reach)
 
 
-def _input_step(s: _InputSearch, q: _Queue, count: int, stats: dict):
+def _push(s: _InputSearch, q: _Queue, lo, hi, b: BoxBounds, slope_shapes) -> None:
+    q.push(lo=lo, hi=hi, score=b.clauses.amin(-1),
+           dim=_split_dims(s, b.lower, b.coefficients, lo, hi), **_columns(b, slope_shapes))
+
+
+def _input_step(s: _InputSearch, q: _Queue, count: int, stats: dict, slope_shapes):
     """Pop ``count`` boxes, bisect each, bound the halves, push the open ones after trying
     their candidate points. Returns (a confirmed counterexample or None, whether boxes were
     pushed)."""
@@ -351,69 +324,80 @@ def _input_step(s: _InputSearch, q: _Queue, count: int, stats: dict):
     t = clock.now()
     kids = Box(d["lo"], d["hi"]).split(d["dim"])
     clo, chi = kids.lo, kids.hi
-    prior = _unpack_layers(d["inter"].repeat(2, 1), s.net.widths)
-    res = _bound_boxes(s, clo, chi, prior, (d["alpha"].repeat(2, 1, 1), d["has"].repeat(2)))
+    b = _bound_boxes(s, clo, chi, *_from_columns(s, d))
     stats["bound_s"] = clock.now() - t  # (the batch size adapts to the bounding time)
     stats["steps"] += 1
     stats["domains"] += clo.shape[0]
-    open_ = ~(res[2] > 0).all(-1)
+    open_ = ~(b.clauses > 0).all(-1)
     if not bool(open_.any()):
         return None, False
-    clo, chi, lb, A_x, cl, inter, alpha, has = (t[open_] for t in (clo, chi, *res))
-    cex = _candidates(s.net, s.spec, clo, chi, A_x, s.check)
+    b = _select(b, open_)
+    clo, chi = clo[open_], chi[open_]
+    cex = _candidates(s.graph, s.spec, clo, chi, b.coefficients, s.check)
     if cex is not None:
         return cex, False
-    q.push(lo=clo, hi=chi, score=cl.amin(-1), dim=_split_dims(s, lb, A_x, clo, chi),
-           inter=inter, alpha=alpha, has=has)
+    _push(s, q, clo, chi, b, slope_shapes)
     stats["max_queue"] = max(stats["max_queue"], q.n)
     return None, True
 
 
-def _max_boxes(s: _InputSearch, n: int) -> int:
-    """The queue cap: ``max_domains`` and ``queue_mb`` of memory."""
-    R, n_all = s.c0.shape[1], sum(s.net.widths)
-    per_box = 2 * n * 8 + 2 * n_all * 8 + R * n_all * 2 + 17  # bytes held in the queue
+def _select(b: BoxBounds, idx: torch.Tensor) -> BoxBounds:
+    return BoxBounds(b.lower[idx], b.coefficients[idx], b.clauses[idx],
+                     {k: v[idx] for k, v in b.intermediate.items()},
+                     {k: v[idx] for k, v in b.slopes.items()}, b.optimized[idx])
+
+
+def _max_boxes(s: _InputSearch, root: dict[str, torch.Tensor]) -> int:
+    """The queue cap: ``max_domains`` and ``queue_mb`` of memory (one root row's columns)."""
+    per_box = sum(v[0].numel() * v.element_size() for v in root.values()) + 24
     return min(s.config.max_domains, s.config.queue_mb * 2**20 // per_box)
 
 
 def _attack_worst(s: _InputSearch, q: _Queue) -> Counterexample | None:
     """PGD on the 64 worst open boxes."""
     w = q.peek_worst(64)
-    return _pgd_on(s.net, s.spec, w["lo"], w["hi"], s.check, s.deadline)
+    return _pgd_on(s.graph, s.spec, w["lo"], w["hi"], s.check, s.deadline)
+
+
+def _next_batch(batch: int, dt: float, cap: int) -> int:
+    """Keep one bounding call well under a second, so that the deadline is honoured."""
+    if dt > 0.5 and batch > 16:
+        return batch // 2
+    return batch * 2 if dt < 0.1 and batch < cap else batch
 
 
 @_timeout_on_expiry
-def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputSpec,
-              config: BaBConfig, deadline: Deadline, check: Checker, *,
-              stats: dict) -> BaBOutcome:
-    """Input-split BaB on the box [lo, hi] (1, n) for a batch-1 spec (all in net's dtype):
-    pop the worst boxes, bisect, bound the halves, push the open ones."""
+def input_bab(graph: Graph, box: Box, spec: OutputSpec, config: BaBConfig, deadline: Deadline,
+              check: Checker, *, stats: dict) -> BaBOutcome:
+    """Input-split BaB of a batch-1 ``spec`` on the batch-1 ``box`` (in the graph's dtype),
+    bounds by :func:`nncert.bounds.boxes.bound_boxes`: pop the worst boxes, bisect, bound the
+    halves (the parent's bounds as prior and its slopes as warm start), push the open ones."""
     t0 = clock.now()
-    s = _InputSearch(net, spec, config, deadline, check, net.Ws[0].abs().sum(0))
+    s = _InputSearch(graph, spec, config, deadline, check, input_reach(graph),
+                     _box_config(config))
     stats.update({"branching": "input", "domains": 1, "steps": 0, "max_queue": 1})
-    lb, A_x, cl, inter, alpha, has = _bound_boxes(s, lo, hi)
-    if bool((cl > 0).all()):
-        return BaBOutcome("verified", lower=float(cl.amin()), stats=stats)
-    cex = _candidates(net, spec, lo, hi, A_x, check)
+    lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
+    b = _bound_boxes(s, lo, hi)
+    if bool((b.clauses > 0).all()):
+        return BaBOutcome("verified", lower=float(b.clauses.amin()), stats=stats)
+    cex = _candidates(graph, spec, lo, hi, b.coefficients, check)
     if cex is not None:
         return BaBOutcome("falsified", cex, stats=stats)
-    max_domains = _max_boxes(s, lo.shape[1])
+    slope_shapes = {k: tuple(v.shape[1:]) for k, v in default_slopes(
+        graph, b.intermediate, spec.C.shape[1], s.bounds.crown.relaxation).items()}
     q = _Queue()
-    q.push(lo=lo, hi=hi, score=cl.amin(-1), dim=_split_dims(s, lb, A_x, lo, hi), inter=inter,
-           alpha=alpha, has=has)
+    _push(s, q, lo, hi, b, slope_shapes)
+    max_domains = _max_boxes(s, {k: v[:1] for k, v in q.cols.items()})
     attack_time, batch = 0.0, config.batch_size
     while q.n:
         stop = _out_of_budget(q, deadline, config, stats, max_domains)
         if stop is not None:
             return stop
-        cex, pushed = _input_step(s, q, max(1, batch // 2), stats)
+        cex, pushed = _input_step(s, q, max(1, batch // 2), stats, slope_shapes)
         if cex is not None:
             stats["time_s"] = clock.now() - t0
             return BaBOutcome("falsified", cex, stats=stats)
-        # keep one bounding call well under a second so that the deadline is honoured
-        dt = stats.pop("bound_s")
-        batch = batch // 2 if dt > 0.5 and batch > 16 else (
-            batch * 2 if dt < 0.1 and batch < config.batch_size else batch)
+        batch = _next_batch(batch, stats.pop("bound_s"), config.batch_size)
         if (pushed and config.attack_every and stats["steps"] % config.attack_every == 0 and q.n
                 and attack_time < config.attack_share * (clock.now() - t0)):
             ta = clock.now()
@@ -424,65 +408,9 @@ def input_bab(net: rn.ReluNet, lo: torch.Tensor, hi: torch.Tensor, spec: OutputS
     return BaBOutcome("verified", lower=0.0, stats=stats)
 
 
-def choose_branching(net: rn.ReluNet | None, config: BaBConfig) -> str:
+def choose_branching(graph: Graph, config: BaBConfig) -> str:
+    """'input' or 'relu': ``config.branching`` unless 'auto', then input splitting for
+    inputs of at most ``input_split_max_dim`` dimensions."""
     if config.branching != "auto":
         return config.branching
-    if net is None:
-        return "input"
-    return "input" if net.num_inputs <= config.input_split_max_dim else "relu"
-
-
-@_timeout_on_expiry
-def generic_input_bab(problem, box, method: str, config: BaBConfig, deadline: Deadline,
-                      check: Checker, *, stats: dict) -> BaBOutcome:
-    """Input-split BaB with any registry bound method (for graphs outside the dense ReLU form):
-    bisects the widest side (relative to the original box) of each open box. The number of
-    boxes bounded per step starts at 2 and adapts so that a step takes 0.1–0.5 s."""
-    from ..bounds import compute_bounds
-    from ..specs.input_sets import Box
-    from ..specs.problem import VerificationProblem
-
-    g, spec = problem.graph, problem.output_spec
-    shape = problem.input_set.shape
-    lo0, hi0 = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
-    scale = (hi0 - lo0).clamp_min(1e-12)
-    q = _Queue()
-    q.push(lo=lo0, hi=hi0, score=torch.full((1,), -math.inf, dtype=lo0.dtype))
-    stats.update({"branching": "input", "method": method, "domains": 1, "steps": 0})
-    batch, max_batch = 2, max(2, min(config.batch_size, 1024))
-    while q.n:
-        deadline.check()
-        if q.n > config.max_domains:
-            return BaBOutcome("unknown", stats=stats)
-        t_step = clock.now()
-        d = q.pop(batch // 2)
-        dims = ((d["hi"] - d["lo"]) / scale).argmax(-1)
-        kids = Box(d["lo"], d["hi"]).split(dims)
-        B = kids.lo.shape[0]
-        sub = VerificationProblem(g, Box(kids.lo.reshape(B, *shape), kids.hi.reshape(B, *shape)),
-                                  spec.expand(B))
-        lb = compute_bounds(sub, method, deadline=deadline).lower
-        dt = clock.now() - t_step
-        if dt > 0.5 and batch > 2:
-            batch //= 2
-        elif dt < 0.1 and batch < max_batch:
-            batch *= 2
-        stats["steps"] += 1
-        stats["domains"] += B
-        open_ = ~spec.expand(B).proved(lb)
-        if not bool(open_.any()):
-            continue
-        clo, chi = kids.lo[open_], kids.hi[open_]
-        cex = _centers(g, spec, shape, clo, chi, check)
-        if cex is not None:
-            return BaBOutcome("falsified", cex, stats=stats)
-        q.push(lo=clo, hi=chi, score=_margin_lb(spec.expand(int(open_.sum())), lb[open_]))
-    return BaBOutcome("verified", stats=stats)
-
-
-def _centers(g, spec: OutputSpec, shape, clo, chi, check: Checker) -> Counterexample | None:
-    """The boxes' centers run on the graph; the worst four violations confirmed."""
-    centers = (clo + chi) / 2
-    with torch.no_grad():
-        y = g.forward(centers.reshape(-1, *shape)).reshape(centers.shape[0], -1)
-    return first_confirmed(centers, spec.expand(centers.shape[0]).margin(y), check, 4)
+    return "input" if graph.num_inputs <= config.input_split_max_dim else "relu"

@@ -22,8 +22,7 @@ from ..models.graph import Graph
 from ..result import Result, Verdict
 from ..specs.input_sets import Box, LpBall
 from ..specs.problem import VerificationProblem
-from . import relu_net as rn
-from .bab import BaBConfig, BaBOutcome, choose_branching, generic_input_bab, input_bab
+from .bab import BaBConfig, BaBOutcome, choose_branching, input_bab
 from .milp import MilpConfig
 
 COMPLETE = ("auto", "bab", "milp", "none")
@@ -112,11 +111,9 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
             raise ConfigError("verify takes batch-1 problems; index the batch first")
     model_graph: Graph = problems[0].graph
     g64 = model_graph.to(dtype=config.dtype)
-    end.check()  # (before any stage: densifying for input splitting, or the attack)
-    net = _input_split_net(model_graph, config, end)
+    end.check()  # (before any stage)
     p64 = [VerificationProblem(g64, p.input_set.to(dtype=config.dtype),
                                p.output_spec.to(dtype=config.dtype), p.name) for p in problems]
-    fn = net.forward if net is not None else None
 
     def check_for(i: int):
         def check(x: torch.Tensor):
@@ -129,13 +126,13 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
         budget = min(config.attack.timeout_s, config.attack_share * config.timeout_s)
         for p in p64:
             a_end = end.within(budget / len(p64))
-            cex, m = attack(p, config.attack, onnx_path, model_graph, deadline=a_end, fn=fn)
+            cex, m = attack(p, config.attack, onnx_path, model_graph, deadline=a_end)
             if cex is not None:
                 return _result(Verdict.FALSIFIED, t0, "attack", cex, **stats)
     # 2./3. bounds and the complete stage, one disjunct at a time
     verdicts = []
     for i, p in enumerate(p64):
-        out = _decide(p, net, config, end, check_for(i), onnx_path, model_graph, stats)
+        out = _decide(p, config, end, check_for(i), stats)
         if out.status == "falsified":
             return _result(Verdict.FALSIFIED, t0, stats.get("method", "bab"), out.counterexample,
                            **stats)
@@ -149,18 +146,6 @@ def _verify_all(problems: list[VerificationProblem], config: VerifyConfig, onnx_
     return _result(Verdict.UNKNOWN, t0, stats.get("method", "bab"), **stats)
 
 
-def _input_split_net(graph: Graph, config: VerifyConfig, end: Deadline) -> rn.ReluNet | None:
-    """The dense view of a ReLU chain, only where input splitting may run on it (few inputs,
-    or ``branching="input"``): ReLU splitting works on the graph itself, so nothing else
-    (a convolution least of all) is densified."""
-    bab = config.bab
-    if bab.branching == "relu" or (bab.branching == "auto"
-                                   and graph.num_inputs > bab.input_split_max_dim):
-        return None
-    net = rn.extract_relu_net(graph, deadline=end)
-    return net.to(config.dtype) if net is not None else None
-
-
 def _is_relu_chain(graph: Graph) -> bool:
     """A chain of affine ops and ReLUs with at least one ReLU (what ``relu_split`` decides)."""
     from ..bounds.subdomains import is_relu_chain
@@ -170,20 +155,34 @@ def _is_relu_chain(graph: Graph) -> bool:
             and all(isinstance(n.op, (ops.AffineOp, ops.ReLU)) for n in graph))
 
 
-def _decide(p: VerificationProblem, net: rn.ReluNet | None, config: VerifyConfig, end: Deadline,
-            check, onnx_path, model_graph, stats) -> BaBOutcome:
+def _input_split(p: VerificationProblem, config: VerifyConfig) -> bool:
+    """Whether input-split BaB decides ``p``: a box (or L∞ ball) input, BaB allowed, the
+    engine bounds every op, and input splitting chosen (``choose_branching``: few inputs)."""
+    from ..bounds.crown import BACKWARD
+
+    return (config.complete in ("auto", "bab") and _as_box(p) is not None
+            and all(type(n.op) in BACKWARD for n in p.graph)
+            and choose_branching(p.graph, config.bab) == "input")
+
+
+def _run_input_bab(p: VerificationProblem, config: VerifyConfig, end: Deadline, check,
+                   stats) -> BaBOutcome:
+    """Input-split BaB on the graph (``bab.input_bab``), recorded as "bab-input"."""
+    stats["method"] = "bab-input"
+    stats["stages"].append("bab-input")
+    out = input_bab(p.graph, _as_box(p), p.output_spec, config.bab,
+                    end.within(config.bab.timeout_s), check)
+    stats["bab"] = out.stats
+    return out
+
+
+def _decide(p: VerificationProblem, config: VerifyConfig, end: Deadline, check, stats
+            ) -> BaBOutcome:
+    if _input_split(p, config):
+        return _run_input_bab(p, config, end, check, stats)
     box = _as_box(p)
-    spec = p.output_spec
-    chain = net is not None or _is_relu_chain(p.graph)
-    if not chain or box is None:
-        return _decide_generic(p, box, config, end, check, stats, chain=chain)
-    complete = config.complete
-    if (net is not None and choose_branching(net, config.bab) == "input"
-            and complete in ("auto", "bab")):
-        lo, hi = box.lower.reshape(1, -1), box.upper.reshape(1, -1)
-        stats["method"] = "bab-input"
-        stats["stages"].append("bab-input")
-        return input_bab(net, lo, hi, spec, config.bab, end.within(config.bab.timeout_s), check)
+    if not _is_relu_chain(p.graph) or box is None:
+        return _decide_generic(p, box, config, end, check, stats, chain=_is_relu_chain(p.graph))
     return _decide_relu(p, config, end, check, stats)
 
 
@@ -259,6 +258,7 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
     graph (graphs with ReLUs or general activations and high-dimensional inputs) or
     input-split BaB on boxes."""
     from ..bounds import compute_bounds
+    from ..bounds.crown import BACKWARD
 
     method = config.bounds_method
     try:
@@ -279,11 +279,9 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
         return _graph_milp(p, box, b, config, end, check, stats)
     if not chain and _use_graph_bab(p, config):
         return _graph_bab(p, b, config, end, check, stats)
-    if box is None:
+    if box is None or not all(type(n.op) in BACKWARD for n in p.graph):
         return BaBOutcome("unknown")
-    stats["method"] = "bab-input"
-    return generic_input_bab(p, box, method, replace(config.bab),
-                             end.within(config.bab.timeout_s), check)
+    return _run_input_bab(p, config, end, check, stats)
 
 
 def _graph_milp(p: VerificationProblem, box, b, config: VerifyConfig, end: Deadline, check,
