@@ -1,7 +1,7 @@
 """Shared test fixtures. Tests needing ../shared use ``requires_shared``.
 
 Slow tests: ``@pytest.mark.slow`` or an entry of :data:`SLOW` below. The default run leaves them
-out (they are listed as deselected); ``python -m pytest --slow`` (what ``.ci/run`` runs) or
+out (they are listed as deselected); ``python -m pytest --slow`` (``.ci/run`` adds ``-n auto``) or
 ``NNCERT_SLOW=1`` includes them, and ``-m slow`` runs only them.
 """
 
