@@ -155,14 +155,18 @@ def _is_relu_chain(graph: Graph) -> bool:
             and all(isinstance(n.op, (ops.AffineOp, ops.ReLU)) for n in graph))
 
 
+def _engine_bounds(graph: Graph) -> bool:
+    """Whether the bound engine's backward pass (what input splitting uses) takes every op."""
+    from ..bounds.crown import BACKWARD
+
+    return all(type(n.op) in BACKWARD for n in graph)
+
+
 def _input_split(p: VerificationProblem, config: VerifyConfig) -> bool:
     """Whether input-split BaB decides ``p``: a box (or L∞ ball) input, BaB allowed, the
     engine bounds every op, and input splitting chosen (``choose_branching``: few inputs)."""
-    from ..bounds.crown import BACKWARD
-
     return (config.complete in ("auto", "bab") and _as_box(p) is not None
-            and all(type(n.op) in BACKWARD for n in p.graph)
-            and choose_branching(p.graph, config.bab) == "input")
+            and _engine_bounds(p.graph) and choose_branching(p.graph, config.bab) == "input")
 
 
 def _run_input_bab(p: VerificationProblem, config: VerifyConfig, end: Deadline, check,
@@ -180,9 +184,9 @@ def _decide(p: VerificationProblem, config: VerifyConfig, end: Deadline, check, 
             ) -> BaBOutcome:
     if _input_split(p, config):
         return _run_input_bab(p, config, end, check, stats)
-    box = _as_box(p)
-    if not _is_relu_chain(p.graph) or box is None:
-        return _decide_generic(p, box, config, end, check, stats, chain=_is_relu_chain(p.graph))
+    box, chain = _as_box(p), _is_relu_chain(p.graph)
+    if not chain or box is None:
+        return _decide_generic(p, box, config, end, check, stats, chain=chain)
     return _decide_relu(p, config, end, check, stats)
 
 
@@ -258,7 +262,6 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
     graph (graphs with ReLUs or general activations and high-dimensional inputs) or
     input-split BaB on boxes."""
     from ..bounds import compute_bounds
-    from ..bounds.crown import BACKWARD
 
     method = config.bounds_method
     try:
@@ -279,7 +282,7 @@ def _decide_generic(p, box, config: VerifyConfig, end: Deadline, check, stats, c
         return _graph_milp(p, box, b, config, end, check, stats)
     if not chain and _use_graph_bab(p, config):
         return _graph_bab(p, b, config, end, check, stats)
-    if box is None or not all(type(n.op) in BACKWARD for n in p.graph):
+    if box is None or not _engine_bounds(p.graph):
         return BaBOutcome("unknown")
     return _run_input_bab(p, config, end, check, stats)
 
