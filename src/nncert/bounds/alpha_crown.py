@@ -141,16 +141,17 @@ def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
 def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
                    signs=None, init_slopes=None, proved: Proved | None = None, start=None,
                    deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None,
-                   last: dict | None = None):
+                   best_rows: dict | None = None):
     """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters, the
     number of Adam steps taken and the final split multipliers β (keyed like ``signs``;
     warm-started from ``init_betas`` where given, clamped ≥ 0, so any start is sound).
     ``capture``: filled by ``backward_bounds`` with the A of the last pass at the named nodes.
     ``limits``: general activation split limits keyed by pre-activation node (see
     ``activation_splits.limit_terms``); their β are returned under ``limit_key(node)``.
-    ``last``: a dict whose ``"lower"`` is set to the last pass's own lower bounds (the minima
-    of the linear bounds whose coefficients ``capture`` holds, unlike the best seen).
-    Past ``deadline`` (checked before every step) it raises
+    ``best_rows``: a dict, filled with ``"lower"`` (the best seen, as returned) and, for each
+    node named in ``capture``, the A of the pass where each row had its best bound: per row the
+    coefficients and the minimum of one linear bound (a consistent pair, unlike ``capture``,
+    which holds the last pass's A). Past ``deadline`` (checked before every step) it raises
     :class:`~nncert.clock.DeadlineExceededError`."""
     B, R = input_set.batch_size, C.shape[1]
     params, ranges = _init_slopes(graph, intermediate, B, R, cfg.crown.relaxation, init_slopes,
@@ -174,16 +175,29 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
                                    relax_cache=cache)
         lower = lower if extra is None else lower + extra
         best = lower.detach() if best is None else torch.maximum(best, lower.detach())
+        if best_rows is not None:
+            _keep_best_rows(best_rows, lower.detach(), capture or {})
         done = cfg.early_stop and proved is not None and bool(proved(best).all())
         if done or steps == cfg.iterations or not leaves or not lower.requires_grad:
-            if last is not None:
-                last["lower"] = lower.detach()
             return (best, {k: v.detach() for k, v in params.items()}, steps,
                     {k: v.detach() for k, v in betas.items()})
         grads = torch.autograd.grad(-lower.sum(), [t for t, _ in leaves], allow_unused=True)
         _adam_step(leaves, grads, moments, steps + 1, cfg.lr_decay ** steps)
         _project(params, ranges, betas)
         steps += 1
+
+
+def _keep_best_rows(kept: dict, lower: torch.Tensor, capture: Mapping[str, torch.Tensor]):
+    """``kept``'s rows replaced by this pass's where its bound is higher (see _optimize_rows)."""
+    if "lower" not in kept:
+        kept["lower"] = lower
+        kept.update({k: v for k, v in capture.items() if v is not None})
+        return
+    better = lower > kept["lower"]
+    kept["lower"] = torch.where(better, lower, kept["lower"])
+    for k, v in capture.items():
+        if v is not None:
+            kept[k] = torch.where(better.reshape(*better.shape, *[1] * (v.dim() - 2)), v, kept[k])
 
 
 def _init_beta(init: Mapping[str, torch.Tensor] | None, name: str, shape, like: torch.Tensor):
@@ -242,9 +256,10 @@ def _optimized_intermediate(graph, input_set, cfg: AlphaCrownConfig,
     """Intermediate bounds each optimised with their own parameters, layer by layer."""
     def rows(name, C, idx, values):
         sub = {k: Interval(v.lower[idx], v.upper[idx]) for k, v in values.items()}
+        R = C.shape[1]
         lower, *_ = _optimize_rows(graph, input_set[idx], torch.cat([C, -C], 1), None, sub,
                                      cfg, start=name, deadline=deadline)
-        return lower[:, :1], -lower[:, 1:]
+        return lower[:, :R], -lower[:, R:]
 
     return intermediate_bounds(graph, input_set, cfg.crown, row_bounds=rows, deadline=deadline,
                                checks_per_pass=cfg.iterations + 1)

@@ -171,13 +171,13 @@ def _activation_relaxation(node: Node, p: _Pass) -> relaxations.LinearRelaxation
 
 def _activation_back(node: Node, A: torch.Tensor, p: _Pass):
     """``A·σ(x) ≥ A⁺·(a_L x + b_L) + A⁻·(a_U x + b_U)``, written with one clamp:
-    ``A·a_U + A⁺·(a_L − a_U)`` and constants by batched matrix products."""
+    ``A·a_L + A⁻·(a_U − a_L)`` and constants by batched matrix products."""
     rel = _activation_relaxation(node, p)
-    pos = A.clamp(min=0)
-    A_in = torch.addcmul(A * rel.upper_slope, pos, rel.lower_slope - rel.upper_slope)
-    const = _dot(A - pos, rel.upper_bias)
+    neg = A.clamp(max=0)
+    A_in = torch.addcmul(A * rel.lower_slope, neg, rel.upper_slope - rel.lower_slope)
+    const = _dot(neg, rel.upper_bias)
     if bool(rel.lower_bias.any()):  # (ReLU-like lower lines pass through 0: nothing to add)
-        const = const + _dot(pos, rel.lower_bias)
+        const = const + _dot(A - neg, rel.lower_bias)
     return [A_in], const
 
 
@@ -406,6 +406,11 @@ def _first_rows(graph: Graph, name: str, step: int, pace: dict | None) -> int:
     return max(1, min(step, max(FIRST_PASS_ROWS, rows)))
 
 
+#: nodes of at most this many neurons are refined layer by layer (one problem of n rows per batch
+#: element) when most of their neurons need a pass; wider ones always pair by pair, so that one
+#: pass never exceeds the adaptive pass size by much
+DENSE_MAX_WIDTH = 128
+
 RowBounds = Callable[[str, torch.Tensor, torch.Tensor, Mapping[str, Interval]],
                      tuple[torch.Tensor, torch.Tensor]]
 
@@ -415,10 +420,13 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
             deadline: Deadline = NEVER, checks_per_pass: int = 1,
             pace: dict | None = None) -> Interval:
     """``iv`` tightened for the neurons in ``mask`` (B, *shape), by
-    ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, 1) of one row
-    ``C[i]`` (k, 1, n) of node ``name`` for batch element ``batch_index[i]``. The rows of all
-    batch elements are processed together, at most ``step`` at a time, so elements with
-    few such neurons cost little and results do not depend on the batch. With ``intersect``
+    ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, R) of the rows
+    ``C[i]`` (k, R, n) of node ``name`` for batch element ``batch_index[i]``. When most
+    neurons of a node of at most ``DENSE_MAX_WIDTH`` are masked, each batch element's whole
+    layer goes in one problem (R = n rows that
+    share its relaxations: no per-row gathering); otherwise every (element, neuron) pair is its
+    own one-row problem, so elements with few such neurons cost little. Either way results do
+    not depend on the batch, and at most ``step`` rows go in one pass. With ``intersect``
     False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
     before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
     ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while the time between two checks (the
@@ -428,27 +436,46 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
     node size measured so far: later nodes start their passes at the size it predicts."""
     B = mask.shape[0]
     flat = mask.reshape(B, -1)
-    bidx, nidx = flat.nonzero(as_tuple=True)
-    if bidx.numel() == 0:
+    n = flat.shape[1]
+    count = int(flat.sum())
+    if count == 0:
         return iv
     lo, hi = iv.lower.reshape(B, -1).clone(), iv.upper.reshape(B, -1).clone()
+    dense = count > flat.numel() // 2 and n <= DENSE_MAX_WIDTH
+    if dense:  # whole layers: one problem of n rows per batch element that has masked ones
+        bidx = flat.any(1).nonzero()[:, 0]
+        eye = torch.eye(n, dtype=lo.dtype, device=lo.device).unsqueeze(0)
+    else:
+        bidx, nidx = flat.nonzero(as_tuple=True)
     r0, rows = 0, _first_rows(graph, name, step, pace)
     while r0 < bidx.numel():
         deadline.check()
         t = clock.now()
-        b, j = bidx[r0:r0 + rows], nidx[r0:r0 + rows]
-        r0 += rows
-        C = F.one_hot(j, flat.shape[1]).to(lo.dtype).unsqueeze(1)
-        l_new, u_new = row_bounds(name, C, b, values)
-        if intersect:
-            l_new, u_new = torch.maximum(lo[b, j], l_new[:, 0]), torch.minimum(hi[b, j], u_new[:, 0])
+        take = max(1, rows // n) if dense else rows
+        b = bidx[r0:r0 + take]
+        first, r0 = r0, r0 + take
+        if dense:
+            l_new, u_new = row_bounds(name, eye.expand(b.numel(), -1, -1), b, values)
+            m = flat[b]
+            old_l, old_u = lo[b], hi[b]
+            if intersect:
+                l_new, u_new = torch.maximum(old_l, l_new), torch.minimum(old_u, u_new)
+            lo[b], hi[b] = torch.where(m, l_new, old_l), torch.where(m, u_new, old_u)
         else:
-            l_new, u_new = l_new[:, 0], u_new[:, 0]
-        lo[b, j], hi[b, j] = l_new, u_new
+            j = nidx[first:r0]
+            C = F.one_hot(j, n).to(lo.dtype).unsqueeze(1)
+            l_new, u_new = row_bounds(name, C, b, values)
+            if intersect:
+                l_new, u_new = (torch.maximum(lo[b, j], l_new[:, 0]),
+                                torch.minimum(hi[b, j], u_new[:, 0]))
+            else:
+                l_new, u_new = l_new[:, 0], u_new[:, 0]
+            lo[b, j], hi[b, j] = l_new, u_new
+        done = b.numel() * (n if dense else 1)
         dt = (clock.now() - t) / checks_per_pass
         if pace is not None:
-            pace["s"] = dt / (b.numel() * _pass_size(graph, name))
-        rows = _next_rows(rows, step, dt)
+            pace["s"] = dt / (done * _pass_size(graph, name))
+        rows = _next_rows(max(rows, done), step, dt)
     return Interval(lo.reshape(iv.lower.shape), hi.reshape(iv.upper.shape))
 
 
