@@ -14,7 +14,6 @@ input set ∩ the split constraints for every β ≥ 0 and is optimised jointly 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -125,8 +124,10 @@ def _project(params, ranges, betas) -> None:
 
 def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
     """Step ``t`` (from 1) of Adam with torch.optim.Adam's defaults, learning rates times
-    ``scale`` (the exponential decay). Written out because constructing torch.optim.Adam imports
-    torch._dynamo: seconds that no deadline check can interrupt."""
+    ``scale`` (the exponential decay), except that the denominator is ``√(v̂ + ε²)`` rather than
+    ``√v̂ + ε`` (the same step to within ε, but zero entries of v, parameters without gradient,
+    take a slow path in torch's CPU sqrt). Written out because constructing torch.optim.Adam
+    imports torch._dynamo: seconds that no deadline check can interrupt."""
     b1, b2, eps = 0.9, 0.999, 1e-8
     with torch.no_grad():
         for (p, lr), g, (m, v) in zip(leaves, grads, moments):
@@ -134,7 +135,7 @@ def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
                 continue
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+            denom = (v / (1 - b2**t)).add_(eps * eps).sqrt_()
             p.addcdiv_(m, denom, value=-lr * scale / (1 - b1**t))
 
 

@@ -170,14 +170,15 @@ def _activation_relaxation(node: Node, p: _Pass) -> relaxations.LinearRelaxation
 
 
 def _activation_back(node: Node, A: torch.Tensor, p: _Pass):
-    """``A·σ(x) ≥ A⁺·(a_L x + b_L) + A⁻·(a_U x + b_U)``, written with one clamp:
-    ``A·a_L + A⁻·(a_U − a_L)`` and constants by batched matrix products."""
+    """``A·σ(x) ≥ A⁺·(a_L x + b_L) + A⁻·(a_U x + b_U)``, written with one clamp, each slope
+    used once (alpha-CROWN differentiates through it), constants by batched matrix products."""
     rel = _activation_relaxation(node, p)
-    neg = A.clamp(max=0)
-    A_in = torch.addcmul(A * rel.lower_slope, neg, rel.upper_slope - rel.lower_slope)
+    pos = A.clamp(min=0)
+    neg = A - pos
+    A_in = torch.addcmul(neg * rel.upper_slope, pos, rel.lower_slope)
     const = _dot(neg, rel.upper_bias)
     if bool(rel.lower_bias.any()):  # (ReLU-like lower lines pass through 0: nothing to add)
-        const = const + _dot(A - neg, rel.lower_bias)
+        const = const + _dot(pos, rel.lower_bias)
     return [A_in], const
 
 
