@@ -195,3 +195,41 @@ def test_strip_bad_arguments(assets, work):
                                "--strip-images", "1"), cwd=work)
     assert_clean_error(run, "strip-images")
     assert files_under(work) == {"d"}
+
+
+def _certify(assets, *extra):
+    return ("semantic", "certify", "--model", assets / "net.onnx", "--data", "digits:test",
+            "--count", "2", *extra)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ((), "either --transform"),
+    (("--transform", "rotate", "--range", "0", "1", "--generator", "g"), "either --transform"),
+    (("--transform", "rotate"), "needs --range"),
+    (("--transform", "rotate", "--range", "0", "1", "--method", "exact"), "generator segments"),
+    (("--generator", "g"), "needs --direction"),
+    (("--transform", "rotate", "--range", "5", "-5"), "lower end is above"),
+])
+def test_certify_bad_routes(assets, work, extra, needle):
+    run = run_nncert(*_certify(assets, *extra, "--out", work / "c.json"), cwd=work)
+    assert_clean_error(run, needle)
+    assert files_under(work) == set()
+
+
+def test_certify_is_transform_and_segment(assets, work):
+    """`semantic certify` answers as the dedicated subcommands do, route by route."""
+    routes = {
+        "t": (("--transform", "rotate", "--range", "-10", "10"),
+              _transform(assets, "--transform", "rotate", "--range", "-10", "10")),
+        "s": (("--generator", assets / "gen", "--direction", "rotate"),
+              _segment(assets, "--direction", "rotate")),
+    }
+    for key, (flags, direct) in routes.items():
+        a = run_nncert(*_certify(assets, *flags, "--out", work / f"{key}1.json"), cwd=work)
+        b = run_nncert(*direct, "--out", work / f"{key}2.json", cwd=work)
+        assert a.code == 0 and b.code == 0, (a.stderr, b.stderr)
+        ra = json.loads((work / f"{key}1.json").read_text())["results"]
+        rb = json.loads((work / f"{key}2.json").read_text())["results"]
+        strip = ("seconds", "time_s", "time")
+        assert [{k: v for k, v in r.items() if k not in strip} for r in ra] == \
+               [{k: v for k, v in r.items() if k not in strip} for r in rb], key

@@ -333,6 +333,29 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_certify(args: argparse.Namespace) -> int:
+    """``semantic certify``: the transform route (``--transform``) or the generator route
+    (``--generator``), with each route's defaults filled in."""
+    if (args.transform is None) == (args.generator is None):
+        raise ConfigError("give either --transform (with --range) or --generator (with "
+                          "--direction)")
+    if args.transform is not None:
+        if args.range is None:
+            raise ConfigError(f"--transform {args.transform} needs --range")
+        if args.method in SEGMENT_ONLY:
+            raise ConfigError(f"--method {args.method} is for generator segments; a transform "
+                              "is decided by parameter splitting with a bound method (default: "
+                              "crown)")
+        args.method = args.method or "crown"
+        args.max_pieces = args.max_pieces or 1024
+        return run_transform(args)
+    if args.direction is None:
+        raise ConfigError("--generator needs --direction")
+    args.method = args.method or "exact"
+    args.max_pieces = args.max_pieces or 512
+    return run_segment(args)
+
+
 # -- parser -------------------------------------------------------------------------------------
 # (the choices come from the library's tables when first read: building the parser imports
 # neither nncert.semantic nor torch)
@@ -352,6 +375,10 @@ def _mutation_names() -> list[str]:
     from ..semantic.generative import MUTATIONS
 
     return list(MUTATIONS)
+
+
+#: the --method values of segments that are not bound methods
+SEGMENT_ONLY = ("exact", "quantitative")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -428,7 +455,7 @@ def _register_line(sub) -> None:
 
 def _segment_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="exact",
-                   choices=LazyChoices(lambda: ["exact", "quantitative", *_bound_methods()]),
+                   choices=LazyChoices(lambda: [*SEGMENT_ONLY, *_bound_methods()]),
                    metavar="METHOD",
                    help="exact (ExactLine), quantitative (robust-fraction bounds) or a bound "
                         "method (one pass): one of %(choices)s (default: exact)")
@@ -461,12 +488,48 @@ def _register_train(sub) -> None:
     p.set_defaults(func=run_train)
 
 
+def _register_certify(sub) -> None:
+    p = sub.add_parser("certify", help="certify a transform range or a generator segment (one door "
+                                       "for `transform` and `segment`)",
+                       description="One command for both routes. --transform T --range ...: is "
+                                   "every image τ(x, p), p in the range, classified as x's label "
+                                   "(as `semantic transform`)? --generator DIR --direction NAME: "
+                                   "is every image decoded along z → z + DELTA·d (as `semantic "
+                                   "segment`)?")
+    _model_args(p)
+    route = p.add_argument_group("route (exactly one)")
+    route.add_argument("--transform", default=None, choices=LazyChoices(_transform_names),
+                       metavar="TRANSFORM", help="one of %(choices)s (needs --range)")
+    route.add_argument("--generator", default=None,
+                       help="directory written by train-generator (needs --direction)")
+    p.add_argument("--range", type=float, nargs="+", metavar="V", default=None,
+                   help="transform: the parameter range (see `semantic transform --help`)")
+    p.add_argument("--direction", default=None, help="generator: the direction name")
+    p.add_argument("--delta", type=nonnegative_float, default=1.0,
+                   help="generator: segment length in units of the direction (default 1)")
+    p.add_argument("--method", default=None,
+                   choices=LazyChoices(lambda: [*SEGMENT_ONLY, *_bound_methods()]),
+                   metavar="METHOD",
+                   help="one of %(choices)s; generator default exact (ExactLine), quantitative "
+                        "for robust-fraction bounds; transform: a bound method (default crown)")
+    p.add_argument("--pieces", type=positive_int, default=8,
+                   help="transform: initial pieces per parameter (default 8)")
+    p.add_argument("--max-pieces", type=positive_int, default=None,
+                   help="most pieces bounded per input (default: 1024 transform, 512 generator)")
+    p.add_argument("--batch", type=positive_int, default=32,
+                   help="transform: pieces per bound call")
+    p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
+                   help="quantitative: stop when upper − lower ≤ this (default 1e-3)")
+    p.set_defaults(func=run_certify)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("semantic", help="semantic certification: transforms, generator segments",
                        description="Certification beyond norm balls (GCert): geometric and "
                                    "photometric transforms, and segments in a generator's "
                                    "latent space. Each subcommand has its own --help.")
     inner = p.add_subparsers(dest="semantic_command", metavar="SUBCOMMAND")
+    _register_certify(inner)
     _register_transform(inner)
     _register_segment(inner)
     _register_line(inner)
