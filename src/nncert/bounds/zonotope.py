@@ -117,6 +117,34 @@ class Zonotope:
         return torch.cat([self.generators, pad], dim=1)
 
 
+class _ScaledBasis(Zonotope):
+    """A zonotope whose generators are ``scale[b, g]·basis[g]``: one basis shared by the batch
+    (the box input's unit vectors and their images through the affine ops that follow it),
+    scaled per element by the box radii. Affine ops map the G basis vectors once instead of
+    B·G generators; the generators are materialised only when a later op reads them."""
+
+    def __init__(self, center: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor,
+                 box: torch.Tensor | None = None):
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "basis", basis)  # (G, *shape)
+        object.__setattr__(self, "scale", scale)  # (B, G)
+        object.__setattr__(self, "box", torch.zeros_like(center) if box is None else box)
+
+    @property
+    def generators(self) -> torch.Tensor:  # type: ignore[override]
+        s = self.scale.reshape(*self.scale.shape, *[1] * (self.basis.dim() - 1))
+        return s * self.basis.unsqueeze(0)
+
+    @property
+    def num_generators(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def radius(self) -> torch.Tensor:
+        flat = self.basis.reshape(self.basis.shape[0], -1).abs()
+        return (self.scale.abs() @ flat).reshape(self.center.shape) + self.box
+
+
 def fresh_generators(err: torch.Tensor) -> torch.Tensor:
     """One new generator per neuron with ``err > 0``, (B, *s) → (B, k, *s) where k is the
     largest such count over the batch; neuron n of batch b gets its own row of value err."""
@@ -184,7 +212,8 @@ def from_input_set(input_set: InputSet,
     """The zonotope of the set's box hull, with the walk context that goes with it.
 
     For a Box or an L∞ ball (boxes themselves) the zonotope is exact: center + one generator
-    per dim of nonzero width. For any other set (an L2 ball, ...) the box hull contains the
+    per input dim (radius times the unit vector; zero for dims of zero width), kept as a
+    shared basis scaled per element until an op needs the generators themselves. For any other set (an L2 ball, ...) the box hull contains the
     set, which makes the element sound; every dim then gets a generator, in input order, and
     the context concretises those input symbols through the set itself (``concretize``), so
     bounds are as tight as the set allows for the part linear in the input (never looser than
@@ -199,8 +228,9 @@ def from_input_set(input_set: InputSet,
         eye = torch.eye(n, dtype=r.dtype, device=r.device)
         gens = (eye.unsqueeze(0) * r.reshape(B, 1, n)).reshape(B, n, *r.shape[1:])
         return Zonotope(c, gens), _Walk(config, n, input_set, c, r)
-    gens = fresh_generators(r)
-    return Zonotope(c, gens), _Walk(config, gens.shape[1])
+    B, n = r.shape[0], r[0].numel()
+    basis = torch.eye(n, dtype=r.dtype, device=r.device).reshape(n, *r.shape[1:])
+    return _ScaledBasis(c, basis, r.reshape(B, n)), _Walk(config, n)
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -218,6 +248,8 @@ def _affine(op: ops.AffineOp, z: Zonotope, *, ctx: _Walk) -> Zonotope:
     """Exact: center through ``forward``, generators through ``linear``, box through
     ``abs_linear``."""
     center = op.forward(z.center)
+    if isinstance(z, _ScaledBasis):
+        return _ScaledBasis(center, op.linear(z.basis), z.scale, op.abs_linear(z.box))
     return Zonotope(center, _through(op.linear, z.generators, center.shape[1:]),
                     op.abs_linear(z.box))
 
