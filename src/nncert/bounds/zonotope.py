@@ -213,11 +213,11 @@ def from_input_set(input_set: InputSet,
 
     For a Box or an L∞ ball (boxes themselves) the zonotope is exact: center + one generator
     per input dim (radius times the unit vector; zero for dims of zero width), kept as a
-    shared basis scaled per element until an op needs the generators themselves. For any other set (an L2 ball, ...) the box hull contains the
-    set, which makes the element sound; every dim then gets a generator, in input order, and
-    the context concretises those input symbols through the set itself (``concretize``), so
-    bounds are as tight as the set allows for the part linear in the input (never looser than
-    the box hull's).
+    shared basis scaled per element until an op needs the generators themselves. For any other
+    set (an L2 ball, ...) the box hull contains the set, which makes the element sound; every
+    dim then gets a generator, in input order, and the context concretises those input symbols
+    through the set itself (``concretize``), so bounds are as tight as the set allows for the
+    part linear in the input (never looser than the box hull's).
     """
     config = config or ZonotopeConfig()
     lo, hi = input_set.lower, input_set.upper
