@@ -1,15 +1,17 @@
-"""Semantic certification benchmark (issue 15): generative segments and rotation on MNIST.
+"""Semantic certification benchmark (issue 15): generative segments and rotation on MNIST or
+CIFAR-10.
 
     python bench/semantic_bench.py                       # both parts, short (a few minutes)
     python bench/semantic_bench.py --part segments --images 50 --train 20000
     python bench/semantic_bench.py --part rotation --images 50
+    python bench/semantic_bench.py --cifar               # CIFAR-10 (colour directions)
     python bench/semantic_bench.py --digits              # the embedded 8x8 digits (seconds)
 
 Networks are trained here (one pass over --train MNIST training images, Adam): FC 2x100,
 FC 3x100 (deeper), ConvSmall (conv 16@4x4/2, conv 32@4x4/2, FC 100), and ConvSmall trained with
 rotation augmentation (±30°). The generator is the VAE of nncert.semantic.generative with a
 2x256 ReLU decoder and the continuity regulariser; directions: rotate, scale, thickness,
-brightness, local.
+brightness, local (CIFAR-10: rotate, scale, brightness, colour, local).
 
 Part ``segments``: per network × direction, on the first --images test images x classified
 correctly both as x and as G(E(x)) (segment z = E(x) → z + δ·d, δ = --delta): ExactLine's
@@ -21,7 +23,7 @@ Part ``rotation``: rotation by ±30° (parameter range [−30, 30]): certified r
 image of CROWN with parameter splitting (8 initial pieces, up to 512) side by side with interval
 bounds on one pixel box for the whole range (the naive pixel-interval approach).
 
-Writes bench/out/semantic.md and prints it.
+Writes bench/out/semantic.md (semantic-cifar.md with --cifar) and prints it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from torch import nn
 from nncert.data import load_dataset, to_unit
 from nncert.models.from_torch import from_torch
 from nncert.models.graph import compose
-from nncert.semantic.generative import MUTATIONS, VAEConfig, build_generator
+from nncert.semantic.generative import VAEConfig, build_generator
 from nncert.semantic.latent import certify_line, certify_lines, latent_segment
 from nncert.semantic.quantitative import QuantConfig
 from nncert.semantic.segments import as_float64
@@ -44,17 +46,18 @@ from nncert.semantic.transforms import TransformConfig, apply_transform, certify
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 OUT = ROOT / "bench" / "out"
 
 
-def _nets(side: int) -> dict[str, nn.Module]:
-    n = side * side
+def _nets(channels: int, side: int) -> dict[str, nn.Module]:
+    n = channels * side * side
     k, s1 = (4, 2) if side >= 16 else (3, 1)  # MNIST: ConvSmall; 8x8 digits: a smaller stride
 
     def conv():
-        body = nn.Sequential(nn.Conv2d(1, 16, k, s1), nn.ReLU(), nn.Conv2d(16, 32, k, 2), nn.ReLU(),
-                             nn.Flatten())
-        flat = body(torch.zeros(1, 1, side, side)).shape[1]
+        body = nn.Sequential(nn.Conv2d(channels, 16, k, s1), nn.ReLU(), nn.Conv2d(16, 32, k, 2),
+                             nn.ReLU(), nn.Flatten())
+        flat = body(torch.zeros(1, channels, side, side)).shape[1]
         return nn.Sequential(*body, nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, 10))
 
     return {
@@ -91,6 +94,9 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, augment
 def _data(args):
     if args.digits:
         tr, te = load_dataset("digits:train"), load_dataset("digits:test")
+    elif args.cifar:
+        tr = load_dataset(CIFAR / "data_batch_1.npz", count=args.train)
+        te = load_dataset(CIFAR, count=1000)
     else:
         tr = load_dataset(MNIST / "train-images-idx3-ubyte.gz", count=args.train)
         te = load_dataset(MNIST, count=2000)
@@ -113,7 +119,7 @@ def segments_part(args, graphs, gen, xte, yte) -> list[str]:
             rec = g(gen.decoder(gen.encoder(xte))).argmax(1)
         idx = [i for i in range(xte.shape[0])
                if int(pred[i]) == int(yte[i]) == int(rec[i])][:args.images]
-        for direction in MUTATIONS if idx else ():
+        for direction in gen.directions if idx else ():
             d = gen.directions[direction]
             cert, frac, lows, ups, pieces = 0, 0.0, 0.0, 0.0, 0
             t0 = time.perf_counter()
@@ -159,22 +165,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=["segments", "rotation", "all"], default="all")
     p.add_argument("--images", type=int, default=20)
-    p.add_argument("--train", type=int, default=10000, help="MNIST training images used")
+    p.add_argument("--train", type=int, default=10000, help="training images used (MNIST or CIFAR-10)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--delta", type=float, default=1.0)
     p.add_argument("--vae-steps", type=int, default=400)
     p.add_argument("--digits", action="store_true", help="the embedded 8x8 digits instead")
+    p.add_argument("--cifar", action="store_true",
+                   help="CIFAR-10 (../shared/data/cifar10: data_batch_1 for training, the test "
+                        "batch's first 1,000 images) instead")
     args = p.parse_args()
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = _data(args)
-    side = xtr.shape[-1]
+    channels, side = xtr.shape[1], xtr.shape[-1]
     t0 = time.perf_counter()
-    graphs = {k: from_torch(train(m, xtr, ytr, args.epochs, "aug" in k), (1, side, side))
-              for k, m in _nets(side).items()}
+    graphs = {k: from_torch(train(m, xtr, ytr, args.epochs, "aug" in k), (channels, side, side))
+              for k, m in _nets(channels, side).items()}
     acc = {k: float((g(xte).argmax(1) == yte).float().mean()) for k, g in graphs.items()}
     print(f"trained {len(graphs)} classifiers in {time.perf_counter() - t0:.1f} s; test accuracy "
           + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
-    lines = [f"# Semantic certification ({'digits 8x8' if args.digits else 'MNIST'})", "",
+    data = "digits 8x8" if args.digits else "CIFAR-10" if args.cifar else "MNIST"
+    lines = [f"# Semantic certification ({data})", "",
              "Test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), ""]
     if args.part in ("segments", "all"):
         t0 = time.perf_counter()
@@ -194,7 +204,7 @@ def main() -> None:
     if args.part in ("rotation", "all"):
         lines += ["Rotation ±30°:", ""] + rotation_part(args, graphs, xte, yte)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "semantic.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"semantic{'-cifar' if args.cifar else ''}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -12,7 +12,10 @@ from nncert.errors import ConfigError, DataError
 from nncert.models import load
 from nncert.result import Verdict
 from nncert.semantic.generative import (
+    COLOUR_MUTATIONS,
+    GREY_MUTATIONS,
     MUTATIONS,
+    default_mutations,
     VAEConfig,
     build_generator,
     decoder_graph,
@@ -100,13 +103,22 @@ def test_local_projection_moves_the_outside_less(digits):
 
 def test_mutations_change_the_images(digits):
     train, _ = digits
-    for m in MUTATIONS:
+    for m in GREY_MUTATIONS:
         assert float((mutate(train[:10], m) - train[:10]).abs().max()) > 0.05, m
+    rgb = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for m in COLOUR_MUTATIONS:
+        y = mutate(rgb, m)
+        assert y.shape == rgb.shape and float((y - rgb).abs().max()) > 0.05, m
+        assert float(y.min()) >= 0 and float(y.max()) <= 1, m
+    assert set(GREY_MUTATIONS) | set(COLOUR_MUTATIONS) == set(MUTATIONS)
+    assert default_mutations(1) == GREY_MUTATIONS and default_mutations(3) == COLOUR_MUTATIONS
+    with pytest.raises(ConfigError, match="3-channel"):
+        mutate(train[:2], "colour")
 
 
 def test_generator_report_and_files(generator, tmp_path):
     rep = generator.report
-    assert set(rep["independence"]) == set(MUTATIONS)
+    assert set(rep["independence"]) == set(GREY_MUTATIONS)
     assert rep["continuity"]["C"] >= 1.0
     leak = rep["local_outside_leakage"]
     assert leak["after_orthogonalisation"] == pytest.approx(leak["after"]) and leak["after"] < leak["before"]

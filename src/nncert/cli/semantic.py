@@ -323,7 +323,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = VAEConfig(latent=args.latent, hidden=args.hidden, steps=args.steps,
                        jacobian_weight=args.jacobian_weight, seed=args.seed)
     gen = build_generator(train.images / train.pixel_max, held.images / held.pixel_max, config,
-                          tuple(args.mutations))
+                          tuple(args.mutations) if args.mutations else None)
     paths = save_generator(gen, out)
     c = gen.report["continuity"]
     print(f"generator written to {out} ({', '.join(p.name for p in paths)}); measured "
@@ -482,8 +482,10 @@ def _register_train(sub) -> None:
     p.add_argument("--jacobian-weight", type=nonnegative_float, default=0.05,
                    help="continuity regulariser weight (0 disables it)")
     mutations = LazyChoices(_mutation_names)
-    p.add_argument("--mutations", nargs="+", choices=mutations, default=mutations, metavar="MUTATION",
-                   help="the directions to learn, of %(choices)s (default: all)")
+    p.add_argument("--mutations", nargs="+", choices=mutations, default=None, metavar="MUTATION",
+                   help="the directions to learn, of %(choices)s (default: rotate, scale, "
+                        "thickness, brightness, local for grey images; colour instead of "
+                        "thickness for RGB ones)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train)
 

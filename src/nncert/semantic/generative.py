@@ -163,7 +163,7 @@ def local_thicken(x: torch.Tensor, mask: torch.Tensor, amount: float = 0.5) -> t
 def mutate(x: torch.Tensor, name: str) -> torch.Tensor:
     """The mutations GCert learns, on a batch (N, C, H, W) in [0, 1]: ``rotate`` (30°),
     ``scale`` (×1.25), ``thickness``, ``brightness`` (×0.6 of the ink), ``local`` (thicker
-    bottom half)."""
+    bottom half) and, on colour images, ``colour`` (a warm cast: red ×1.25, blue ×0.75)."""
     if name == "rotate":
         return torch.stack([apply_transform(xi, "rotate", torch.tensor([[30.0]]))[0] for xi in x])
     if name == "scale":
@@ -174,10 +174,24 @@ def mutate(x: torch.Tensor, name: str) -> torch.Tensor:
         return x * 0.6
     if name == "local":
         return local_thicken(x, local_mask(x.shape[-2:]))
+    if name == "colour":
+        if x.shape[1] != 3:
+            raise ConfigError(f"the colour mutation needs 3-channel images, got {x.shape[1]} "
+                              "channel(s)")
+        cast = torch.tensor([1.25, 1.0, 0.75], dtype=x.dtype, device=x.device)
+        return (x * cast.reshape(1, 3, 1, 1)).clamp(0, 1)
     raise ConfigError(f"unknown mutation {name!r}; choose from {', '.join(MUTATIONS)}")
 
 
-MUTATIONS = ("rotate", "scale", "thickness", "brightness", "local")
+#: every mutation; the defaults by image kind: strokes for grey images, colour for RGB ones
+MUTATIONS = ("rotate", "scale", "thickness", "brightness", "local", "colour")
+GREY_MUTATIONS = ("rotate", "scale", "thickness", "brightness", "local")
+COLOUR_MUTATIONS = ("rotate", "scale", "brightness", "colour", "local")
+
+
+def default_mutations(channels: int) -> tuple[str, ...]:
+    """The mutations learnt by default for images of ``channels`` channels."""
+    return COLOUR_MUTATIONS if channels == 3 else GREY_MUTATIONS
 
 
 def local_mask(hw) -> torch.Tensor:
@@ -299,11 +313,13 @@ class Generator:
 
 
 def build_generator(train: torch.Tensor, held_out: torch.Tensor, config: VAEConfig = VAEConfig(),
-                    mutations: tuple[str, ...] = MUTATIONS, pairs: int = 500) -> Generator:
-    """Train a VAE on ``train``, learn one direction per mutation from ``pairs`` data pairs
+                    mutations: tuple[str, ...] | None = None, pairs: int = 500) -> Generator:
+    """Train a VAE on ``train``, learn one direction per mutation (default:
+    :func:`default_mutations` of the images' channels) from ``pairs`` data pairs
     (x, τ(x)), project the local one, orthogonalise them (the local one first, so it keeps its
     projection; then the others in the order given), and measure the continuity, the local
     direction's outside leakage and the independence on ``held_out``."""
+    mutations = mutations or default_mutations(int(train.shape[1]))
     vae = train_vae(train, config)
     x = train[:pairs].float()
     dirs = {m: mutation_direction(vae, x, mutate(x, m)) for m in mutations}
