@@ -30,6 +30,9 @@ from .core import Interval
 from .crown import BACKWARD, CrownConfig, _relaxed_inputs, backward_bounds, intermediate_bounds
 from .traversal import check_supported
 
+#: entries of A per intermediate pass in input splitting (2 MB in float64)
+CACHE_PASS_ELEMENTS = 2**18
+
 
 @dataclass(frozen=True)
 class BoxConfig:
@@ -40,9 +43,12 @@ class BoxConfig:
     the root of a search), on graphs with at most this many inputs (and forward rules for
     every op), forward-mode linear bounds (:mod:`~nncert.bounds.forward`) tighten every node
     first, so that fewer neurons need a backward pass (0: never). (With a parent's bounds as
-    prior they rarely pay for themselves: measured on ACAS Xu.)"""
+    prior they rarely pay for themselves: measured on ACAS Xu.) The default ``crown`` caps a
+    pass at ``CACHE_PASS_ELEMENTS`` entries of A: the networks split on their inputs are
+    small, and passes whose tensors stay in the CPU's cache cost about half as much per row
+    as larger ones (measured on ACAS Xu: 0.12 ms per box at 64 boxes, 0.27 at 128)."""
 
-    crown: CrownConfig = CrownConfig()
+    crown: CrownConfig = CrownConfig(max_pass_elements=CACHE_PASS_ELEMENTS)
     alpha_iters: int = 3
     alpha_max_unstable: int = 32
     alpha_lr: float = 0.3

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,7 +34,6 @@ import torch
 from .. import clock
 from ..bounds.boxes import BoxBounds, BoxConfig, bound_boxes, default_slopes, input_reach
 from ..bounds.core import Interval
-from ..bounds.crown import CrownConfig
 from ..clock import Deadline, DeadlineExceededError
 from ..errors import ConfigError
 from ..models.graph import Graph
@@ -264,7 +263,8 @@ class _InputSearch:
 
 
 def _box_config(config: BaBConfig) -> BoxConfig:
-    crown = CrownConfig(intermediate="crown" if config.intermediate == "crown" else "ibp")
+    crown = replace(BoxConfig().crown,
+                    intermediate="crown" if config.intermediate == "crown" else "ibp")
     return BoxConfig(crown, config.input_alpha_iters, config.input_alpha_max_unstable,
                      config.input_alpha_lr)
 
