@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -154,3 +155,14 @@ def test_one_line_strips_colour_and_newlines():
     text = "\x1b[31mError(s) in loading:\x1b[0m\n\tMissing key(s): 'a'\n\n  Unexpected: 'b'"
     assert one_line(text) == "Error(s) in loading: Missing key(s): 'a' Unexpected: 'b'"
     assert len(one_line("x" * 1000)) == 400
+
+
+def test_tune_allocator_applies_on_glibc_and_is_idempotent():
+    import platform
+
+    from nncert.utils import tune_allocator
+
+    first, second = tune_allocator(), tune_allocator()
+    assert first == second
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert first is True

@@ -219,3 +219,27 @@ def save_png(fig, path: str | os.PathLike) -> None:
             fig.savefig(f, format="png")
     finally:
         plt.close(fig)
+
+
+#: glibc's mallopt parameters and the largest mmap threshold it accepts on 64-bit systems
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 * 2**20
+
+
+def tune_allocator() -> bool:
+    """On glibc (Linux): serve allocations up to 32 MB from the heap and keep up to 1 GB of
+    freed memory for reuse (``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD raised). Bound passes free
+    and allocate tensors of a few MB thousands of times; by default each one is a fresh
+    ``mmap`` whose pages the kernel must fault in and zero, which cost input splitting on
+    ACAS Xu about a third of its time (bench/README.md). Memory freed stays with the process
+    for its next allocation instead of going back to the system. Returns whether it applied
+    (False elsewhere: other allocators are left alone). Idempotent; the CLI calls it once."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+    except (OSError, AttributeError):  # (not glibc: musl has no mallopt)
+        return False

@@ -39,6 +39,9 @@ def _graph(path: str, stamp: tuple[int, int]) -> Graph:
 def warm_up() -> None:
     """Import what the first instance would import lazily (a Ray worker calls this before it
     takes instances, so imports never count against an instance's deadline)."""
+    from ..utils import tune_allocator
+
+    tune_allocator()  # (Ray workers are not forked from the CLI)
     from ..bounds import alpha_crown, crown, interval, zonotope  # noqa: F401
     from ..models import from_onnx  # noqa: F401
     from ..smoothing import smooth  # noqa: F401

@@ -281,6 +281,9 @@ def solve_instance(onnx_path: str, vnnlib_path: str, timeout: float, threads: in
 
 def warm_up() -> None:
     """Import what the first instance would import lazily (see ``instances.warm_up``)."""
+    from ..utils import tune_allocator
+
+    tune_allocator()  # (Ray workers are not forked from the CLI)
     import onnxruntime  # noqa: F401
 
     from ..bounds import alpha_crown, crown, interval, zonotope  # noqa: F401

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import NncertError
-from ..utils import one_line
+from ..utils import one_line, tune_allocator
 from . import config as cfg
 
 #: subcommand modules, in the order ``--help`` lists them
@@ -88,6 +88,7 @@ def _prepare(argv: list[str], debug: bool):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    tune_allocator()  # (forked workers inherit it)
     try:
         _, args = _prepare(argv, debug)
     except NncertError as e:
