@@ -424,10 +424,10 @@ def _refine(graph: Graph, name: str, iv: Interval, mask: torch.Tensor, step: int
     ``row_bounds(name, C, batch_index, values)``: sound (lower, upper) (k, R) of the rows
     ``C[i]`` (k, R, n) of node ``name`` for batch element ``batch_index[i]``. When most
     neurons of a node of at most ``DENSE_MAX_WIDTH`` are masked, each batch element's whole
-    layer goes in one problem (R = n rows that
-    share its relaxations: no per-row gathering); otherwise every (element, neuron) pair is its
-    own one-row problem, so elements with few such neurons cost little. Either way results do
-    not depend on the batch, and at most ``step`` rows go in one pass. With ``intersect``
+    layer goes in one problem (R = n rows that share its relaxations: no per-row gathering);
+    otherwise every (element, neuron) pair is its own one-row problem, so elements with few
+    such neurons cost little. Either way results do not depend on the batch, and at most
+    ``step`` rows go in one pass. With ``intersect``
     False the new bounds replace ``iv`` instead of tightening it. ``deadline`` is checked
     before each pass (raising :class:`~nncert.clock.DeadlineExceededError`); passes start at
     ``FIRST_PASS_ROWS`` rows and grow up to ``step`` while the time between two checks (the
