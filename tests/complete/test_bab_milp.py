@@ -162,11 +162,13 @@ def test_clause_bounds_of_boxes_are_sound_and_beat_the_best_row():
     C = torch.tensor([[[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]]],
                      dtype=torch.float64)
     spec = OutputSpec(C, torch.full((1, 3), 0.1, dtype=torch.float64), ((0, 1, 2),))
-    b = bound_boxes(g, Box(lo, hi), spec, BoxConfig(alpha_iters=0))
-    assert bool((b.clauses[:, 0] >= b.lower.amax(-1) - 1e-12).all())
     _, vals = _sampled(g, lo, hi, 20000)
     rows = vals[g.output_name] @ C[0].T + 0.1
-    assert bool((rows.amax(-1).amin(0) >= b.clauses[:, 0] - 1e-9).all())
+    for iters in (0, 5):  # with alpha steps: per row the coefficients of its best pass
+        b = bound_boxes(g, Box(lo, hi), spec, BoxConfig(alpha_iters=iters))
+        assert bool((b.clauses[:, 0] >= b.lower.amax(-1) - 1e-12).all())
+        assert bool((rows.amax(-1).amin(0) >= b.clauses[:, 0] - 1e-9).all())
+        assert bool((rows.amin(0) >= b.lower - 1e-9).all())
 
 
 def test_widest_input_dims_uses_first_layer_reach():
