@@ -233,3 +233,18 @@ def test_certify_is_transform_and_segment(assets, work):
         strip = ("seconds", "time_s", "time")
         assert [{k: v for k, v in r.items() if k not in strip} for r in ra] == \
                [{k: v for k, v in r.items() if k not in strip} for r in rb], key
+
+
+def test_segment_complete_search_writes_verdicts(assets, work):
+    """--method bab: the complete search on each segment (a verdict, no fraction)."""
+    run = run_nncert(*_certify(assets, "--generator", assets / "gen", "--direction", "rotate",
+                               "--method", "bab", "--timeout", "10", "--out", work / "b.json"),
+                     cwd=work)
+    assert run.code == 0, run.stderr
+    rows = json.loads((work / "b.json").read_text())["results"]
+    assert len(rows) == 2
+    assert all(r["verdict"] in ("verified", "falsified", "unknown", "timeout") for r in rows)
+    assert all(r["fraction_lower"] in (0.0, 1.0) for r in rows)
+    run = run_nncert(*_certify(assets, "--transform", "rotate", "--range", "0", "1",
+                               "--method", "bab"), cwd=work)
+    assert_clean_error(run, "generator segments")

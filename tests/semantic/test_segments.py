@@ -247,3 +247,34 @@ def test_exact_verdict_both_ways_on_a_crafted_line():
 def test_union_length():
     iv = torch.tensor([[0.0, 0.2], [0.1, 0.3], [0.5, 0.5], [0.6, 1.0]], dtype=D)
     assert abs(union_length(iv) - 0.7) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["relu", "leaky", "residual", "f-of-g", "sigmoid", "tanh"])
+@pytest.mark.parametrize("seed", range(4))
+def test_segment_search_agrees_with_exact_and_sampling(kind, seed):
+    """``search_segment`` (complete search on the segment graph): a verified segment has no
+    sampled violation; a falsified one carries a re-checked t*; on ReLU nets it never
+    contradicts ExactLine."""
+    from nncert.semantic.latent import search_segment
+
+    net = _net(kind, seed) if kind in KINDS else zoo.random_graph(kind, seed).to(dtype=D)
+    a, b = _ends(net, seed + 10)
+    b = a + (0.3, 1.0, 3.0, 10.0)[seed] * (b - a)
+    spec = _label_spec(net, a)
+    rep = search_segment(net, a, b, spec, timeout_s=20.0)
+    t = torch.linspace(0, 1, 10_001, dtype=D)
+    y = net(a + t.reshape(-1, *([1] * a.dim())) * (b - a)).flatten(1)
+    holds = spec.holds(y[:, None, :])[:, 0]
+    v = rep.result.verdict
+    if v is Verdict.VERIFIED:
+        assert bool(holds.all()) and rep.fraction_lower == 1.0
+    elif v is Verdict.FALSIFIED:
+        cex = rep.result.counterexample
+        assert not bool(spec.holds(net(cex.x.unsqueeze(0)).flatten(1))[0])
+        assert 0.0 <= rep.t_star <= 1.0 and rep.fraction_lower == 0.0
+    else:
+        assert rep.fraction_lower == 0.0 and rep.fraction_upper == 1.0
+    if not bool(holds.all()):
+        assert v is not Verdict.VERIFIED
+    if kind in KINDS and v in (Verdict.VERIFIED, Verdict.FALSIFIED):
+        assert certify_segment_exact(net, a, b, spec).result.verdict is v

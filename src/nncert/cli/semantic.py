@@ -255,7 +255,7 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
     rows, reports = [], []
     for lo in progress(range(0, x.shape[0], step), total=-(-x.shape[0] // step), desc=desc):
         reps = certify_lines(graph, x[lo:lo + step], ends[lo:lo + step], labels[lo:lo + step],
-                             args.method, config, chunk=CHUNK)
+                             args.method, config, chunk=CHUNK, timeout_s=args.timeout)
         reports += reps
         for i, rep in enumerate(reps, lo):
             row = {"index": i, "label": int(labels[i]), "start_prediction": starts[i],
@@ -378,7 +378,7 @@ def _mutation_names() -> list[str]:
 
 
 #: the --method values of segments that are not bound methods
-SEGMENT_ONLY = ("exact", "quantitative")
+SEGMENT_ONLY = ("exact", "bab", "quantitative")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -457,8 +457,12 @@ def _segment_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="exact",
                    choices=LazyChoices(lambda: [*SEGMENT_ONLY, *_bound_methods()]),
                    metavar="METHOD",
-                   help="exact (ExactLine), quantitative (robust-fraction bounds) or a bound "
-                        "method (one pass): one of %(choices)s (default: exact)")
+                   help="exact (ExactLine: ReLU networks), bab (complete search on the "
+                        "segment: any activation, a verdict without fraction), quantitative "
+                        "(robust-fraction bounds) or a bound method (one pass): one of "
+                        "%(choices)s (default: exact)")
+    p.add_argument("--timeout", type=positive_float, default=30.0,
+                   help="bab: seconds per segment (default 30)")
     p.add_argument("--max-pieces", type=positive_int, default=512,
                    help="quantitative: most pieces bounded (default 512)")
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
@@ -512,8 +516,11 @@ def _register_certify(sub) -> None:
     p.add_argument("--method", default=None,
                    choices=LazyChoices(lambda: [*SEGMENT_ONLY, *_bound_methods()]),
                    metavar="METHOD",
-                   help="one of %(choices)s; generator default exact (ExactLine), quantitative "
-                        "for robust-fraction bounds; transform: a bound method (default crown)")
+                   help="one of %(choices)s; generator default exact (ExactLine), bab for the "
+                        "complete search (any activation), quantitative for robust-fraction "
+                        "bounds; transform: a bound method (default crown)")
+    p.add_argument("--timeout", type=positive_float, default=30.0,
+                   help="generator, bab: seconds per segment (default 30)")
     p.add_argument("--pieces", type=positive_int, default=8,
                    help="transform: initial pieces per parameter (default 8)")
     p.add_argument("--max-pieces", type=positive_int, default=None,

@@ -3,9 +3,11 @@
 The segment starts at the encoding z = E(x) of an image and ends at ``z + δ·d`` for a learned
 mutation direction d; the property is that f classifies G(z + t·δ·d) as ``label`` for every
 t ∈ [0, 1]. ``method`` chooses how: "exact" (ExactLine on f∘G: verdict, exact robust fraction,
-t*), "quantitative" (sound lower/upper robust-fraction bounds by splitting, ``config``), or a
-bound method name (one pass over the whole segment: VERIFIED or UNKNOWN, FALSIFIED when the
-midpoint already fails).
+t*; ReLU networks), "bab" (nncert's complete search on the segment graph, whose one input is t:
+attack, bounds, then input splitting on the bound engine; any activation the engine bounds, a
+verdict within ``timeout_s`` per segment, no fraction), "quantitative" (sound lower/upper
+robust-fraction bounds by splitting, ``config``), or a bound method name (one pass over the
+whole segment: VERIFIED or UNKNOWN, FALSIFIED when the midpoint already fails).
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ import torch
 from ..clock import NEVER, Deadline
 from ..errors import ConfigError, ShapeError
 from ..models.graph import Graph, compose
+from ..result import Result, Verdict
 from ..specs.output import OutputSpec
 from .quantitative import QuantConfig, robust_fraction
-from .segments import SegmentReport, as_float64, certify_segments_exact
+from .segments import (
+    SegmentReport,
+    as_float64,
+    certify_segments_exact,
+    confirm_violation,
+    segment_problem,
+)
 
 
 def latent_segment(encoder: Graph, image: torch.Tensor, direction: torch.Tensor, delta: float
@@ -47,19 +56,45 @@ def certify_latent_segment(classifier: Graph, decoder: Graph, encoder: Graph, im
 
 def certify_line(graph: Graph, start: torch.Tensor, end: torch.Tensor, label: int,
                  method: str = "exact", config: QuantConfig | None = None,
-                 deadline: Deadline = NEVER) -> SegmentReport:
+                 deadline: Deadline = NEVER, timeout_s: float = 30.0) -> SegmentReport:
     """Robustness of ``graph`` at ``label`` on the segment start → end of its input space (two
     images, or two latent points of f∘G), in float64; ``method`` as in the module docstring."""
     return certify_lines(graph, start.unsqueeze(0), end.unsqueeze(0), [label], method, config,
-                         deadline)[0]
+                         deadline, timeout_s=timeout_s)[0]
+
+
+def search_segment(graph: Graph, start: torch.Tensor, end: torch.Tensor, spec: OutputSpec,
+                   timeout_s: float = 30.0, deadline: Deadline = NEVER) -> SegmentReport:
+    """``spec`` (batch 1) decided on the whole segment by :func:`nncert.complete.verify` on
+    the segment graph (input t ∈ [0, 1]). VERIFIED: robust fraction 1; FALSIFIED: t* and its
+    image, re-run on ``graph``; otherwise UNKNOWN or TIMEOUT with fraction bounds [0, 1]."""
+    from ..complete.verify import VerifyConfig, verify
+
+    res = verify(segment_problem(graph, start, end, spec), VerifyConfig(timeout_s=timeout_s),
+                 deadline=deadline)
+    stats = {**res.stats, "method": res.method}
+    if res.verdict is Verdict.VERIFIED:
+        whole = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+        return SegmentReport(Result(Verdict.VERIFIED, "bab", res.time_s, stats=stats), 1.0, 1.0,
+                             proved=whole, stats=stats)
+    if res.verdict is Verdict.FALSIFIED:
+        t = float(res.counterexample.x.reshape(-1)[0])
+        found = confirm_violation(graph, start, end, spec, [t])
+        if found is not None:
+            return SegmentReport(Result(Verdict.FALSIFIED, "bab", res.time_s,
+                                        counterexample=found[1], stats=stats),
+                                 0.0, 1.0, t_star=t, stats=stats)
+    verdict = Verdict.TIMEOUT if res.verdict is Verdict.TIMEOUT else Verdict.UNKNOWN
+    return SegmentReport(Result(verdict, "bab", res.time_s, stats=stats), 0.0, 1.0, stats=stats)
 
 
 def certify_lines(graph: Graph, starts: torch.Tensor, ends: torch.Tensor, labels,
                   method: str = "exact", config: QuantConfig | None = None,
-                  deadline: Deadline = NEVER, chunk: int = 64) -> list[SegmentReport]:
+                  deadline: Deadline = NEVER, chunk: int = 64,
+                  timeout_s: float = 30.0) -> list[SegmentReport]:
     """:func:`certify_line` for each segment starts[s] → ends[s] (S, *input_shape) at
     labels[s]; "exact" runs batched ExactLine, ``chunk`` segments per pass, the other methods
-    one segment at a time."""
+    one segment at a time ("bab": at most ``timeout_s`` seconds each)."""
     g = as_float64(graph)
     labels = [int(v) for v in torch.as_tensor(labels).reshape(-1).tolist()]
     if any(not 0 <= v < g.num_outputs for v in labels):
@@ -72,6 +107,9 @@ def certify_lines(graph: Graph, starts: torch.Tensor, ends: torch.Tensor, labels
     spec = OutputSpec.robustness(labels, g.num_outputs, dtype=torch.float64, device=g.device)
     if method == "exact":
         return certify_segments_exact(g, a, b, spec, chunk=chunk)
+    if method == "bab":
+        return [search_segment(g, a[s], b[s], spec[s], timeout_s, deadline)
+                for s in range(len(labels))]
     cfg = config or QuantConfig()
     if method != "quantitative":
         cfg = QuantConfig(method=method, initial_pieces=1, max_pieces=1)
