@@ -33,8 +33,22 @@ class Interval:
     def __getitem__(self, idx) -> Interval:
         return Interval(self.lower[idx], self.upper[idx])
 
+    def intersect(self, other: Interval) -> Interval:
+        """The elementwise intersection: sound wherever both are (never looser than either)."""
+        return Interval(torch.maximum(self.lower, other.lower),
+                        torch.minimum(self.upper, other.upper))
+
     def contains(self, v: torch.Tensor, atol: float = 1e-6) -> bool:
         return bool(((v >= self.lower - atol) & (v <= self.upper + atol)).all())
+
+
+def map_stacked(fn, t: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """A batched map ``fn`` (N, *s) → (N, *out_shape) applied to every row of a stack
+    (B, G, *s) → (B, G, *out_shape), as one batch of B·G (G may be 0)."""
+    B, G = t.shape[:2]
+    if G == 0:
+        return t.new_zeros((B, 0, *out_shape))
+    return fn(t.reshape(B * G, *t.shape[2:])).reshape(B, G, *out_shape)
 
 
 @dataclass(frozen=True, eq=False)

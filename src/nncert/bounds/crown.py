@@ -557,8 +557,7 @@ def intermediate_bounds(graph: Graph, input_set: InputSet, config: CrownConfig |
         deadline.check()
         iv = IBP_TRANSFORMERS[type(node.op)](node.op, *(values[s] for s in node.inputs))
         if prior is not None and node.name in prior:
-            iv = Interval(torch.maximum(iv.lower, prior[node.name].lower),
-                          torch.minimum(iv.upper, prior[node.name].upper))
+            iv = iv.intersect(prior[node.name])
         if node.name in needs and not (cfg.intersect_ibp and isinstance(input_set, Box)
                                         and _ibp_exact(graph, node.name)):
             mask = _refine_mask(iv, needs[node.name], cfg, only, node.name)

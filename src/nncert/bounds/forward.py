@@ -32,7 +32,7 @@ from ..models import ops
 from ..models.graph import Graph
 from ..specs.input_sets import Box
 from . import relaxations
-from .core import Interval
+from .core import Interval, map_stacked
 from .interval import TRANSFORMERS as IBP_TRANSFORMERS
 
 
@@ -50,13 +50,6 @@ def supports(graph: Graph) -> bool:
     return True
 
 
-def _apply(fn, t: torch.Tensor) -> torch.Tensor:
-    """``fn`` on the (B, k, *shape) stack as a batch of B·k vectors."""
-    B, k = t.shape[:2]
-    out = fn(t.reshape(B * k, *t.shape[2:]))
-    return out.reshape(B, k, *out.shape[1:])
-
-
 def _concretize(M: torch.Tensor, D: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> Interval:
     """min L and max U over the boxes (centre c, radius r: (B, n0))."""
     B, k = M.shape[:2]
@@ -69,19 +62,13 @@ def _concretize(M: torch.Tensor, D: torch.Tensor, c: torch.Tensor, r: torch.Tens
     return Interval(lo.reshape(B, *shape), up.reshape(B, *shape))
 
 
-def _intersect(a: Interval, b: Interval | None) -> Interval:
-    if b is None:
-        return a
-    return Interval(torch.maximum(a.lower, b.lower), torch.minimum(a.upper, b.upper))
-
-
-def _affine(op: ops.AffineOp, M: torch.Tensor, D: torch.Tensor):
-    M2 = _apply(op.linear, M)
+def _affine(op: ops.AffineOp, M: torch.Tensor, D: torch.Tensor, out_shape):
+    M2 = map_stacked(op.linear, M, out_shape)
     b = op.bias(tuple(M.shape[2:]), M)
     if b is not None:
         M2 = M2.clone()
         M2[:, -1] = M2[:, -1] + b
-    return M2, _apply(op.abs_linear, D)
+    return M2, map_stacked(op.abs_linear, D, out_shape)
 
 
 def _activation(op: ops.Op, M: torch.Tensor, D: torch.Tensor, iv: Interval, mode: str):
@@ -119,15 +106,15 @@ def forward_bounds(graph: Graph, boxes: Box, prior: Mapping[str, Interval] | Non
         op = node.op
         ins = [lin[s] for s in node.inputs]
         if isinstance(op, ops.AffineOp):
-            M, D = _affine(op, *ins[0])
+            M, D = _affine(op, *ins[0], graph.shapes[node.name])
         elif isinstance(op, ops.LinearMultiOp):
             M = op.forward(*(_flat(m) for m, _ in ins)).reshape(B, n0 + 1, *graph.shapes[node.name])
             D = op.abs_forward(*(_flat(d) for _, d in ins)).reshape(M.shape)
         else:
             M, D = _activation(op, *ins[0], values[node.inputs[0]], mode)
-        iv = _concretize(M, D, c, r)
-        iv = _intersect(iv, IBP_TRANSFORMERS[type(op)](op, *(values[s] for s in node.inputs)))
-        values[node.name] = _intersect(iv, prior.get(node.name))
+        iv = _concretize(M, D, c, r).intersect(
+            IBP_TRANSFORMERS[type(op)](op, *(values[s] for s in node.inputs)))
+        values[node.name] = iv.intersect(prior[node.name]) if node.name in prior else iv
         lin[node.name] = (M, D)
     return values
 

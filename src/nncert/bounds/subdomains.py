@@ -191,8 +191,7 @@ def _refined(graph: Graph, xs: InputSet, inter: Mapping[str, Interval],
 
     def post(name: str, iv: Interval) -> Interval:
         if name in inter:  # never looser than the parent's bounds, whatever the pass did
-            iv = Interval(torch.maximum(iv.lower, inter[name].lower),
-                          torch.minimum(iv.upper, inter[name].upper))
+            iv = iv.intersect(inter[name])
         if name in limits_z:
             iv = clip_interval(iv, limits_z[name])[0]
         return _clip_splits({name: iv}, {name: pre[name]})[0][name] if name in pre else iv

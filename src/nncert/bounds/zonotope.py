@@ -34,7 +34,7 @@ from ..models.graph import Graph
 from ..specs.input_sets import Box, InputSet, LpBall
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
-from .core import Bounds, Interval
+from .core import Bounds, Interval, map_stacked
 from .traversal import forward_walk
 
 RELU_RULES = ("deepzono", "zbox", "zswitch", "zsmooth", "hybrid")
@@ -236,21 +236,13 @@ def from_input_set(input_set: InputSet,
 # -- transformers ------------------------------------------------------------------------------
 
 
-def _through(fn, gens: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
-    """Apply a batched map ``fn`` to every generator: (B, G, *s) → (B, G, *out_shape)."""
-    B, G = gens.shape[:2]
-    if G == 0:
-        return gens.new_zeros((B, 0, *out_shape))
-    return fn(gens.reshape(B * G, *gens.shape[2:])).reshape(B, G, *out_shape)
-
-
 def _affine(op: ops.AffineOp, z: Zonotope, *, ctx: _Walk) -> Zonotope:
     """Exact: center through ``forward``, generators through ``linear``, box through
     ``abs_linear``."""
     center = op.forward(z.center)
     if isinstance(z, _ScaledBasis):
         return _ScaledBasis(center, op.linear(z.basis), z.scale, op.abs_linear(z.box))
-    return Zonotope(center, _through(op.linear, z.generators, center.shape[1:]),
+    return Zonotope(center, map_stacked(op.linear, z.generators, center.shape[1:]),
                     op.abs_linear(z.box))
 
 
@@ -362,7 +354,7 @@ def _maxpool(op: ops.MaxPool2d, z: Zonotope, *, ctx: _Walk) -> Zonotope:
 
     domf = dom.to(z.center.dtype)
     center = torch.where(dom, pick(z.center), (lo + hi) / 2)
-    gens = _through(pick, z.generators, out_shape[1:]) * domf.unsqueeze(1)
+    gens = map_stacked(pick, z.generators, out_shape[1:]) * domf.unsqueeze(1)
     return ctx.add_error(center, gens, pick(z.box) * domf, torch.where(dom, 0.0, (hi - lo) / 2))
 
 
