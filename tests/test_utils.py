@@ -8,6 +8,7 @@ import stat
 import sys
 
 import pytest
+import torch
 
 from nncert.errors import ConfigError
 from nncert.utils import (
@@ -166,3 +167,17 @@ def test_tune_allocator_applies_on_glibc_and_is_idempotent():
     assert first == second
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert first is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-task peak memory: Linux")
+def test_peak_memory_sees_an_allocation_and_resets_after_it():
+    from nncert.utils import peak_memory_mb, reset_peak_memory
+
+    assert reset_peak_memory()
+    before = peak_memory_mb()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    during = peak_memory_mb()
+    del block
+    assert during >= before + 60
+    reset_peak_memory()
+    assert peak_memory_mb() < during - 60

@@ -47,6 +47,7 @@ def test_complete_and_pgd_rows(net):
         p = certify_instance(path, x[i], int(y[i]), 0.05, math.inf, "pgd", 5, 1)
         assert c["verdict"] in ("verified", "falsified", "unknown", "timeout") and c["strategy"]
         assert p["verdict"] in ("falsified", "unknown")
+        assert all(r["peak_mb"] > 0 for r in (c, p))  # the worker's peak resident memory
         assert not (c["verdict"] == "verified" and p["verdict"] == "falsified")
 
 

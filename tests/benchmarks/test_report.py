@@ -43,7 +43,8 @@ def _rows() -> list[dict]:
         rows.append({"key": json.dumps([f"n{i}.onnx", "p.vnnlib"]), "suite": "vnn",
                      "kind": "vnncomp", "onnx": f"onnx/n{i}.onnx", "vnnlib": "vnnlib/p.vnnlib",
                      "timeout": 10, "expected": exp, "verdict": v, "result": res,
-                     "time_s": round(rng.random() * 5, 3)})
+                     "time_s": round(rng.random() * 5, 3),
+                     **({"peak_mb": round(300 + 100 * rng.random(), 1)} if i % 4 else {})})
     return rows
 
 
@@ -100,6 +101,7 @@ def test_markdown_tables_match_the_rows(tmp_path):
     assert int(vnn["correct"]) == sum(r["result"] == r["expected"] for r in solved)
     assert int(vnn["errors"]) == sum(r["result"] == "error" for r in vr)
     assert float(vnn["time on solved (s)"]) == pytest.approx(sum(r["time_s"] for r in solved), abs=0.05)
+    assert vnn["peak memory (MiB)"] == f"{max(r['peak_mb'] for r in vr if 'peak_mb' in r):.0f}"
     board = t["Leaderboard"]
     assert {b["method"] for b in board} == {"crown", "interval", "nncert"}  # pgd proves nothing
     for b_ in board:

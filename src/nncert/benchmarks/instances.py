@@ -6,7 +6,7 @@ probability ≥ 1 − alpha; ``falsified``: a counterexample re-checked on the m
 misclassified point included; else ``unknown`` / ``timeout``), ``time_s`` (seconds, measured in
 the worker), and per method: ``margin_lower`` (bound methods), ``strategy`` (complete),
 ``radius`` (``smooth``: the certified L2 radius; bound methods with a radius search: the
-largest certified radius found by bisection).
+largest certified radius found by bisection); ``peak_mb`` (the worker's peak resident memory).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from ..complete.vnncomp import worker_test_hook
 from ..models.graph import Graph
 from ..result import Verdict
 from ..specs.problem import robustness_problem
+from ..utils import reset_peak_memory
 from .robustness import COMPLETE, RobustnessConfig, certify_points
+from .runner import with_peak_memory
 
 
 @lru_cache(maxsize=8)
@@ -60,6 +62,7 @@ def certify_instance(model: str, x: torch.Tensor, label: int, eps: float, p: flo
     [0, 1] pixel units, any shape with the model's number of values."""
     torch.set_num_threads(threads)
     worker_test_hook(model)
+    reset_peak_memory()
     options = options or {}
     t0 = time.perf_counter()
     graph = load_graph(model)
@@ -74,7 +77,7 @@ def certify_instance(model: str, x: torch.Tensor, label: int, eps: float, p: flo
         if options.get("radius") and method != COMPLETE:
             row["radius"] = _largest_radius(graph, x, y, p, method, *options["radius"])
     row["time_s"] = round(time.perf_counter() - t0, 4)
-    return row
+    return with_peak_memory(row)
 
 
 def _prediction(graph: Graph, x: torch.Tensor) -> int:

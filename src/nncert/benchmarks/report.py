@@ -182,7 +182,8 @@ def certified_table(rows: list[dict]) -> Table | None:
 
 def vnncomp_table(rows: list[dict]) -> Table | None:
     """Per (benchmark, method): instances, solved (sat + unsat), correct and wrong against the
-    expected answers, unsolved, errors, and the time spent on the solved ones."""
+    expected answers, unsolved, errors, the time spent on the solved ones, and the largest
+    peak memory of one instance's worker (— for rows written before it was recorded)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r.get("kind") == "vnncomp":
@@ -199,10 +200,16 @@ def vnncomp_table(rows: list[dict]) -> Table | None:
                     str(sum(r["result"] == "sat" for r in rs)), str(correct),
                     str(len(known) - correct), str(len(rs) - len(solved)),
                     str(sum(r["result"] == "error" for r in rs)),
-                    f"{sum(r['time_s'] for r in solved):.1f}"))
+                    f"{sum(r['time_s'] for r in solved):.1f}", _peak(rs)))
     return Table("VNN-COMP", ("benchmark", "method", "instances", "solved", "unsat", "sat",
-                              "correct", "wrong", "unsolved", "errors", "time on solved (s)"),
+                              "correct", "wrong", "unsolved", "errors", "time on solved (s)",
+                              "peak memory (MiB)"),
                  tuple(out))
+
+
+def _peak(rows: list[dict]) -> str:
+    peaks = [r["peak_mb"] for r in rows if isinstance(r.get("peak_mb"), (int, float))]
+    return f"{max(peaks):.0f}" if peaks else "—"
 
 
 def _group(r: dict) -> str:

@@ -10,6 +10,9 @@ Promises:
   the local pool and Ray give the same rows (up to the measured times, ``time_s``);
 * an instance whose worker overruns its timeout + grace is recorded as ``timeout`` (the worker is
   killed); one whose worker dies or raises is recorded as ``error``; the run goes on either way.
+
+Workers add ``peak_mb`` to their rows (:func:`with_peak_memory`): the worker process's peak
+resident memory in MiB while it ran that instance (Linux; elsewhere over the worker's life).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Protocol
 
 from ..complete.supervise import Outcome, Task
 from ..errors import DataError
-from ..utils import one_line, progress, sync
+from ..utils import one_line, peak_memory_mb, progress, sync
 
 #: the first line of a results file: ``{"nncert_results": FORMAT, "suite": NAME}``
 FORMAT = 1
@@ -64,6 +67,15 @@ class Store(Protocol):
     done: dict
 
     def append(self, work: Work, row: dict[str, Any]) -> None: ...
+
+
+def with_peak_memory(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``peak_mb``: this worker's peak resident memory (MiB) since the task began
+    (the task calls :func:`nncert.utils.reset_peak_memory` first)."""
+    peak = peak_memory_mb()
+    if peak is not None:
+        row["peak_mb"] = round(peak, 1)
+    return row
 
 
 def row_of(work: Work, out: Outcome) -> dict[str, Any]:

@@ -24,8 +24,9 @@ import torch
 from ..complete.vnncomp import one_line, run_instance, worker_test_hook, write_result
 from ..errors import ConfigError, DataError, NncertError
 from ..tables import Row, append_row, excerpt, read_rows, write_rows
+from ..utils import reset_peak_memory
 from .executors import LocalPool
-from .runner import Work, run_work
+from .runner import Work, run_work, with_peak_memory
 
 RESULT_COLUMNS = ("onnx", "vnnlib", "result", "time_s")
 RESULT_WORDS = ("sat", "unsat", "timeout", "unknown", "error")
@@ -262,6 +263,7 @@ def solve_instance(onnx_path: str, vnnlib_path: str, timeout: float, threads: in
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     worker_test_hook(onnx_path)
+    reset_peak_memory()
     err = None
     try:
         res = run_instance(onnx_path, vnnlib_path, timeout)
@@ -276,7 +278,7 @@ def solve_instance(onnx_path: str, vnnlib_path: str, timeout: float, threads: in
            "time_s": round(time.perf_counter() - t0, 3)}
     if err is not None:
         row["error"] = one_line(err)
-    return row
+    return with_peak_memory(row)
 
 
 def warm_up() -> None:
