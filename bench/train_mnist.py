@@ -43,7 +43,9 @@ EXPERIMENTS = {
     # IBP at a larger training ε than the one evaluated (Gowal et al.'s recipe), a few times
     # faster per epoch than CROWN-IBP on the CPU, so that far more epochs fit in 90 minutes
     "mnist-0.1": _exp("mnist", "dm-small", "ibp", 0.1, 70, 25, train_eps=0.15),
-    "mnist-0.3": _exp("mnist", "dm-small", "ibp", 0.3, 70, 25, train_eps=0.4),
+    # ε = 0.3: 70 epochs at κ → 0.5 gave 95.7% clean / 88.6% certified; longer, and a larger
+    # final weight of the natural loss, trades some of the certified margin for clean accuracy
+    "mnist-0.3": _exp("mnist", "dm-small", "ibp", 0.3, 100, 35, "--kappa", "0.6", train_eps=0.4),
     # CIFAR-10: CROWN-IBP (tighter than IBP at small ε, ~5x its cost per epoch here) at 2/255,
     # IBP with a long ramp at 8/255; both on Wong & Kolter's small CNN ("cnn")
     "cifar-2": _exp("cifar10", "cnn", "crown-ibp", round(2 / 255, 6), 12, 6,
