@@ -36,6 +36,21 @@ def test_known_parameter_counts():
     assert count("dm-small", (3, 32, 32)) == convs + 32 * 12 * 12 * 100 + 100 + 1010
 
 
+def test_residual_blocks_are_add_nodes_and_train_through_the_bounds():
+    from nncert.training import IBP, Constant, Step
+
+    assert sum(p.numel() for p in build("resnet2b", (3, 32, 32)).parameters()) == 112_006
+    m = build("resnet4b", (3, 16, 16), seed=0)
+    g = live_graph(m, (3, 16, 16))
+    adds = [n for n in g.nodes if type(n.op).__name__ == "Add"]
+    assert len(adds) == 4 and sum("shortcut" in n.name for n in g.nodes) == 2
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    loss, _ = IBP(Constant(0.01))(Step(m, g, 0.0, torch.Generator().manual_seed(0)), x, y)
+    loss.backward()
+    for name, p in m.named_parameters():  # body, shortcut and dense weights all get gradients
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
 def test_onnx_round_trip(tmp_path):
     m = build("convmed", (1, 28, 28), mean=[0.1307], std=[0.3081], seed=1)
     path = to_onnx(load(m, (1, 28, 28)), tmp_path / "m.onnx")

@@ -42,7 +42,7 @@ def _step(m, g, seed=0):
 
 
 @pytest.mark.parametrize("seed,arch,shape", [(0, "fc", (1, 5, 5)), (1, "fc", (1, 5, 5)),
-                                             (2, "cnn", (1, 8, 8))])
+                                             (2, "cnn", (1, 8, 8)), (4, "resnet2b", (3, 8, 8))])
 @pytest.mark.parametrize("make", SOUND)
 def test_sound_losses_bound_the_pgd_loss(seed, arch, shape, make):
     m, g, x, y = _setup(seed, arch, shape)

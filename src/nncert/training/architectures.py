@@ -9,7 +9,11 @@ normalisation as the first layer):
   ConvMed (the same with padding 1) and ConvBig (32×3×3, 32×4×4/2, 64×3×3, 64×4×4/2, 512, 512);
 * ``dm-small`` / ``dm-medium`` / ``dm-large``: the models of Gowal et al. 2018, used by
   CROWN-IBP (Zhang et al. 2020);
-* ``mlp`` / ``cnn``: the small nets of ``nncert smooth`` (128-128 MLP; Wong & Kolter's CNN).
+* ``mlp`` / ``cnn``: the small nets of ``nncert smooth`` (128-128 MLP; Wong & Kolter's CNN);
+* ``resnet2b`` / ``resnet4b``: the residual networks of VNN-COMP 2021's ``cifar10_resnet``
+  (Wang et al. 2021): a 3×3 stride-2 stem, then 2 or 4 :class:`Residual` blocks (3×3 conv,
+  ReLU, 3×3 conv, plus the input or a 1×1 strided conv of it, then ReLU), a dense layer of
+  100 and the output layer.
 """
 
 from __future__ import annotations
@@ -43,6 +47,19 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Residual(nn.Module):
+    """``body(x) + shortcut(x)`` (``shortcut`` None: the identity), the ReLU after it a
+    separate layer. ``live_graph`` and ``nncert.load`` turn it into an Add node."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None = None):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
 def _conv_stack(c: int, spec: Sequence[tuple[int, int, int, int]]) -> list[nn.Module]:
     """Conv2d + ReLU for each (out channels, kernel, stride, padding)."""
     layers: list[nn.Module] = []
@@ -73,6 +90,29 @@ def _cnn(convs: Sequence[tuple[int, int, int, int]], dense: Sequence[int]):
     return build
 
 
+def _block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ReLU(),
+                         nn.Conv2d(c_out, c_out, 3, stride=1, padding=1))
+    same = c_in == c_out and stride == 1
+    return [Residual(body, None if same else nn.Conv2d(c_in, c_out, 1, stride=stride)), nn.ReLU()]
+
+
+def _resnet(stem: int, blocks: Sequence[tuple[int, int]], dense: Sequence[int]):
+    """A stem conv of ``stem`` channels (3×3, stride 2), then a residual block per
+    (channels, stride), then the dense layers."""
+    def build(shape: Shape, classes: int) -> list[nn.Module]:
+        if len(shape) != 3:
+            raise ConfigError(f"a residual net needs (C, H, W) inputs, got {shape}")
+        feats, c = _conv_stack(shape[0], [(stem, 3, 2, 1)]), stem
+        for out, stride in blocks:
+            feats += _block(c, out, stride)
+            c = out
+        with torch.no_grad():
+            n = nn.Sequential(*feats, nn.Flatten())(torch.zeros(1, *shape)).shape[1]
+        return [*feats, nn.Flatten(), *_dense([n, *dense, classes])]
+    return build
+
+
 def _fc(hidden: Sequence[int]):
     def build(shape: Shape, classes: int) -> list[nn.Module]:
         return [nn.Flatten(), *_dense([math.prod(shape), *hidden, classes])]
@@ -92,6 +132,8 @@ ARCHITECTURES: dict[str, Builder] = {
     "dm-medium": _cnn([(32, 3, 1, 0), (32, 4, 2, 0), (64, 3, 1, 0), (64, 4, 2, 0)], (512, 512)),
     "dm-large": _cnn([(64, 3, 1, 1), (64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1),
                       (128, 3, 1, 1)], (512,)),
+    "resnet2b": _resnet(8, [(16, 2), (16, 1)], (100,)),
+    "resnet4b": _resnet(16, [(32, 2), (32, 1), (32, 2), (32, 1)], (100,)),
 }
 
 
@@ -144,16 +186,34 @@ def live_graph(module: nn.Sequential, input_shape: Sequence[int]) -> Graph:
     every optimiser step is then seen by the graph, and bounds computed on it with
     ``compute_bounds(..., grad=True)`` are differentiable in the parameters."""
     shape: Shape = tuple(int(s) for s in input_shape)
-    nodes, src = [], "input"
+    nodes: list[Node] = []
+    _live_chain(nodes, module, "input", shape, "", _device(module))
+    return Graph(nodes, shape)
+
+
+def _live_chain(nodes: list[Node], module: nn.Module, src: str, shape: Shape, prefix: str,
+                device: torch.device) -> tuple[str, Shape]:
+    """Append the nodes of ``module``'s leaves after node ``src``; the last node and its shape."""
     for i, m in enumerate(_leaves(module)):
+        name = f"{prefix}{type(m).__name__.lower()}{i}"
+        if isinstance(m, Residual):
+            body, body_shape = _live_chain(nodes, m.body, src, shape, f"{name}_body_", device)
+            short, short_shape = src, shape
+            if m.shortcut is not None:
+                short, short_shape = _live_chain(nodes, m.shortcut, src, shape,
+                                                 f"{name}_shortcut_", device)
+            if body_shape != short_shape:
+                raise ConfigError(f"residual block {name}: its body gives shape {body_shape}, "
+                                  f"its shortcut {short_shape}")
+            nodes.append(Node(name, ops.Add(), (body, short)))
+            src, shape = name, body_shape
+            continue
         for j, op in enumerate(_live_ops(m, shape)):
-            name = f"{type(m).__name__.lower()}{i}" + (f"_{j}" if j else "")
-            nodes.append(Node(name, op, (src,)))
-            src = name
+            nodes.append(Node(name + (f"_{j}" if j else ""), op, (src,)))
+            src = nodes[-1].name
             with torch.no_grad():
-                probe = torch.zeros((1, *shape), device=_device(module))
-                shape = tuple(op.forward(probe).shape[1:])
-    return Graph(nodes, tuple(int(s) for s in input_shape))
+                shape = tuple(op.forward(torch.zeros((1, *shape), device=device)).shape[1:])
+    return src, shape
 
 
 def _device(module: nn.Module) -> torch.device:
