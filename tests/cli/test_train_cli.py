@@ -50,6 +50,21 @@ def test_every_method_runs_one_epoch(tmp_path):
         assert out.is_file()
 
 
+def test_per_epoch_certified_counts_each_method_and_the_zonotope_for_diffai(tmp_path):
+    from nncert.cli.train import _evaluator
+    from nncert.training import build
+    from nncert.training.data import load_split
+    from nncert.training.evaluate import certified
+
+    test = load_split("digits", False).head(60)
+    model = build("fc", test.images.shape[1:], seed=0)
+    x, y = test.images, test.labels
+    got = _evaluator(test, 0.02, "cpu", ("interval", "zonotope"))(1, model)["certified"]
+    g = load(model, x.shape[1:])
+    union = certified(g, x, y, 0.02, "interval") | certified(g, x, y, 0.02, "zonotope")
+    assert got == float(union.float().mean())
+
+
 def test_evaluate_table(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     assert main(["train", *ARGS, "--method", "ibp", "--epochs", "1", "--out", str(out)]) == 0
