@@ -43,6 +43,7 @@ from nncert.semantic.latent import certify_line, certify_lines, latent_segment
 from nncert.semantic.quantitative import QuantConfig
 from nncert.semantic.segments import as_float64
 from nncert.semantic.transforms import TransformConfig, apply_transform, certify_transform
+from nncert.training.data import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -94,9 +95,10 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, augment
 def _data(args):
     if args.digits:
         tr, te = load_dataset("digits:train"), load_dataset("digits:test")
-    elif args.cifar:
-        tr = load_dataset(CIFAR / "data_batch_1.npz", count=args.train)
+    elif args.cifar:  # all five training batches (up to 50,000 images)
+        tr = load_split("cifar10", True, CIFAR.parent).head(args.train)
         te = load_dataset(CIFAR, count=1000)
+        return tr.images.float(), tr.labels, to_unit(te).float(), te.labels
     else:
         tr = load_dataset(MNIST / "train-images-idx3-ubyte.gz", count=args.train)
         te = load_dataset(MNIST, count=2000)
@@ -171,8 +173,8 @@ def main() -> None:
     p.add_argument("--vae-steps", type=int, default=400)
     p.add_argument("--digits", action="store_true", help="the embedded 8x8 digits instead")
     p.add_argument("--cifar", action="store_true",
-                   help="CIFAR-10 (../shared/data/cifar10: data_batch_1 for training, the test "
-                        "batch's first 1,000 images) instead")
+                   help="CIFAR-10 (../shared/data/cifar10: the first --train training images, "
+                        "the test batch's first 1,000 images) instead")
     args = p.parse_args()
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = _data(args)
