@@ -54,8 +54,8 @@ EXPERIMENTS = {
                         train_eps=round(2.2 / 255, 6), lr="1e-3"),
     "cifar-8": _exp("cifar10", "cnn", "ibp", round(8 / 255, 6), 130, 50,
                     train_eps=round(8.8 / 255, 6), lr="1e-3"),
-    # the six robust methods on one MNIST architecture at ε = 0.1 (DiffAI's dense zonotope
-    # costs ~7 s per batch of 100 on one core: ~1 h per epoch, so the table uses an MLP)
+    # the six robust methods on one MNIST architecture at ε = 0.1 (an MLP: DiffAI's zonotope
+    # still costs ~0.8 s per batch of 100 on one core, ~8 min per epoch)
     **{f"table-{m}": _exp("mnist", TABLE_ARCH, m, 0.1, 5, 2, *x) for m, x in (
         ("pgd", []), ("ibp", []), ("crown-ibp", []), ("diffai", ["--domain", "zswitch", "--box-errors"]),
         ("sabr", []), ("noise", ["--sigma", "0.1"]))},
