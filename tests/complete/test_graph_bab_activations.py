@@ -141,6 +141,13 @@ def test_verify_routes_to_activation_bab(kind, seed, eps):
     assert r.verdict.name == "VERIFIED"
 
 
+def test_verify_passes_its_graph_bab_config_on():
+    g = _graph("sigmoid", 4, n_in=20)  # the default search needs about ten steps here
+    p = _problem(g, 4, 2.0, 0.01)
+    r = verify(p, VerifyConfig(timeout_s=600, attack=None, graph_bab=GraphBaBConfig(max_steps=2)))
+    assert r.verdict.name == "UNKNOWN" and r.stats["bab"]["steps"] == 2
+
+
 def test_verify_keeps_input_splits_for_small_inputs():
     g = _graph("sigmoid", 0)  # 6 inputs: input splitting decides such boxes well
     p = _problem(g, 0, 0.4, 0.01)

@@ -377,6 +377,7 @@ def _search(problem, open_: _Open, z_of, config: GraphBaBConfig, deadline: Deadl
     queue = _Queue(open_)
     while queue.chunks:
         lower = queue.min_margin()
+        stats["open_lower"], stats["open"] = lower, len(queue)  # the current tree's progress
         if deadline.expired():
             return BaBOutcome("timeout", lower=lower, stats=stats)
         if len(queue) > config.max_domains or (
@@ -433,4 +434,5 @@ def _decide(problem: VerificationProblem, config: GraphBaBConfig, deadline: Dead
                       z_of, config, deadline, check, stats)
         if out.status != "verified":
             return out
+        stats["clauses_closed"] = stats.get("clauses_closed", 0) + 1
     return BaBOutcome("verified", lower=math.inf, stats=stats)

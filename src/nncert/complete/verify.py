@@ -23,6 +23,7 @@ from ..result import Result, Verdict
 from ..specs.input_sets import Box, LpBall
 from ..specs.problem import VerificationProblem
 from .bab import BaBConfig, BaBOutcome, choose_branching, input_bab
+from .graph_bab import GraphBaBConfig, graph_relu_bab
 from .milp import MilpConfig
 
 COMPLETE = ("auto", "bab", "milp", "none")
@@ -43,6 +44,7 @@ class VerifyConfig:
     bounds_method: str = "alpha-crown"  # generic fallback for graphs that are not ReLU chains
     complete: str = "auto"
     bab: BaBConfig = field(default_factory=BaBConfig)
+    graph_bab: GraphBaBConfig = field(default_factory=GraphBaBConfig)  # BaB on other graphs
     milp: MilpConfig = field(default_factory=MilpConfig)
     milp_max_unstable: int = 0
     dtype: torch.dtype = torch.float64
@@ -340,7 +342,6 @@ def _optimized_root(p: VerificationProblem, inter, iters: int, deadline: Deadlin
 def _graph_bab(p: VerificationProblem, b, config: VerifyConfig, end: Deadline, check, stats
                ) -> BaBOutcome:
     from ..bounds.activation_splits import activation_inputs
-    from .graph_bab import GraphBaBConfig, graph_relu_bab
 
     # general activations (LeakyReLU, Sigmoid, Tanh) split at points: "bab-activation"
     how = "bab-activation" if activation_inputs(p.graph) else "bab-relu-graph"
@@ -350,7 +351,7 @@ def _graph_bab(p: VerificationProblem, b, config: VerifyConfig, end: Deadline, c
     iters = config.bab.root_intermediate_alpha_iters
     if how == "bab-activation" and inter is not None and iters > 0:
         inter = _optimized_root(p, inter, iters, end)
-    out = graph_relu_bab(p, GraphBaBConfig(), end.within(config.bab.timeout_s), check,
+    out = graph_relu_bab(p, config.graph_bab, end.within(config.bab.timeout_s), check,
                          root_intermediate=inter)
     stats["bab"] = out.stats
     return out
