@@ -249,26 +249,45 @@ def tune_allocator() -> bool:
 def reset_peak_memory() -> bool:
     """Start a new peak-RSS window for this process, so that :func:`peak_memory_mb` measures
     one task in a worker that runs many (Linux ≥ 4.0: ``5`` written to
-    ``/proc/self/clear_refs``). Returns False where that is unsupported; the peak then
-    covers the process's whole life (``ru_maxrss``)."""
+    ``/proc/self/clear_refs``). Returns True only where the kernel did reset it (the peak
+    read back no longer exceeds the resident set; some sandboxed kernels accept the write
+    and ignore it); on False the peak covers the process's whole life."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
         return False
+    status = _proc_status_mb()
+    if "VmHWM" not in status or "VmRSS" not in status:
+        return False
+    return status["VmHWM"] <= status["VmRSS"] + 4.0  # (RSS may move between the two reads)
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident set size now, in MiB (Linux ``VmRSS``); None where unknown."""
+    return _proc_status_mb().get("VmRSS")
+
+
+def _proc_status_mb() -> dict[str, float]:
+    """The ``Vm*`` lines of ``/proc/self/status`` in MiB ({} where there is none)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Vm"):
+                    key, _, rest = line.partition(":")
+                    out[key] = int(rest.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
 
 
 def peak_memory_mb() -> float | None:
     """The peak resident set size of this process in MiB: since the last
     :func:`reset_peak_memory` on Linux (``VmHWM``), else over its life; None if unknown."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    peak = _proc_status_mb().get("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:  # (Windows)
