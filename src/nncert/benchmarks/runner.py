@@ -71,7 +71,8 @@ class Store(Protocol):
 
 def with_peak_memory(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with ``peak_mb``: this worker's peak resident memory (MiB) since the task began
-    (the task calls :func:`nncert.utils.reset_peak_memory` first)."""
+    (the task calls :func:`nncert.utils.reset_peak_memory` first). Where the kernel cannot
+    reset the peak, it is the worker's peak over its life: never below the task's own."""
     peak = peak_memory_mb()
     if peak is not None:
         row["peak_mb"] = round(peak, 1)
