@@ -119,6 +119,47 @@ def test_segment_and_transform_write_json(assets, work):
         assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
 
 
+def test_csv_output_one_line_per_input(assets, work):
+    import csv
+
+    run = run_nncert(*_segment(assets, "--direction", "rotate", "--out", work / "s.csv"),
+                     cwd=work)
+    assert run.code == 0, run.stderr
+    rows = list(csv.DictReader((work / "s.csv").open()))
+    assert [r["index"] for r in rows] == ["0", "1"]
+    assert {"verdict", "fraction_lower", "fraction_upper", "time_s"} <= set(rows[0])
+    assert files_under(work) == {"s.csv"}  # (the partial rows file is gone)
+
+
+@pytest.mark.parametrize("stop", [MemoryError, KeyboardInterrupt])
+def test_transform_rows_stay_on_disk_when_a_run_stops(assets, work, monkeypatch, stop):
+    """Rows are written as they are decided: a run that dies at the second image leaves the
+    first in OUT.partial.jsonl; Ctrl-C there writes OUT with that row, marked interrupted."""
+    import nncert.semantic.transforms as tr
+
+    real, calls = tr.certify_transform, {"n": 0}
+
+    def stopping(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise stop()
+        return real(*a, **k)
+
+    monkeypatch.setattr(tr, "certify_transform", stopping)
+    run = run_nncert(*_transform(assets, "--transform", "rotate", "--range", "-5", "5"),
+                     "--out", work / "t.json", cwd=work)
+    assert run.code != 0
+    if stop is MemoryError:
+        rows = [json.loads(line)
+                for line in (work / "t.json.partial.jsonl").read_text().splitlines()]
+    else:
+        out = json.loads((work / "t.json").read_text())
+        assert out["summary"]["interrupted"] is True and out["summary"]["count"] == 1
+        assert files_under(work) == {"t.json"}
+        rows = out["results"]
+    assert [r["index"] for r in rows] == [0]
+
+
 def test_train_generator_bad_input(work):
     (work / "afile").write_text("x")
     assert_clean_error(run_nncert("semantic", "train-generator", "--out", work / "afile",

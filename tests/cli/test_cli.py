@@ -136,6 +136,31 @@ def test_verify_jsonl_output(capsys, mnist_like, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
 
 
+def test_verify_csv_output(capsys, mnist_like, tmp_path):
+    import csv
+
+    model, data = mnist_like
+    out = tmp_path / "r.csv"
+    code, stdout, _ = run_cli(capsys, "verify", "--model", model, "--data", data, "--eps",
+                              "0.001", "--batch", "2", "--out", out)
+    assert code == 0 and "verified" in stdout  # (the summary is printed)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["index"] for r in rows] == [str(i) for i in range(5)]
+    assert {"label", "verdict", "time_s"} <= set(rows[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+def test_rows_to_csv_takes_every_field_and_writes_lists_as_json():
+    import csv
+    import io
+
+    from nncert.cli.common import rows_to_csv
+
+    text = rows_to_csv([{"a": 1, "b": [1.5, 2]}, {"a": 2, "c": {"k": "v,w"}}])
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows == [["a", "b", "c"], ["1", "[1.5, 2]", ""], ["2", "", '{"k": "v,w"}']]
+
+
 def test_verify_refuses_points_outside_the_domain(capsys, mnist_like, tmp_path):
     """The issue's case: pixels 0-255 read with --scale 1 lie outside [0, 1]. Clipping the
     ball while the point lies outside gave certificates at a wrong centre."""

@@ -5,12 +5,17 @@ re-exported here."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..utils import JsonLines, is_special
 from ..utils import check_writable as check_writable
 from ..utils import one_line as one_line
 from ..utils import open_output as open_output
@@ -144,3 +149,113 @@ def shape(text: str) -> tuple[int, ...]:
 # -- models ------------------------------------------------------------------------------------
 def is_torch_file(path: str | Path) -> bool:
     return Path(path).suffix in TORCH_SUFFIXES
+
+
+# -- result rows written as they are decided ---------------------------------------------------
+class RowSink:
+    """Rows of a per-input command written as they are decided, so a killed or interrupted run
+    keeps them. By ``--out``'s suffix:
+
+    * ``.jsonl``: JSON Lines, one row per line as it is decided, then ``{"summary": ...}``;
+    * ``.csv``: rows go to ``OUT.partial.jsonl`` while running; at the end (or on Ctrl-C) OUT
+      gets one CSV line per row (the union of the rows' fields; lists and dicts as JSON) and
+      the partial file is removed; the summary is printed, not written;
+    * anything else: likewise, OUT gets the JSON ``{summary, results}``.
+
+    A symlink, device or pipe OUT gets no partial file (name it ``.jsonl`` to stream)."""
+
+    def __init__(self, out: str | None):
+        self.out = out
+        self.jsonl = out is not None and out.endswith(".jsonl")
+        self.csv = out is not None and out.lower().endswith(".csv")
+        self.partial = None if out is None or self.jsonl else _partial_path(out)
+        self._lines: JsonLines | None = None
+
+    def check(self) -> None:
+        """Before computing: every file this sink will write can be written."""
+        if self.out is not None:
+            check_writable(self.out, "--out")
+        if self.partial is not None:
+            check_writable(self.partial, "--out (rows while running)")
+
+    def collect(self, rows: Iterable[dict],
+                summarize: Callable[[list[dict], bool], dict]) -> tuple[list[dict], dict]:
+        """Take every row of ``rows`` (written as it comes), then write the summary
+        (``summarize(rows, interrupted)``). On Ctrl-C the rows so far are written with the
+        summary marked interrupted, then KeyboardInterrupt goes on; on an error they stay on
+        disk (in the partial file) and the error goes on."""
+        got: list[dict] = []
+        path = self.out if self.jsonl else self.partial
+        try:
+            for row in rows:
+                got.append(row)
+                if path is not None and self._lines is None:  # (opened by the first row: an
+                    self._lines = JsonLines(path)              # error before it leaves no file)
+                if self._lines is not None:
+                    self._lines.write(row)
+        except KeyboardInterrupt:
+            self._finish(summarize(got, True), got)
+            raise
+        except BaseException:
+            self._close()
+            raise
+        summary = summarize(got, False)
+        self._finish(summary, got)
+        return got, summary
+
+    def _finish(self, summary: dict, rows: list[dict]) -> None:
+        if self.jsonl:
+            if self._lines is None:
+                self._lines = JsonLines(self.out)
+            self._lines.write({"summary": summary})
+        self._close()
+        if self.out is None or self.jsonl:
+            return
+        if self.csv:
+            write_atomic(self.out, rows_to_csv(rows))
+        else:
+            write_json(self.out, {"summary": summary, "results": rows})
+        if self.partial is not None and os.path.lexists(self.partial):
+            os.unlink(self.partial)
+
+    def _close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+            self._lines = None
+
+
+def _partial_path(out: str) -> Path | None:
+    """Beside a plain file path only: a symlink (``/dev/stdout``), device or pipe is written at
+    the end (use a ``.jsonl`` name to stream rows into it)."""
+    if Path(out).is_symlink() or is_special(out):
+        return None
+    return Path(out).with_name(Path(out).name + ".partial.jsonl")
+
+
+#: --out's help for the commands that write one row per input through :class:`RowSink`
+OUT_HELP = ("results: .jsonl streams one JSON row per input as it is decided, then a "
+            "{\"summary\": ...} line; .csv writes one CSV line per input; any other name gets "
+            "the JSON {summary, results}. Rows go to OUT.partial.jsonl while running, so an "
+            "interrupted run keeps what it decided")
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """CSV text of ``rows``: a header of every field in first-seen order, one line per row
+    (missing fields empty, lists and dicts as JSON)."""
+    fields: dict[str, None] = {}
+    for row in rows:
+        fields.update(dict.fromkeys(row))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(k)) for k in fields])
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return value

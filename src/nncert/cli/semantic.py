@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DataError, ModelError
 from .common import (
+    OUT_HELP,
     LazyChoices,
+    RowSink,
     check_writable,
     finite_floats,
     nonnegative_float,
@@ -28,7 +31,6 @@ from .common import (
     positive_floats,
     positive_int,
     progress,
-    write_json,
 )
 
 if TYPE_CHECKING:
@@ -67,9 +69,8 @@ def _summary(rows: list[dict], **extra) -> dict:
     return {**out, **extra}
 
 
-def _finish(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
+def _finish(args: argparse.Namespace, summary: dict) -> None:
     if args.out:
-        write_json(args.out, {"summary": summary, "results": rows})
         print(f"results written to {args.out}", file=sys.stderr)
     fraction = ""
     if "mean_fraction_lower" in summary:
@@ -82,13 +83,15 @@ def _finish(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
 
 
 # -- PNG strips ---------------------------------------------------------------------------------
-def _check_outputs(args: argparse.Namespace) -> None:
-    if args.out:
-        check_writable(args.out, "--out")
+def _check_outputs(args: argparse.Namespace) -> RowSink:
+    """The sink of --out's rows, once every output can be written."""
+    sink = RowSink(args.out)
+    sink.check()
     if args.strip:
         check_writable(args.strip, "--strip")
     if args.strip_images < 2:
         raise ConfigError(f"--strip-images must be ≥ 2, got {args.strip_images}")
+    return sink
 
 
 def _fails(graph: Graph, points: torch.Tensor, label: int) -> torch.Tensor:
@@ -153,26 +156,30 @@ def run_transform(args: argparse.Namespace) -> int:
     from ..semantic.strip import save_strip
     from ..semantic.transforms import TransformConfig, certify_transform
 
-    _check_outputs(args)
+    sink = _check_outputs(args)
     lo, hi = _check_range(args.transform, args.range)
     graph, x, labels = _classifier(args)
     config = TransformConfig(method=args.method, initial_pieces=args.pieces,
                              max_pieces=args.max_pieces, batch=args.batch)
-    rows, strip = [], []
-    for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.transform}"):
-        label = int(labels[i])
-        rep = certify_transform(graph, x[i], label, args.transform, lo, hi, config)
-        row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
-               "proved_fraction": rep.proved_fraction, "time_s": rep.result.time_s,
-               "pieces_bounded": rep.result.stats.get("pieces_bounded", 0)}
-        if rep.param is not None:
-            row["counterexample_param"] = [float(v) for v in rep.param.flatten()]
-        rows.append(row)
-        if args.strip and i < STRIP_ROWS:
-            strip.append(_transform_row(args, graph, x[i], label, rep, lo, hi, row))
-    summary = _summary(rows, model=str(args.model), data=str(args.data),
-                       transform=args.transform, range=[lo, hi], method=args.method)
-    _finish(args, rows, summary)
+    strip: list = []
+
+    def decided():
+        for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.transform}"):
+            label = int(labels[i])
+            rep = certify_transform(graph, x[i], label, args.transform, lo, hi, config)
+            row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
+                   "proved_fraction": rep.proved_fraction, "time_s": rep.result.time_s,
+                   "pieces_bounded": rep.result.stats.get("pieces_bounded", 0)}
+            if rep.param is not None:
+                row["counterexample_param"] = [float(v) for v in rep.param.flatten()]
+            if args.strip and i < STRIP_ROWS:
+                strip.append(_transform_row(args, graph, x[i], label, rep, lo, hi, row))
+            yield row
+
+    _, summary = sink.collect(decided(), lambda rows, stop: _summary(
+        rows, model=str(args.model), data=str(args.data), transform=args.transform,
+        range=[lo, hi], method=args.method, interrupted=stop))
+    _finish(args, summary)
     if strip:
         save_strip(args.strip, strip)
         print(f"strip written to {args.strip}", file=sys.stderr)
@@ -217,7 +224,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..semantic.latent import latent_segment
     from ..semantic.segments import as_float64
 
-    _check_outputs(args)
+    sink = _check_outputs(args)
     graph, x, labels = _classifier(args)
     decoder, encoder, direction = _generator(args, graph)
     if encoder.input_shape != tuple(x.shape[1:]):
@@ -225,24 +232,29 @@ def run_segment(args: argparse.Namespace) -> int:
     fg = as_float64(compose(decoder, graph))  # once for all images
     ends = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
     z0, z1 = torch.stack([a for a, _ in ends]), torch.stack([b for _, b in ends])
-    rows, reports = _line_rows(args, fg, z0, labels, z1, f"semantic {args.direction}")
+    reports: list = []
+    rows, summary = sink.collect(
+        _line_rows(args, fg, z0, labels, z1, reports, f"semantic {args.direction}"),
+        lambda got, stop: _summary(got, model=str(args.model), data=str(args.data),
+                                   method=args.method, generator=str(args.generator),
+                                   direction=args.direction, delta=args.delta,
+                                   interrupted=stop))
 
     def point_at(i: int, t: torch.Tensor) -> torch.Tensor:  # the decoded images along segment i
         z = z0[i] + t.to(z0.dtype)[:, None] * (z1[i] - z0[i])
         return decoder.forward(z.to(decoder.dtype))
 
     _segment_strip(args, graph, reports, rows, point_at)
-    summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
-                       generator=str(args.generator), direction=args.direction, delta=args.delta)
-    _finish(args, rows, summary)
+    _finish(args, summary)
     return 0
 
 
 # -- line (a segment in input space) -----------------------------------------------------------
 def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
-               desc: str = "semantic line") -> tuple[list[dict], list]:
-    """One row (and report) per segment x[i] → ends[i], certified at labels[i] with
-    args.method (exact: batched, CHUNK segments per ExactLine pass)."""
+               reports: list, desc: str = "semantic line") -> Iterator[dict]:
+    """One row per segment x[i] → ends[i], certified at labels[i] with args.method (exact:
+    batched, CHUNK segments per ExactLine pass); each segment's report is appended to
+    ``reports``."""
     import torch
 
     from ..semantic.latent import certify_lines
@@ -252,7 +264,6 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
     step = CHUNK if args.method == "exact" else 1
     with torch.no_grad():
         starts = graph.forward(x.to(graph.dtype)).argmax(1).tolist()
-    rows, reports = [], []
     for lo in progress(range(0, x.shape[0], step), total=-(-x.shape[0] // step), desc=desc):
         reps = certify_lines(graph, x[lo:lo + step], ends[lo:lo + step], labels[lo:lo + step],
                              args.method, config, chunk=CHUNK, timeout_s=args.timeout)
@@ -265,8 +276,7 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
                                                     if k in ("pieces", "pieces_bounded")}}
             if rep.t_star is not None:
                 row["t_star"] = rep.t_star
-            rows.append(row)
-    return rows, reports
+            yield row
 
 
 def run_line(args: argparse.Namespace) -> int:
@@ -275,7 +285,7 @@ def run_line(args: argparse.Namespace) -> int:
     from ..semantic.segments import as_float64
     from ..semantic.transforms import TRANSFORMS, apply_transform
 
-    _check_outputs(args)
+    sink = _check_outputs(args)
     name, values = args.toward[0], args.toward[1:]
     if name not in TRANSFORMS:
         raise ConfigError(f"--toward: unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
@@ -295,12 +305,15 @@ def run_line(args: argparse.Namespace) -> int:
     if x.dim() != 4:
         raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
     ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
-    rows, reports = _line_rows(args, as_float64(graph), x, labels, ends)
+    reports: list = []
+    rows, summary = sink.collect(
+        _line_rows(args, as_float64(graph), x, labels, ends, reports),
+        lambda got, stop: _summary(got, model=str(args.model), data=str(args.data),
+                                   method=args.method, toward=[name, *param.flatten().tolist()],
+                                   interrupted=stop))
     _segment_strip(args, graph, reports, rows,
                    lambda i, t: x[i] + t.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) * (ends[i] - x[i]))
-    summary = _summary(rows, model=str(args.model), data=str(args.data), method=args.method,
-                       toward=[name, *param.flatten().tolist()])
-    _finish(args, rows, summary)
+    _finish(args, summary)
     return 0
 
 
@@ -390,7 +403,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="divide raw pixels by this (default: the dataset's max)")
     p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean")
     p.add_argument("--std", type=positive_floats, default=None, help="per-channel std")
-    p.add_argument("--out", default=None, help="write JSON {summary, results} here")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--strip", default=None, metavar="PNG",
                    help=f"write a PNG strip here: per input (the first {STRIP_ROWS}) images along "
                         "the segment or parameter range, framed green where proved robust, red "

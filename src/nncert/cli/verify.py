@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from ..utils import JsonLines, is_special
 from .common import (
+    OUT_HELP,
     LazyChoices,
+    RowSink,
     add_device_arg,
-    check_writable,
     finite_floats,
     nonnegative_float,
     positive_float,
@@ -22,7 +20,6 @@ from .common import (
     positive_int,
     progress,
     resolve_device,
-    write_json,
 )
 
 if TYPE_CHECKING:
@@ -90,58 +87,6 @@ def _onnx_reference(model: str, graph: Graph, source: Graph):
     return run
 
 
-class _RowSink:
-    """Rows written as they are decided, so a killed run keeps them. ``--out X.jsonl``: JSON
-    Lines, one row per line, and a last line ``{"summary": ...}``. Any other ``--out X``: rows
-    go to ``X.partial.jsonl`` while running; at the end (or on Ctrl-C) X gets the JSON
-    ``{summary, results}`` and the partial file is removed (a symlink, device or pipe X gets
-    no partial file)."""
-
-    def __init__(self, out: str | None):
-        self.out = out
-        self.jsonl = out is not None and out.endswith(".jsonl")
-        self.partial = None if out is None or self.jsonl else _partial_path(out)
-        self._lines: JsonLines | None = None
-
-    def check(self) -> None:
-        """Before computing: every file this sink will write can be written."""
-        if self.out is not None:
-            check_writable(self.out, "--out")
-        if self.partial is not None:
-            check_writable(self.partial, "--out (rows while running)")
-
-    def open(self) -> None:
-        path = self.out if self.jsonl else self.partial
-        if path is not None:
-            self._lines = JsonLines(path)
-
-    def row(self, row: dict) -> None:
-        if self._lines is not None:
-            self._lines.write(row)
-
-    def finish(self, summary: dict, rows: list[dict]) -> None:
-        if self.jsonl and self._lines is not None:
-            self._lines.write({"summary": summary})
-        self.close()
-        if self.out is not None and not self.jsonl:
-            write_json(self.out, {"summary": summary, "results": rows})
-            if self.partial is not None and os.path.lexists(self.partial):
-                os.unlink(self.partial)
-
-    def close(self) -> None:
-        if self._lines is not None:
-            self._lines.close()
-            self._lines = None
-
-
-def _partial_path(out: str) -> Path | None:
-    """Beside a plain file path only: a symlink (``/dev/stdout``), device or pipe is written at
-    the end (use a ``.jsonl`` name to stream rows into it)."""
-    if Path(out).is_symlink() or is_special(out):
-        return None
-    return Path(out).with_name(Path(out).name + ".partial.jsonl")
-
-
 def _summary(args: argparse.Namespace, rows: list[dict], config: RobustnessConfig,
              interrupted: bool = False) -> dict:
     from ..benchmarks.robustness import summarize
@@ -168,7 +113,7 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..benchmarks.robustness import COMPLETE, RobustnessConfig, certify_points, prepare_inputs
 
-    sink = _RowSink(args.out)
+    sink = RowSink(args.out)
     sink.check()
     resolve_device(args.device)
     method, mconfig = method_config(args.method)
@@ -181,22 +126,14 @@ def run(args: argparse.Namespace) -> int:
     graph, source, data = _load(args)
     reference = _onnx_reference(args.model, graph, source)
     x = prepare_inputs(data.images, graph, args.scale if args.scale is not None else data.pixel_max)
-    rows: list[dict] = []
     bar = progress(range(x.shape[0]), total=x.shape[0], desc=f"verify {args.method}")
-    sink.open()
-    try:
+
+    def decided():
         for row in certify_points(graph, x, data.labels, config, reference=reference):
-            rows.append(row)
-            sink.row(row)
+            yield row
             next(bar, None)
-    except KeyboardInterrupt:
-        sink.finish(_summary(args, rows, config, interrupted=True), rows)
-        raise
-    except BaseException:
-        sink.close()  # the rows decided so far stay on disk
-        raise
-    summary = _summary(args, rows, config)
-    sink.finish(summary, rows)
+
+    rows, summary = sink.collect(decided(), lambda got, stop: _summary(args, got, config, stop))
     print(f"{summary['verified']}/{summary['count']} verified "
           f"(certified accuracy {summary['certified_accuracy']:.1%}, clean accuracy "
           f"{summary['clean_accuracy']:.1%}) with {args.method} at eps={args.eps} "
@@ -263,9 +200,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every pixel must lie in [0, SCALE]")
     p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean, e.g. 0.1307")
     p.add_argument("--std", type=positive_floats, default=None, help="per-channel std, e.g. 0.3081")
-    p.add_argument("--out", default=None,
-                   help="write JSON {summary, results} here (rows go to OUT.partial.jsonl while "
-                        "running); with a .jsonl suffix: JSON Lines, one row per line as it is "
-                        "decided, then a {\"summary\": ...} line")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     add_device_arg(p)
     p.set_defaults(func=run)
