@@ -50,3 +50,16 @@ def test_imports_point_up_the_pipeline():
             if other is not None and other > own:
                 bad.append(f"{'/'.join(rel)} imports {'.'.join(mod)}")
     assert not bad, "imports against the pipeline direction:\n" + "\n".join(bad)
+
+
+def test_no_function_over_80_lines_in_the_engine_and_the_search():
+    """Issue 13's code target: the bound engine and the search stay in small functions."""
+    long = []
+    for pkg in ("bounds", "complete"):
+        for path in sorted((PKG / pkg).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 80:
+                        long.append(f"{pkg}/{path.name}:{node.lineno} {node.name} ({lines})")
+    assert long == []
