@@ -166,7 +166,7 @@ class RowSink:
 
     def __init__(self, out: str | None):
         self.out = out
-        self.jsonl = out is not None and out.endswith(".jsonl")
+        self.jsonl = out is not None and out.lower().endswith(".jsonl")
         self.csv = out is not None and out.lower().endswith(".csv")
         self.partial = None if out is None or self.jsonl else _partial_path(out)
         self._lines: JsonLines | None = None
