@@ -5,8 +5,6 @@ re-exported here."""
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..tables import format_row
 from ..utils import JsonLines, is_special
 from ..utils import check_writable as check_writable
 from ..utils import one_line as one_line
@@ -240,17 +239,14 @@ OUT_HELP = ("results: .jsonl streams one JSON row per input as it is decided, th
 
 
 def rows_to_csv(rows: list[dict]) -> str:
-    """CSV text of ``rows``: a header of every field in first-seen order, one line per row
-    (missing fields empty, lists and dicts as JSON)."""
+    """CSV text of ``rows`` in nncert's dialect (:mod:`nncert.tables`): a header of every
+    field in first-seen order, one line per row (missing fields empty, lists and dicts as
+    JSON)."""
     fields: dict[str, None] = {}
     for row in rows:
         fields.update(dict.fromkeys(row))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(fields)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(k)) for k in fields])
-    return buf.getvalue()
+    return format_row(list(fields)) + "".join(
+        format_row([_csv_cell(row.get(k)) for k in fields]) for row in rows)
 
 
 def _csv_cell(value: Any) -> Any:
