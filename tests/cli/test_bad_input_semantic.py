@@ -134,7 +134,8 @@ def test_csv_output_one_line_per_input(assets, work):
 @pytest.mark.parametrize("stop", [MemoryError, KeyboardInterrupt])
 def test_transform_rows_stay_on_disk_when_a_run_stops(assets, work, monkeypatch, stop):
     """Rows are written as they are decided: a run that dies at the second image leaves the
-    first in OUT.partial.jsonl; Ctrl-C there writes OUT with that row, marked interrupted."""
+    first in OUT.partial.jsonl; Ctrl-C there writes OUT with that row, marked interrupted, and
+    keeps the journal; --resume then decides only the other images."""
     import nncert.semantic.transforms as tr
 
     real, calls = tr.certify_transform, {"n": 0}
@@ -150,14 +151,23 @@ def test_transform_rows_stay_on_disk_when_a_run_stops(assets, work, monkeypatch,
                      "--out", work / "t.json", cwd=work)
     assert run.code != 0
     if stop is MemoryError:
-        rows = [json.loads(line)
-                for line in (work / "t.json.partial.jsonl").read_text().splitlines()]
+        head, *rows = [json.loads(line)
+                       for line in (work / "t.json.partial.jsonl").read_text().splitlines()]
+        assert head["command"] == "semantic transform"
     else:
         out = json.loads((work / "t.json").read_text())
         assert out["summary"]["interrupted"] is True and out["summary"]["count"] == 1
-        assert files_under(work) == {"t.json"}
+        assert files_under(work) == {"t.json", "t.json.partial.jsonl"}
         rows = out["results"]
     assert [r["index"] for r in rows] == [0]
+    monkeypatch.setattr(tr, "certify_transform", real)
+    run = run_nncert(*_transform(assets, "--transform", "rotate", "--range", "-5", "5"),
+                     "--out", work / "t.json", "--resume", cwd=work)
+    assert run.code == 0, run.stderr
+    assert "1 of 2 inputs already decided" in run.stderr
+    out = json.loads((work / "t.json").read_text())
+    assert [r["index"] for r in out["results"]] == [0, 1] and out["summary"]["count"] == 2
+    assert files_under(work) == {"t.json"}
 
 
 def test_train_generator_bad_input(work):
@@ -289,3 +299,33 @@ def test_segment_complete_search_writes_verdicts(assets, work):
     run = run_nncert(*_certify(assets, "--transform", "rotate", "--range", "0", "1",
                                "--method", "bab"), cwd=work)
     assert_clean_error(run, "generator segments")
+
+
+@pytest.mark.parametrize("route", ["segment", "line"])
+def test_segment_and_line_resume_decide_only_the_missing_inputs(assets, work, monkeypatch, route):
+    """A .jsonl journal cut after its first row (as a kill leaves it) is continued by
+    --resume: only the second segment is certified, and the file ends with both rows once and
+    one summary."""
+    import nncert.semantic.latent as latent
+
+    argv = (_segment(assets, "--direction", "rotate") if route == "segment" else
+            ("semantic", "line", "--model", assets / "net.onnx", "--data", "digits:test",
+             "--count", "2", "--toward", "rotate", "10"))
+    out = work / "s.jsonl"
+    assert run_nncert(*argv, "--out", out, cwd=work).code == 0
+    head, first, second, summary = out.read_text().splitlines()
+    out.write_text(head + "\n" + first + "\n")
+    real, seen = latent.certify_lines, []
+
+    def counting(graph, x, *a, **k):
+        seen.append(x.shape[0])
+        return real(graph, x, *a, **k)
+
+    monkeypatch.setattr(latent, "certify_lines", counting)
+    run = run_nncert(*argv, "--out", out, "--resume", cwd=work)
+    assert run.code == 0, run.stderr
+    assert seen == [1]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[1] == json.loads(first) and lines[2]["index"] == 1
+    assert lines[3]["summary"]["count"] == 2 and lines[3]["summary"]["resumed_rows"] == 1
+    assert len(lines) == 4

@@ -115,7 +115,8 @@ def test_verify_streams_rows_and_keeps_them_when_killed(capsys, mnist_like, tmp_
         main(["verify", "--model", str(model), "--data", str(data), "--eps", "0.001",
               "--batch", "1", "--out", str(out)])
     partial = tmp_path / "r.json.partial.jsonl"
-    rows = [json.loads(line) for line in partial.read_text().splitlines()]
+    head, *rows = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert head["command"] == "verify" and head["settings"]["eps"] == 0.001
     assert [r["index"] for r in rows] == [0, 1] and not out.exists()
     monkeypatch.setattr(rob, "certify", real)
     code, _, _ = run_cli(capsys, "verify", "--model", model, "--data", data, "--eps", "0.001",
@@ -130,10 +131,93 @@ def test_verify_jsonl_output(capsys, mnist_like, tmp_path):
     code, _, _ = run_cli(capsys, "verify", "--model", model, "--data", data, "--eps", "0.001",
                          "--batch", "2", "--out", out)
     assert code == 0
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    head, *lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert head["nncert_rows"] == 1 and head["command"] == "verify"
     assert [r["index"] for r in lines[:-1]] == list(range(5))
     assert lines[-1]["summary"]["count"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
+
+
+def _dying_after(monkeypatch, module, name, calls_ok: int, stop=MemoryError):
+    """Make ``module.name`` raise ``stop`` on call calls_ok + 1; returns the call counter."""
+    real, calls = getattr(module, name), {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == calls_ok + 1:
+            raise stop()
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, dying)
+    return calls
+
+
+@pytest.mark.parametrize("suffix,stop", [(".json", MemoryError), (".csv", KeyboardInterrupt),
+                                         (".jsonl", KeyboardInterrupt)])
+def test_verify_resume_computes_only_the_missing_points(capsys, mnist_like, tmp_path, monkeypatch,
+                                                        suffix, stop):
+    """A run stopped after 2 of 5 points (killed, or Ctrl-C) is continued by --resume: the
+    other 3 are computed, once each, and OUT holds all 5 in order with one summary."""
+    import csv
+
+    import nncert.benchmarks.robustness as rob
+
+    model, data = mnist_like
+    out = tmp_path / f"r{suffix}"
+    args = ["verify", "--model", str(model), "--data", str(data), "--eps", "0.001", "--batch",
+            "1", "--out", str(out)]
+    _dying_after(monkeypatch, rob, "certify", 2, stop)
+    if stop is KeyboardInterrupt:
+        assert run_cli(capsys, *args)[0] == 130
+    else:
+        with pytest.raises(stop):
+            main(args)
+    calls = _dying_after(monkeypatch, rob, "certify", 99)
+    code, _, err = run_cli(capsys, *args, "--resume")
+    assert code == 0 and "2 of 5 inputs already decided" in err, err
+    assert calls["n"] == 3
+    if suffix == ".csv":
+        assert [r["index"] for r in csv.DictReader(out.open())] == [str(i) for i in range(5)]
+    elif suffix == ".json":
+        got = json.loads(out.read_text())
+        assert [r["index"] for r in got["results"]] == list(range(5))
+        assert got["summary"]["count"] == 5 and got["summary"]["resumed_rows"] == 2
+    else:
+        head, *lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["index"] for r in lines[:-1]] == list(range(5))
+        assert "summary" in lines[-1] and lines[-1]["summary"]["interrupted"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    calls = _dying_after(monkeypatch, rob, "certify", 99)  # a finished .jsonl run: nothing left
+    if suffix == ".jsonl":
+        assert run_cli(capsys, *args, "--resume")[0] == 0 and calls["n"] == 0
+
+
+def test_verify_resume_refuses_other_settings_and_finished_runs(capsys, mnist_like, tmp_path,
+                                                                monkeypatch):
+    import nncert.benchmarks.robustness as rob
+
+    model, data = mnist_like
+    out = tmp_path / "r.json"
+    args = ["verify", "--model", str(model), "--data", str(data), "--eps", "0.001", "--batch",
+            "1", "--out", str(out)]
+    _dying_after(monkeypatch, rob, "certify", 1)
+    with pytest.raises(MemoryError):
+        main(args)
+    code, _, err = run_cli(capsys, *[a if a != "0.001" else "0.002" for a in args], "--resume")
+    assert code == 2 and "other settings (eps 0.001 → 0.002)" in err
+    code, _, err = run_cli(capsys, *args, "--resume", "--method", "crown")
+    assert code == 2 and "method 'interval' → 'crown'" in err
+    calls = _dying_after(monkeypatch, rob, "certify", 99)
+    code, _, err = run_cli(capsys, *args, "--count", "3", "--resume")  # (--count may change)
+    assert code == 0 and calls["n"] == 2
+    assert len(json.loads(out.read_text())["results"]) == 3
+    code, _, err = run_cli(capsys, *args, "--resume")
+    assert code == 2 and "finished run" in err and "nothing to resume" in err
+    code, _, err = run_cli(capsys, *args[:-2], "--resume")
+    assert code == 2 and "--resume" in err and "--out" in err
+    (tmp_path / "x.json.partial.jsonl").write_text('{"something": 1}\n')
+    code, _, err = run_cli(capsys, *args[:-1], tmp_path / "x.json", "--resume")
+    assert code == 2 and "x.json.partial.jsonl:1 is not a row journal" in err
 
 
 def test_verify_csv_output(capsys, mnist_like, tmp_path):

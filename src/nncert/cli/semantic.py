@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DataError, ModelError
 from .common import (
-    OUT_HELP,
     LazyChoices,
     RowSink,
+    add_out_args,
     check_writable,
     finite_floats,
     nonnegative_float,
@@ -31,6 +31,7 @@ from .common import (
     positive_floats,
     positive_int,
     progress,
+    run_settings,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def _finish(args: argparse.Namespace, summary: dict) -> None:
 # -- PNG strips ---------------------------------------------------------------------------------
 def _check_outputs(args: argparse.Namespace) -> RowSink:
     """The sink of --out's rows, once every output can be written."""
-    sink = RowSink(args.out)
+    sink = RowSink(args.out, args.resume)
     sink.check()
     if args.strip:
         check_writable(args.strip, "--strip")
@@ -116,16 +117,17 @@ def _caption(i: int, label: int, row: dict) -> str:
     return f"input {i}, label {label}: {row['verdict']}; {what}"
 
 
-def _segment_strip(args, graph: Graph, reports, rows: list[dict], point_at) -> None:
-    """The --strip PNG of the first inputs' segments; ``point_at(i, t)`` (K,) → model inputs."""
+def _segment_strip(args, graph: Graph, reports: dict, rows: list[dict], point_at) -> None:
+    """The --strip PNG of the first inputs decided in this run (``reports``: index → report);
+    ``point_at(i, t)`` (K,) → model inputs of input i."""
     if not args.strip:
         return
     from ..semantic.strip import save_strip, segment_row
 
     out = []
-    for i, (rep, row) in enumerate(zip(reports[:STRIP_ROWS], rows)):
-        label = row["label"]
-        out.append(segment_row(rep, functools.partial(point_at, i),
+    for row in [r for r in rows if r["index"] in reports][:STRIP_ROWS]:
+        i, label = row["index"], row["label"]
+        out.append(segment_row(reports[i], functools.partial(point_at, i),
                                lambda t, i=i, label=label: _fails(graph, point_at(i, t), label),
                                args.strip_images, _caption(i, label, row)))
     save_strip(args.strip, out)
@@ -162,9 +164,11 @@ def run_transform(args: argparse.Namespace) -> int:
     config = TransformConfig(method=args.method, initial_pieces=args.pieces,
                              max_pieces=args.max_pieces, batch=args.batch)
     strip: list = []
+    done = sink.start("semantic transform", run_settings(args), x.shape[0])
+    todo = [i for i in range(x.shape[0]) if i not in done]
 
     def decided():
-        for i in progress(range(x.shape[0]), total=x.shape[0], desc=f"semantic {args.transform}"):
+        for i in progress(todo, total=len(todo), desc=f"semantic {args.transform}"):
             label = int(labels[i])
             rep = certify_transform(graph, x[i], label, args.transform, lo, hi, config)
             row = {"index": i, "label": label, "verdict": rep.result.verdict.value,
@@ -172,7 +176,7 @@ def run_transform(args: argparse.Namespace) -> int:
                    "pieces_bounded": rep.result.stats.get("pieces_bounded", 0)}
             if rep.param is not None:
                 row["counterexample_param"] = [float(v) for v in rep.param.flatten()]
-            if args.strip and i < STRIP_ROWS:
+            if args.strip and len(strip) < STRIP_ROWS:
                 strip.append(_transform_row(args, graph, x[i], label, rep, lo, hi, row))
             yield row
 
@@ -232,9 +236,10 @@ def run_segment(args: argparse.Namespace) -> int:
     fg = as_float64(compose(decoder, graph))  # once for all images
     ends = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
     z0, z1 = torch.stack([a for a, _ in ends]), torch.stack([b for _, b in ends])
-    reports: list = []
+    reports: dict = {}
+    done = sink.start("semantic segment", run_settings(args), x.shape[0])
     rows, summary = sink.collect(
-        _line_rows(args, fg, z0, labels, z1, reports, f"semantic {args.direction}"),
+        _line_rows(args, fg, z0, labels, z1, reports, done, f"semantic {args.direction}"),
         lambda got, stop: _summary(got, model=str(args.model), data=str(args.data),
                                    method=args.method, generator=str(args.generator),
                                    direction=args.direction, delta=args.delta,
@@ -251,10 +256,10 @@ def run_segment(args: argparse.Namespace) -> int:
 
 # -- line (a segment in input space) -----------------------------------------------------------
 def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
-               reports: list, desc: str = "semantic line") -> Iterator[dict]:
-    """One row per segment x[i] → ends[i], certified at labels[i] with args.method (exact:
-    batched, CHUNK segments per ExactLine pass); each segment's report is appended to
-    ``reports``."""
+               reports: dict, done: set[int], desc: str = "semantic line") -> Iterator[dict]:
+    """One row per segment x[i] → ends[i] (i not in ``done``), certified at labels[i] with
+    args.method (exact: batched, CHUNK segments per ExactLine pass); each segment's report
+    goes to ``reports[i]``."""
     import torch
 
     from ..semantic.latent import certify_lines
@@ -264,11 +269,13 @@ def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: 
     step = CHUNK if args.method == "exact" else 1
     with torch.no_grad():
         starts = graph.forward(x.to(graph.dtype)).argmax(1).tolist()
-    for lo in progress(range(0, x.shape[0], step), total=-(-x.shape[0] // step), desc=desc):
-        reps = certify_lines(graph, x[lo:lo + step], ends[lo:lo + step], labels[lo:lo + step],
+    todo = [i for i in range(x.shape[0]) if i not in done]
+    for lo in progress(range(0, len(todo), step), total=-(-len(todo) // step), desc=desc):
+        part = todo[lo:lo + step]
+        reps = certify_lines(graph, x[part], ends[part], labels[part],
                              args.method, config, chunk=CHUNK, timeout_s=args.timeout)
-        reports += reps
-        for i, rep in enumerate(reps, lo):
+        for i, rep in zip(part, reps):
+            reports[i] = rep
             row = {"index": i, "label": int(labels[i]), "start_prediction": starts[i],
                    "verdict": rep.result.verdict.value,
                    "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
@@ -305,9 +312,10 @@ def run_line(args: argparse.Namespace) -> int:
     if x.dim() != 4:
         raise ConfigError(f"--toward needs image inputs (C, H, W); the model reads {graph.input_shape}")
     ends = torch.stack([apply_transform(xi.double(), name, param)[0] for xi in x]).to(x.dtype)
-    reports: list = []
+    reports: dict = {}
+    done = sink.start("semantic line", run_settings(args), x.shape[0])
     rows, summary = sink.collect(
-        _line_rows(args, as_float64(graph), x, labels, ends, reports),
+        _line_rows(args, as_float64(graph), x, labels, ends, reports, done),
         lambda got, stop: _summary(got, model=str(args.model), data=str(args.data),
                                    method=args.method, toward=[name, *param.flatten().tolist()],
                                    interrupted=stop))
@@ -403,7 +411,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="divide raw pixels by this (default: the dataset's max)")
     p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean")
     p.add_argument("--std", type=positive_floats, default=None, help="per-channel std")
-    p.add_argument("--out", default=None, help=OUT_HELP)
+    add_out_args(p)
     p.add_argument("--strip", default=None, metavar="PNG",
                    help=f"write a PNG strip here: per input (the first {STRIP_ROWS}) images along "
                         "the segment or parameter range, framed green where proved robust, red "

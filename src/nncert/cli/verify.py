@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import DataError
 from .common import (
-    OUT_HELP,
     LazyChoices,
     RowSink,
     add_device_arg,
+    add_out_args,
     finite_floats,
     nonnegative_float,
     positive_float,
@@ -20,6 +20,7 @@ from .common import (
     positive_int,
     progress,
     resolve_device,
+    run_settings,
 )
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..benchmarks.robustness import COMPLETE, RobustnessConfig, certify_points, prepare_inputs
 
-    sink = RowSink(args.out)
+    sink = RowSink(args.out, args.resume)
     sink.check()
     resolve_device(args.device)
     method, mconfig = method_config(args.method)
@@ -126,10 +127,15 @@ def run(args: argparse.Namespace) -> int:
     graph, source, data = _load(args)
     reference = _onnx_reference(args.model, graph, source)
     x = prepare_inputs(data.images, graph, args.scale if args.scale is not None else data.pixel_max)
-    bar = progress(range(x.shape[0]), total=x.shape[0], desc=f"verify {args.method}")
+    done = sink.start("verify", run_settings(args), x.shape[0])
+    todo = [i for i in range(x.shape[0]) if i not in done]
+    bar = progress(range(len(todo)), total=len(todo), desc=f"verify {args.method}")
 
     def decided():
-        for row in certify_points(graph, x, data.labels, config, reference=reference):
+        if not todo:
+            return
+        for row in certify_points(graph, x[todo], data.labels[todo], config, reference=reference):
+            row["index"] = todo[row["index"]]
             yield row
             next(bar, None)
 
@@ -200,6 +206,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every pixel must lie in [0, SCALE]")
     p.add_argument("--mean", type=finite_floats, default=None, help="per-channel mean, e.g. 0.1307")
     p.add_argument("--std", type=positive_floats, default=None, help="per-channel std, e.g. 0.3081")
-    p.add_argument("--out", default=None, help=OUT_HELP)
+    add_out_args(p)
     add_device_arg(p)
     p.set_defaults(func=run)
