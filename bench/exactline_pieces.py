@@ -29,6 +29,7 @@ from nncert.data import load_dataset, to_unit
 from nncert.models.from_torch import from_torch
 from nncert.semantic.latent import certify_lines
 from nncert.semantic.transforms import apply_transform
+from semantic_bench import train  # (bench/ is on the path when a script here runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -40,18 +41,6 @@ def mlp(inputs: int, width: int, depth: int) -> nn.Sequential:
     for i in range(depth):
         layers += [nn.Linear(inputs if i == 0 else width, width), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(width, 10))
-
-
-def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=gen)
-        for i in range(0, x.shape[0], 128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x[perm[i:i + 128]]), y[perm[i:i + 128]]).backward()
-            opt.step()
-    return net.eval()
 
 
 def main() -> None:
@@ -81,7 +70,7 @@ def main() -> None:
                 torch.manual_seed(0)
                 net = mlp(math.prod(shape), width, depth)
                 if weights == "trained":
-                    train(net, xtr, ytr, args.epochs)
+                    train(net, xtr, ytr, args.epochs, augment=False)
                 g = from_torch(net.eval(), shape)
                 with torch.no_grad():
                     labels = g(x.float()).argmax(1)

@@ -102,15 +102,7 @@ def test_verify_streams_rows_and_keeps_them_when_killed(capsys, mnist_like, tmp_
     model, data = mnist_like
     out = tmp_path / "r.json"
     real = rob.certify
-    calls = {"n": 0}
-
-    def dying(problem, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise MemoryError("killed")
-        return real(problem, *a, **k)
-
-    monkeypatch.setattr(rob, "certify", dying)
+    _dying_after(monkeypatch, rob, "certify", 2)
     with pytest.raises(MemoryError):
         main(["verify", "--model", str(model), "--data", str(data), "--eps", "0.001",
               "--batch", "1", "--out", str(out)])

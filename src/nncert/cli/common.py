@@ -262,20 +262,12 @@ class RowSink:
                 got.append(row)
                 self._journal().write(row)
         except KeyboardInterrupt:
-            self._finish(self._summary(summarize, got, True), got, interrupted=True)
+            self._finish(summarize, got, interrupted=True)
             raise
         except BaseException:
             self._close()
             raise
-        summary = self._summary(summarize, got, False)
-        self._finish(summary, got)
-        return got, summary
-
-    def _summary(self, summarize, rows: list[dict], interrupted: bool) -> dict:
-        summary = summarize(sorted(rows, key=lambda r: r["index"]), interrupted)
-        if self.resume:
-            summary["resumed_rows"] = len(self._done)
-        return summary
+        return got, self._finish(summarize, got)
 
     def _journal(self) -> JsonLines | _NoLines:
         """The journal, opened at the first row written (an error before it leaves no file):
@@ -289,15 +281,19 @@ class RowSink:
             self._lines = JsonLines(self.journal, append=True)
         return self._lines
 
-    def _finish(self, summary: dict, rows: list[dict], interrupted: bool = False) -> None:
-        rows = sorted(rows, key=lambda r: r["index"])
+    def _finish(self, summarize, rows: list[dict], interrupted: bool = False) -> dict:
+        """Sort ``rows`` by index (in place), write the summary and OUT; the summary."""
+        rows.sort(key=lambda r: r["index"])
+        summary = summarize(rows, interrupted)
+        if self.resume:
+            summary["resumed_rows"] = len(self._done)
         if self.jsonl:
             self._journal().write({"summary": summary})
         elif interrupted:
             self._journal()  # (so that --resume finds it even when no row was decided)
         self._close()
         if self.out is None or self.jsonl:
-            return
+            return summary
         if self.csv:
             write_atomic(self.out, rows_to_csv(rows))
         else:
@@ -308,6 +304,7 @@ class RowSink:
                       f"from {self.partial}", file=sys.stderr)
         elif self.partial is not None and os.path.lexists(self.partial):
             os.unlink(self.partial)
+        return summary
 
     def _close(self) -> None:
         if self._lines is not None:
