@@ -176,3 +176,31 @@ def test_verify_keeps_relu_chains_on_the_dense_path():
     r = verify(p, cfg)
     assert "bab-relu-graph" not in r.stats["stages"]
     assert r.method != "bab-relu-graph"
+
+
+def test_graph_search_starts_from_alpha_optimised_intermediate_bounds(monkeypatch):
+    """verify hands the graph search CROWN's root bounds intersected with alpha-CROWN's: never
+    looser than CROWN's, and tighter on some neuron of this residual net."""
+    import importlib
+
+    from nncert.bounds.crown import intermediate_bounds
+
+    verify_mod = importlib.import_module("nncert.complete.verify")
+
+    seen = {}
+
+    def spy(p, config, deadline, check, root_intermediate=None):
+        seen.update(root_intermediate)
+        return graph_relu_bab(p, config, deadline, check, root_intermediate)
+
+    monkeypatch.setattr(verify_mod, "graph_relu_bab", spy)
+    p = _problem(_graph("residual", 2), 2, 0.6, 0.02)
+    verify(p, VerifyConfig(timeout_s=600, attack=None, bab=BaBConfig(input_split_max_dim=8)))
+    crown = intermediate_bounds(p.graph, p.input_set)
+    tighter = False
+    for k, iv in seen.items():
+        assert bool((iv.lower >= crown[k].lower - 1e-12).all())
+        assert bool((iv.upper <= crown[k].upper + 1e-12).all())
+        tighter |= bool((iv.lower > crown[k].lower + 1e-6).any()
+                        | (iv.upper < crown[k].upper - 1e-6).any())
+    assert seen and tighter
