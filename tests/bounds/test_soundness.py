@@ -20,7 +20,7 @@ from nncert.bounds.alpha_crown import AlphaCrownConfig
 from nncert.bounds.crown import CrownConfig, backward_bounds, intermediate_bounds
 from nncert.models import ops, zoo
 from nncert.models.graph import sequential
-from nncert.specs import Box, LpBall, OutputSpec, VerificationProblem
+from nncert.specs import AffineBand, Box, LpBall, OutputSpec, VerificationProblem
 
 D = torch.float64
 CONFIGS = {"alpha-crown": AlphaCrownConfig(iterations=3, early_stop=False)}
@@ -46,6 +46,11 @@ def _input_set(kind: str, x: torch.Tensor, eps: float):
         return LpBall(x, eps * 3, 2)
     if kind == "clipped":
         return LpBall(x, eps * 3, 2, 0.0, 1.0)
+    if kind == "band":  # pixels linear in 1 or 2 parameters, plus an error box
+        K = 1 + int(x.flatten()[0] * 1000) % 2
+        gens = eps * torch.randn(x.shape[0], K, *x.shape[1:], dtype=x.dtype)
+        e = eps * torch.rand_like(x) / 2
+        return AffineBand(x, gens, -e, e)
     return Box(x - eps * torch.rand_like(x), x + eps * torch.rand_like(x))
 
 
@@ -80,7 +85,7 @@ def _row_values(graph, spec, pts):
 @pytest.mark.parametrize("kind", zoo.KINDS)
 @settings(max_examples=2, deadline=None)
 @given(seed=st.integers(0, 1000), eps=st.sampled_from([0.01, 0.05, 0.2]),
-       set_kind=st.sampled_from(["linf", "l2", "clipped", "box"]))
+       set_kind=st.sampled_from(["linf", "l2", "clipped", "box", "band"]))
 def test_sampled_and_attacked_outputs_inside_bounds(kind, seed, eps, set_kind):
     g = zoo.random_graph(kind, seed).to(dtype=D)
     B = 2

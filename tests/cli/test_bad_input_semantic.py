@@ -68,6 +68,8 @@ def _segment(assets, *extra, gen="gen"):
     (("--transform", "rotate", "--range", "0", "nan"), None),
     (("--transform", "rotate", "--range", "0", "1", "--pieces", "0"), "pieces"),
     (("--transform", "rotate", "--range", "0", "1", "--method", "magic"), "invalid choice"),
+    (("--transform", "rotate", "--range", "0", "1", "--pixels", "bands"), "invalid choice"),
+    (("--transform", "rotate", "--range", "0", "1", "--band-sub", "0"), "band-sub"),
 ])
 def test_transform_bad_arguments(assets, work, extra, needle):
     run = run_nncert(*_transform(assets, *extra, "--out", work / "r.json"), cwd=work)
@@ -117,6 +119,27 @@ def test_segment_and_transform_write_json(assets, work):
                                      "--out", work / "t.json"), cwd=work)
         assert run.code == 0, run.stderr
         assert json.loads((work / "t.json").read_text())["summary"]["count"] == 2
+
+
+def test_transform_with_linear_pixels(assets, work):
+    """--pixels linear / both: the same verdicts as boxes where both decide, never more
+    pieces with both; the summary names the pixel bounds."""
+    out = {}
+    for pixels in ("box", "linear", "both"):
+        run = run_nncert(*_transform(assets, "--transform", "rotate", "--range", "-10", "10",
+                                     "--pixels", pixels, "--out", work / f"{pixels}.json"),
+                         cwd=work)
+        assert run.code == 0, run.stderr
+        out[pixels] = json.loads((work / f"{pixels}.json").read_text())
+        assert out[pixels]["summary"]["pixels"] == pixels
+    decided = ("verified", "falsified")
+    for a, b in zip(out["box"]["results"], out["both"]["results"]):
+        assert b["pieces_bounded"] <= a["pieces_bounded"]
+        if a["verdict"] in decided and b["verdict"] in decided:
+            assert a["verdict"] == b["verdict"]
+    for a, b in zip(out["box"]["results"], out["linear"]["results"]):
+        if a["verdict"] in decided and b["verdict"] in decided:
+            assert a["verdict"] == b["verdict"]
 
 
 def test_csv_output_one_line_per_input(assets, work):
@@ -260,6 +283,7 @@ def _certify(assets, *extra):
     (("--transform", "rotate", "--range", "0", "1", "--method", "exact"), "generator segments"),
     (("--generator", "g"), "needs --direction"),
     (("--transform", "rotate", "--range", "5", "-5"), "lower end is above"),
+    (("--generator", "g", "--direction", "rotate", "--pixels", "linear"), "--pixels is for"),
 ])
 def test_certify_bad_routes(assets, work, extra, needle):
     run = run_nncert(*_certify(assets, *extra, "--out", work / "c.json"), cwd=work)

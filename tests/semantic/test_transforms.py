@@ -54,6 +54,38 @@ def test_pixel_bounds_contain_sampled_images(name, shape, pieces):
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 11, 9)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_linear_pixel_bounds_contain_sampled_images(name, shape, dtype):
+    """The band (pixels linear in the parameters plus an error interval) holds every image at
+    10,000 sampled parameters, in the image's dtype; its error is narrower than the box."""
+    tset = uniform_pieces(_image(*shape).to(dtype), name, *RANGES[name], 3)
+    band = tset.band(sub=4)
+    n = 10_000 // tset.batch_size
+    params = tset.sample_params(n, torch.Generator().manual_seed(1)).to(D)  # (n, B, k)
+    params = torch.cat([params, tset.lo[None].to(D), tset.hi[None].to(D)])
+    imgs = TransformSet(tset.image.double(), name, tset.lo.double(), tset.hi.double()).images(
+        params.reshape(-1, params.shape[-1])).reshape(-1, tset.batch_size, *shape)
+    u = (params - tset.lo.double()) / (tset.hi - tset.lo).double()
+    res = imgs - band.to(dtype=D).point(u, torch.zeros(band.e_lo.shape, dtype=D))
+    assert bool((res >= band.e_lo.double()).all() and (res <= band.e_hi.double()).all()), name
+    assert band.offset.dtype == dtype
+    box = tset.box()
+    assert float((band.e_hi - band.e_lo).mean()) < float((box.hi - box.lo).mean())
+
+
+def test_linear_bounds_are_exact_up_to_the_error_for_affine_pixels():
+    """Brightness without clipping is affine in β: the fitted plane is the transform itself,
+    and a finer sub-box grid shrinks the error towards zero."""
+    x = 0.25 + 0.5 * _image()
+    tset = uniform_pieces(x, "brightness", [-0.1], [0.1], 1)
+    coarse, fine = tset.band(sub=4), tset.band(sub=64)
+    torch.testing.assert_close(fine.offset[0], x - 0.1)
+    torch.testing.assert_close(fine.gens[0, 0], torch.full_like(x, 0.2))
+    assert float((fine.e_hi - fine.e_lo).max()) < float((coarse.e_hi - coarse.e_lo).max()) / 8
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_bounds_tighten_when_split_and_shrink_to_the_image(name):
     tset = uniform_pieces(_image(), name, *RANGES[name], 1)
     parent, kids = tset.box(), tset.split().box()
@@ -121,20 +153,23 @@ def test_blur_is_a_normalised_gaussian_and_fog_a_blend():
     assert float(full.min()) >= 0.55 - 1e-12 and float(full.max()) <= 0.95 + 1e-12
 
 
-@pytest.mark.parametrize("method", ["interval", "crown"])
+@pytest.mark.parametrize("method,pixels", [("interval", "box"), ("crown", "box"),
+                                           ("crown", "linear"), ("deeppoly", "both")])
 @pytest.mark.parametrize("name,lo,hi", [("rotate", [-10.0], [10.0]),
                                         ("brightness", [-0.1], [0.1]),
                                         ("translate", [-0.5, -0.5], [0.5, 0.5]),
                                         ("scale", [0.9], [1.1]),
                                         ("blur", [0.0], [0.8]),
                                         ("fog", [0.0], [0.4])])
-def test_certify_transform_agrees_with_dense_sampling(digits_mlp, digits_test, method, name, lo, hi):
+def test_certify_transform_agrees_with_dense_sampling(digits_mlp, digits_test, method, pixels, name,
+                                                      lo, hi):
     x, y = digits_test
     verdicts = []
     for i in range(4):
         label = int(y[i])
         rep = certify_transform(digits_mlp, x[i], label, name, lo, hi,
-                                TransformConfig(method=method, initial_pieces=4, max_pieces=256))
+                                TransformConfig(method=method, initial_pieces=4, max_pieces=256,
+                                                pixels=pixels))
         v = rep.result.verdict
         verdicts.append(v)
         tset = uniform_pieces(x[i].double(), name, lo, hi, 1)
@@ -171,3 +206,26 @@ def test_reported_proved_boxes_are_sound(digits_mlp, digits_test, name, lo, hi):
         pred = digits_mlp(tset.images(params).float()).argmax(1)
         assert bool((pred == label).all())
     assert seen
+
+
+def test_linear_pixels_need_fewer_pieces(digits_mlp, digits_test):
+    """Every piece proved with boxes is proved with "both" (the better of two sound bounds), so
+    its search bounds no more pieces; on rotations the linear pixels alone save pieces too."""
+    x, y = digits_test
+    count = {}
+    for pixels in ("box", "linear", "both"):
+        cfg = TransformConfig(method="crown", initial_pieces=4, max_pieces=256, pixels=pixels)
+        count[pixels] = [certify_transform(digits_mlp, x[i], int(y[i]), "rotate", [-20.0],
+                                           [20.0], cfg).result.stats["pieces_bounded"]
+                         for i in range(8)]
+    assert all(b <= a for a, b in zip(count["box"], count["both"]))
+    assert sum(count["linear"]) < sum(count["box"])
+
+
+def test_bad_pixel_settings():
+    with pytest.raises(ConfigError):
+        TransformConfig(pixels="bands")
+    with pytest.raises(ConfigError):
+        TransformConfig(band_sub=0)
+    with pytest.raises(ConfigError):
+        uniform_pieces(_image(), "rotate", [-1.0], [1.0], 1).band(sub=0)

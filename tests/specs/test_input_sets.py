@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nncert.errors import ConfigError, NumericalError, ShapeError
-from nncert.specs import Box, LpBall
+from nncert.specs import AffineBand, Box, LpBall
 
 SHAPES = st.sampled_from([(3,), (2, 2), (1, 2, 3)])
 TOL = 1e-9
@@ -214,3 +214,62 @@ def test_ball_l2_is_tighter_than_its_box_hull():
     lo, _ = ball.concretize(torch.ones(1, 1, 4))
     hull_lo, _ = ball.box_hull().concretize(torch.ones(1, 1, 4))
     assert lo.item() == pytest.approx(-2.0) and hull_lo.item() == pytest.approx(-4.0)
+
+
+# ---- affine bands (pixels linear in a few parameters, plus an error box) ---------------------------
+@st.composite
+def band_case(draw):
+    shape = draw(SHAPES)
+    B, R, K = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    offset = torch.randn((B, *shape), generator=g, dtype=torch.float64)
+    gens = torch.randn((B, K, *shape), generator=g, dtype=torch.float64)
+    gens[..., 0] *= draw(st.sampled_from([0.0, 1.0]))  # a coordinate with no linear part
+    e = torch.rand((B, *shape), generator=g, dtype=torch.float64) * draw(st.sampled_from([0.0, 0.3]))
+    A = torch.randn((B, R, *shape), generator=g, dtype=torch.float64)
+    return AffineBand(offset, gens, -e, e), A, g
+
+
+@settings(max_examples=30, deadline=None)
+@given(band_case())
+def test_band_concretize_is_sound_and_attained(case):
+    band, A, g = case
+    lo, hi = band.concretize(A)
+    vals = dot(A, band.sample(300, g))
+    assert bool((vals >= lo - TOL).all() and (vals <= hi + TOL).all())
+    # the minimiser: u_k = 0 or 1 by the sign of A·gens_k, e at the end opposite A's sign
+    for r in range(A.shape[1]):
+        a = A[:, r]
+        ag = torch.einsum("bn,bkn->bk", a.reshape(a.shape[0], -1), band.gens.flatten(2))
+        x_min = band.point((ag < 0).to(A.dtype), torch.where(a > 0, band.e_lo, band.e_hi))
+        x_max = band.point((ag > 0).to(A.dtype), torch.where(a > 0, band.e_hi, band.e_lo))
+        torch.testing.assert_close(dot(A[:, r:r + 1], x_min[None])[0, :, 0], lo[:, r])
+        torch.testing.assert_close(dot(A[:, r:r + 1], x_max[None])[0, :, 0], hi[:, r])
+        assert bool(band.contains(x_min, atol=1e-9).all() and band.contains(x_max, 1e-9).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(band_case())
+def test_band_sample_project_contains_hull(case):
+    band, _, g = case
+    pts = band.sample(40, g)
+    assert bool(band.contains(pts, atol=1e-9).all())
+    assert bool((pts >= band.lower - TOL).all() and (pts <= band.upper + TOL).all())
+    assert bool(band.contains(band.center[None], atol=1e-9).all())
+    far = band.center + 10 * torch.randn(band.offset.shape, generator=g, dtype=torch.float64)
+    assert bool(band.contains(band.project(far), atol=1e-9).all())
+    assert not bool(band.contains(band.upper + 1.0).any())
+    sub = band[band.batch_size - 1]
+    assert sub.batch_size == 1 and sub.to(dtype=torch.float32).offset.dtype == torch.float32
+
+
+def test_band_rejects_bad_shapes_and_values():
+    o = torch.zeros(2, 3)
+    with pytest.raises(ShapeError):
+        AffineBand(o, torch.zeros(2, 3), o, o)  # generators without the K dim
+    with pytest.raises(ShapeError):
+        AffineBand(o, torch.zeros(2, 1, 3), o, torch.zeros(2, 4))
+    with pytest.raises(ConfigError):
+        AffineBand(o, torch.zeros(2, 1, 3), o + 1, o)
+    with pytest.raises(NumericalError):
+        AffineBand(o, torch.full((2, 1, 3), math.nan), o, o)

@@ -162,7 +162,8 @@ def run_transform(args: argparse.Namespace) -> int:
     lo, hi = _check_range(args.transform, args.range)
     graph, x, labels = _classifier(args)
     config = TransformConfig(method=args.method, initial_pieces=args.pieces,
-                             max_pieces=args.max_pieces, batch=args.batch)
+                             max_pieces=args.max_pieces, batch=args.batch, pixels=args.pixels,
+                             band_sub=args.band_sub)
     strip: list = []
     done = sink.start("semantic transform", run_settings(args), x.shape[0])
     todo = [i for i in range(x.shape[0]) if i not in done]
@@ -182,7 +183,7 @@ def run_transform(args: argparse.Namespace) -> int:
 
     _, summary = sink.collect(decided(), lambda rows, stop: _summary(
         rows, model=str(args.model), data=str(args.data), transform=args.transform,
-        range=[lo, hi], method=args.method, interrupted=stop))
+        range=[lo, hi], method=args.method, pixels=args.pixels, interrupted=stop))
     _finish(args, summary)
     if strip:
         save_strip(args.strip, strip)
@@ -369,7 +370,10 @@ def run_certify(args: argparse.Namespace) -> int:
                               "crown)")
         args.method = args.method or "crown"
         args.max_pieces = args.max_pieces or 1024
+        args.pixels = args.pixels or "box"
         return run_transform(args)
+    if args.pixels is not None:
+        raise ConfigError("--pixels is for --transform (generator segments are lines already)")
     if args.direction is None:
         raise ConfigError("--generator needs --direction")
     args.method = args.method or "exact"
@@ -444,7 +448,23 @@ def _register_transform(sub) -> None:
     p.add_argument("--max-pieces", type=positive_int, default=1024,
                    help="most parameter pieces bounded per image (default 1024)")
     p.add_argument("--batch", type=positive_int, default=32, help="pieces per bound call")
+    _pixel_args(p, "box")
     p.set_defaults(func=run_transform)
+
+
+PIXELS_HELP = ("what the bound method gets per parameter piece: box (interval pixel bounds), "
+               "linear (pixels linear in the parameter plus an error interval, as DeepG; "
+               "fewer pieces for backward methods such as crown) or both (the better of the "
+               "two bounds, twice the cost)")
+
+
+def _pixel_args(p, default: str | None) -> None:
+    p.add_argument("--pixels", default=default, choices=["box", "linear", "both"],
+                   help=("transform: " if default is None else "") + PIXELS_HELP
+                   + (" (default box)" if default is None else " (default %(default)s)"))
+    p.add_argument("--band-sub", type=positive_int, default=8, metavar="K",
+                   help="linear pixels: sub-pieces per parameter that bound the error "
+                        "(default 8; more: a narrower error, a slower band)")
 
 
 def _register_segment(sub) -> None:
@@ -548,6 +568,7 @@ def _register_certify(sub) -> None:
                    help="most pieces bounded per input (default: 1024 transform, 512 generator)")
     p.add_argument("--batch", type=positive_int, default=32,
                    help="transform: pieces per bound call")
+    _pixel_args(p, None)
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
                    help="quantitative: stop when upper − lower ≤ this (default 1e-3)")
     p.set_defaults(func=run_certify)

@@ -37,7 +37,7 @@ from ..bounds import compute_bounds
 from ..clock import NEVER, Deadline, DeadlineExceededError
 from ..errors import ConfigError, ShapeError
 from ..result import Counterexample, Result, Verdict
-from ..specs.input_sets import Box
+from ..specs.input_sets import AffineBand, Box
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
 from . import filters
@@ -248,6 +248,50 @@ class TransformSet:
         high = torch.nextafter(high.to(dt), torch.tensor(math.inf, dtype=dt))
         return Box(low, high)
 
+    def band(self, sub: int = 8, chunk: int = 16) -> AffineBand:
+        """Linear pixel bounds in the parameters (DeepG's idea, made sound by intervals): for
+        box b and every u ∈ [0, 1]^K, ``τ(image, lo_b + u·(hi_b − lo_b))`` lies in the band's
+        ``offset_b + Σ_k u_k·gens_bk + [e_lo_b, e_hi_b]`` (an
+        :class:`~nncert.specs.AffineBand` over the normalised parameters u).
+
+        The plane is the least-squares fit of τ at the (sub + 1)^K grid points of the box; any
+        plane would do, since the error interval is what makes the band sound: on each of the
+        sub^K sub-boxes, the sub-box's sound pixel box (:meth:`box`) minus the plane's exact
+        range there. Computed in float64; the error covers the rounding of the plane to the
+        image's dtype, and is widened outward by one ulp in it."""
+        if sub < 1:
+            raise ConfigError("band: sub must be ≥ 1")
+        parts = [self[i:i + chunk]._band(sub) for i in range(0, self.batch_size, chunk)]
+        return AffineBand(*(torch.cat([p[j] for p in parts]) for j in range(4)))
+
+    def _band(self, sub: int):
+        K, dt = TRANSFORMS[self.transform], self.image.dtype
+        x, lo, hi = self.image.double(), self.lo.double(), self.hi.double()
+        B, n = lo.shape[0], self.image.numel()
+        grid = torch.linspace(0.0, 1.0, sub + 1, dtype=torch.float64)
+        U = torch.cartesian_prod(*[grid] * K).reshape(-1, K)  # (M, K) fit points
+        imgs = apply_transform(x, self.transform, (lo[:, None] + U * (hi - lo)[:, None])
+                               .reshape(-1, K), self.clip).reshape(B, -1, n)
+        X = torch.cat([torch.ones(U.shape[0], 1, dtype=torch.float64), U], 1)
+        coef = (torch.linalg.pinv(X) @ imgs).to(dt).double()  # (B, K + 1, n), as stored
+        offset, gens = coef[:, 0], coef[:, 1:]
+        u_lo = torch.cartesian_prod(*[grid[:-1]] * K).reshape(-1, K)  # (S, K) sub-boxes
+        u_hi = torch.cartesian_prod(*[grid[1:]] * K).reshape(-1, K)
+        pieces = TransformSet(x, self.transform, (lo[:, None] + u_lo * (hi - lo)[:, None])
+                              .reshape(-1, K), (lo[:, None] + u_hi * (hi - lo)[:, None])
+                              .reshape(-1, K), self.clip).box()
+        a, b = gens[:, None] * u_lo[None, :, :, None], gens[:, None] * u_hi[None, :, :, None]
+        p_min = offset[:, None] + torch.minimum(a, b).sum(2)  # (B, S, n) plane's range
+        p_max = offset[:, None] + torch.maximum(a, b).sum(2)
+        slack = 1e-12 * (1.0 + offset.abs() + gens.abs().sum(1))  # float64 rounding
+        e_lo = (pieces.lo.reshape(B, -1, n) - p_max).amin(1) - slack
+        e_hi = (pieces.hi.reshape(B, -1, n) - p_min).amax(1) + slack
+        e_lo = torch.nextafter(e_lo.to(dt), torch.tensor(-math.inf, dtype=dt))
+        e_hi = torch.nextafter(e_hi.to(dt), torch.tensor(math.inf, dtype=dt))
+        shape = (B, *self.image.shape)
+        return (offset.to(dt).reshape(shape), gens.to(dt).reshape(B, K, *self.image.shape),
+                e_lo.reshape(shape), e_hi.reshape(shape))
+
     def _geometric(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
         r_lo, r_hi, c_lo, c_hi = _source_bounds(self.transform, lo, hi, x.shape[1], x.shape[2])
         return _bilinear_range(x, r_lo - _WIDEN, r_hi + _WIDEN, c_lo - _WIDEN, c_hi + _WIDEN)
@@ -286,11 +330,34 @@ def uniform_pieces(image: torch.Tensor, transform: str, lo, hi, pieces: int,
 
 
 # -- deciding robustness over a parameter range --------------------------------------------------
+#: what a bound method is given for a parameter box (TransformConfig.pixels)
+PIXEL_BOUNDS = ("box", "linear", "both")
+
+
+def _bound_pieces(graph, part: TransformSet, spec: OutputSpec, config: TransformConfig,
+                  deadline: Deadline) -> torch.Tensor:
+    """Sound lower bounds (B, R) of the spec rows on every image of each parameter box of
+    ``part``: the bound method on the pieces' pixel sets (``config.pixels``); with "both",
+    the larger of the two bounds (each is sound)."""
+    sets = {"box": (part.box,), "linear": (lambda: part.band(config.band_sub),),
+            "both": (part.box, lambda: part.band(config.band_sub))}[config.pixels]
+    lower = None
+    for make in sets:
+        b = compute_bounds(VerificationProblem(graph, make(), spec), config.method,
+                           config.method_config, deadline)
+        lower = b.lower if lower is None else torch.maximum(lower, b.lower)
+    return lower
+
+
 @dataclass(frozen=True)
 class TransformConfig:
     """``method``: a bound method (``nncert.bounds.METHODS``). ``initial_pieces`` per parameter,
     ``max_pieces``: most parameter boxes bounded in all; ``batch``: boxes per bound call;
-    ``probes``: random parameters tried on the concrete graph before bounding."""
+    ``probes``: random parameters tried on the concrete graph before bounding.
+    ``pixels``: what the bound method gets for a parameter box: ``"box"`` (interval pixel
+    bounds, :meth:`TransformSet.box`), ``"linear"`` (pixels linear in the parameters plus an
+    error interval, :meth:`TransformSet.band`, with ``band_sub`` sub-boxes per parameter), or
+    ``"both"`` (the better bound of the two, twice the cost)."""
 
     method: str = "crown"
     initial_pieces: int = 8
@@ -299,10 +366,15 @@ class TransformConfig:
     probes: int = 32
     seed: int = 0
     method_config: object = None
+    pixels: str = "box"
+    band_sub: int = 8
 
     def __post_init__(self) -> None:
         if min(self.initial_pieces, self.max_pieces, self.batch) < 1 or self.probes < 0:
             raise ConfigError("initial_pieces, max_pieces and batch must be ≥ 1, probes ≥ 0")
+        if self.pixels not in PIXEL_BOUNDS or self.band_sub < 1:
+            raise ConfigError(f"pixels must be one of {PIXEL_BOUNDS}, band_sub ≥ 1; "
+                              f"got {self.pixels!r}, {self.band_sub}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -373,12 +445,11 @@ def certify_transform(graph, image: torch.Tensor, label: int, transform: str, lo
         part, rest = todo[:take], todo[take:] if take < todo.batch_size else None
         stats["pieces_bounded"] += take
         try:
-            b = compute_bounds(VerificationProblem(graph, part.box(), spec.expand(take)),
-                               config.method, config.method_config, deadline)
+            lower = _bound_pieces(graph, part, spec.expand(take), config, deadline)
         except DeadlineExceededError:
             status = Verdict.TIMEOUT
             break
-        ok = spec.expand(take).proved(b.lower).cpu()
+        ok = spec.expand(take).proved(lower).cpu()
         proved += float(torch.prod(part.hi - part.lo, 1)[ok].sum())
         boxes.append((part.lo[ok], part.hi[ok]))
         found = _falsified(graph, part, spec, ((part.lo + part.hi) / 2)[~ok], t0, stats)

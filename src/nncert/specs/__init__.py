@@ -1,5 +1,6 @@
 """What is to be proved: input sets, output specs, and the canonical problem."""
 
+from .input_sets import AffineBand as AffineBand
 from .input_sets import Box as Box
 from .input_sets import InputSet as InputSet
 from .input_sets import LpBall as LpBall

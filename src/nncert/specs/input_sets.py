@@ -363,3 +363,146 @@ class Segment(InputSet):
         kw = {"device": device, "dtype": dtype}
         return _derived(Segment, start=self.start.to(**kw), end=self.end.to(**kw),
                         t_lo=lo.to(**kw), t_hi=hi.to(**kw))
+
+
+@dataclass(frozen=True, eq=False)
+class AffineBand(InputSet):
+    """``{offset + Σ_k u_k·gens[:, k] + e : u ∈ [0, 1]^K, e_lo ≤ e ≤ e_hi}`` (per batch
+    element): points that depend affinely on K parameters, up to an error interval per
+    coordinate. This is how DeepG (Balunović et al., NeurIPS 2019) hands a transform's images
+    to a linear bound method: pixels linear in the (normalised) transform parameters, so the
+    bound keeps that every pixel moves with the same parameter, which a box forgets.
+
+    ``offset``, ``e_lo``, ``e_hi`` are (B, *shape), ``gens`` (B, K, *shape). ``concretize`` is
+    exact (a linear functional separates over u and e); ``lower``/``upper`` are the box hull.
+    ``contains`` is exact (K = 1 by intervals, K > 1 by one small LP per point).
+    """
+
+    offset: torch.Tensor
+    gens: torch.Tensor
+    e_lo: torch.Tensor
+    e_hi: torch.Tensor
+
+    def __post_init__(self) -> None:
+        B, shape = self.offset.shape[0], tuple(self.offset.shape)
+        for name, t in (("band error lower bound", self.e_lo), ("band error upper bound", self.e_hi)):
+            if tuple(t.shape) != shape:
+                raise ShapeError(f"{name} vs band offset", shape, tuple(t.shape))
+        if self.gens.dim() != self.offset.dim() + 1 or self.gens.shape[0] != B or tuple(
+                self.gens.shape[2:]) != shape[1:]:
+            raise ShapeError("band generators (B, K, *shape)", (B, 1, *shape[1:]),
+                             tuple(self.gens.shape))
+        for name, t in (("band offset", self.offset), ("band generators", self.gens),
+                        ("band error lower bound", self.e_lo),
+                        ("band error upper bound", self.e_hi)):
+            _check_finite(name, t)
+        if bool((self.e_lo > self.e_hi).any()):
+            raise ConfigError("band has an error lower bound above its upper bound")
+
+    @property
+    def num_params(self) -> int:
+        return self.gens.shape[1]
+
+    def point(self, u: torch.Tensor, e: torch.Tensor | None = None) -> torch.Tensor:
+        """``offset + Σ_k u_k·gens_k + e`` for u (…, B, K) (e default: the error's middle)."""
+        lin = torch.einsum("...bk,bkn->...bn", u.to(self.gens.dtype), self.gens.flatten(2))
+        e = (self.e_lo + self.e_hi) / 2 if e is None else e
+        return self.offset + lin.reshape(*lin.shape[:-1], *self.shape) + e
+
+    def _gen_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = torch.zeros_like(self.gens)
+        return (torch.minimum(self.gens, zero).sum(1), torch.maximum(self.gens, zero).sum(1))
+
+    @property
+    def lower(self) -> torch.Tensor:
+        return self.offset + self._gen_range()[0] + self.e_lo
+
+    @property
+    def upper(self) -> torch.Tensor:
+        return self.offset + self._gen_range()[1] + self.e_hi
+
+    @property
+    def center(self) -> torch.Tensor:
+        return self.point(torch.full((self.batch_size, self.num_params), 0.5,
+                                     dtype=self.gens.dtype, device=self.gens.device))
+
+    def concretize(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, R = A.shape[:2]
+        Af = A.reshape(B, R, -1)
+        ag = torch.einsum("brn,bkn->brk", Af, self.gens.flatten(2).expand(B, -1, -1))
+        zero = torch.zeros_like(ag)
+        err_lo, err_hi = _derived(Box, lo=self.e_lo, hi=self.e_hi).concretize(A)
+        base = _flat_dot(A, self.offset)
+        return (base + torch.minimum(ag, zero).sum(-1) + err_lo,
+                base + torch.maximum(ag, zero).sum(-1) + err_hi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        kw = {"generator": generator, "dtype": self.gens.dtype}
+        u = torch.rand((n, self.batch_size, self.num_params), **kw).to(self.gens.device)
+        r = torch.rand((n, *self.e_lo.shape), **kw).to(self.gens.device)
+        return self.point(u, self.e_lo + r * (self.e_hi - self.e_lo))
+
+    def _params(self, x: torch.Tensor) -> torch.Tensor:
+        """Least-squares parameters of ``x − offset − mid(e)`` on the generators, clamped to
+        [0, 1]: (…, B, K)."""
+        d = x.dim() - len(self.shape)
+        r = (x - self.offset - (self.e_lo + self.e_hi) / 2).flatten(start_dim=d)
+        G = self.gens.flatten(2)  # (B, K, n)
+        gram = G @ G.transpose(1, 2) + 1e-12 * torch.eye(self.num_params, dtype=G.dtype,
+                                                         device=G.device)
+        rhs = torch.einsum("...bn,bkn->...bk", r, G)
+        u = torch.linalg.solve(gram.expand(*rhs.shape[:-1], -1, -1), rhs.unsqueeze(-1))
+        return u.squeeze(-1).clamp(0.0, 1.0)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.point(self._params(x), torch.zeros_like(self.e_lo))
+        return base + torch.maximum(torch.minimum(x - base, self.e_hi), self.e_lo)
+
+    def contains(self, x: torch.Tensor, atol: float = 0.0) -> torch.Tensor:
+        d = x.dim() - len(self.shape)
+        if self.num_params != 1:
+            return self._contains_lp(x, atol)
+        # K = 1: e_lo − atol ≤ x − offset − u·g ≤ e_hi + atol for one u ∈ [0, 1], per coordinate
+        r = (x - self.offset).flatten(start_dim=d)
+        g = self.gens[:, 0].flatten(1)
+        lo_c, hi_c = r - self.e_hi.flatten(1) - atol, r - self.e_lo.flatten(1) + atol  # ≤ u·g ≤
+        pos, neg = g > 0, g < 0
+        inf = torch.full_like(r, math.inf)
+        gs = torch.where(g == 0, torch.ones_like(g), g)
+        u_min = torch.where(pos, lo_c / gs, torch.where(neg, hi_c / gs, -inf)).amax(-1)
+        u_max = torch.where(pos, hi_c / gs, torch.where(neg, lo_c / gs, inf)).amin(-1)
+        flat_ok = ((g != 0) | ((lo_c <= 0) & (hi_c >= 0))).all(-1)
+        tol = 1e-12
+        return flat_ok & (u_min <= u_max + tol) & (u_min <= 1 + tol) & (u_max >= -tol)
+
+    def _contains_lp(self, x: torch.Tensor, atol: float) -> torch.Tensor:
+        """K > 1: one feasibility LP per point (scipy's HiGHS): is there u ∈ [0, 1]^K with
+        e_lo − atol ≤ x − offset − G·u ≤ e_hi + atol?"""
+        from scipy.optimize import linprog
+
+        d = x.dim() - len(self.shape)
+        r = (x - self.offset).flatten(start_dim=d).double()
+        lead = r.shape[:-2]
+        r = r.reshape(-1, self.batch_size, r.shape[-1])
+        G = self.gens.flatten(2).double()
+        lo, hi = self.e_lo.flatten(1).double() - atol, self.e_hi.flatten(1).double() + atol
+        out = torch.zeros(r.shape[:2], dtype=torch.bool)
+        for i in range(r.shape[0]):
+            for b in range(self.batch_size):
+                A = torch.cat([G[b].T, -G[b].T]).numpy()  # G·u ≤ r − lo, −G·u ≤ hi − r
+                rhs = torch.cat([r[i, b] - lo[b], hi[b] - r[i, b]]).numpy() + 1e-12
+                res = linprog([0.0] * self.num_params, A_ub=A, b_ub=rhs,
+                              bounds=[(0, 1)] * self.num_params, method="highs")
+                out[i, b] = res.status == 0
+        return out.reshape(*lead, self.batch_size).to(x.device)
+
+    def __getitem__(self, idx) -> AffineBand:
+        o, g, lo, hi = self.offset[idx], self.gens[idx], self.e_lo[idx], self.e_hi[idx]
+        if o.dim() == len(self.shape):
+            o, g, lo, hi = o.unsqueeze(0), g.unsqueeze(0), lo.unsqueeze(0), hi.unsqueeze(0)
+        return _derived(AffineBand, offset=o, gens=g, e_lo=lo, e_hi=hi)
+
+    def to(self, device=None, dtype=None) -> AffineBand:
+        kw = {"device": device, "dtype": dtype}
+        return _derived(AffineBand, offset=self.offset.to(**kw), gens=self.gens.to(**kw),
+                        e_lo=self.e_lo.to(**kw), e_hi=self.e_hi.to(**kw))
