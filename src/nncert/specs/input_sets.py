@@ -481,11 +481,12 @@ class AffineBand(InputSet):
         from scipy.optimize import linprog
 
         d = x.dim() - len(self.shape)
-        r = (x - self.offset).flatten(start_dim=d).double()
+        r = (x - self.offset).flatten(start_dim=d).double().cpu()
         lead = r.shape[:-2]
         r = r.reshape(-1, self.batch_size, r.shape[-1])
-        G = self.gens.flatten(2).double()
-        lo, hi = self.e_lo.flatten(1).double() - atol, self.e_hi.flatten(1).double() + atol
+        G = self.gens.flatten(2).double().cpu()
+        lo = self.e_lo.flatten(1).double().cpu() - atol
+        hi = self.e_hi.flatten(1).double().cpu() + atol
         out = torch.zeros(r.shape[:2], dtype=torch.bool)
         for i in range(r.shape[0]):
             for b in range(self.batch_size):
