@@ -370,7 +370,7 @@ def run_certify(args: argparse.Namespace) -> int:
                               "crown)")
         args.method = args.method or "crown"
         args.max_pieces = args.max_pieces or 1024
-        args.pixels = args.pixels or "box"
+        args.pixels = args.pixels or "linear"
         return run_transform(args)
     if args.pixels is not None:
         raise ConfigError("--pixels is for --transform (generator segments are lines already)")
@@ -448,20 +448,19 @@ def _register_transform(sub) -> None:
     p.add_argument("--max-pieces", type=positive_int, default=1024,
                    help="most parameter pieces bounded per image (default 1024)")
     p.add_argument("--batch", type=positive_int, default=32, help="pieces per bound call")
-    _pixel_args(p, "box")
+    _pixel_args(p, "linear")
     p.set_defaults(func=run_transform)
 
 
-PIXELS_HELP = ("what the bound method gets per parameter piece: box (interval pixel bounds), "
-               "linear (pixels linear in the parameter plus an error interval, as DeepG; "
-               "fewer pieces for backward methods such as crown) or both (the better of the "
-               "two bounds, twice the cost)")
+PIXELS_HELP = ("what the bound method gets per parameter piece: linear (pixels linear in the "
+               "parameter plus an error interval, as DeepG: fewer pieces), box (interval pixel "
+               "bounds) or both (the better of the two bounds, twice the cost per piece)")
 
 
 def _pixel_args(p, default: str | None) -> None:
     p.add_argument("--pixels", default=default, choices=["box", "linear", "both"],
                    help=("transform: " if default is None else "") + PIXELS_HELP
-                   + (" (default box)" if default is None else " (default %(default)s)"))
+                   + (" (default linear)" if default is None else " (default %(default)s)"))
     p.add_argument("--band-sub", type=positive_int, default=8, metavar="K",
                    help="linear pixels: sub-pieces per parameter that bound the error "
                         "(default 8; more: a narrower error, a slower band)")
