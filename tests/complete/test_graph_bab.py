@@ -178,25 +178,35 @@ def test_verify_keeps_relu_chains_on_the_dense_path():
     assert r.method != "bab-relu-graph"
 
 
-def test_graph_search_starts_from_alpha_optimised_intermediate_bounds(monkeypatch):
-    """verify hands the graph search CROWN's root bounds intersected with alpha-CROWN's: never
-    looser than CROWN's, and tighter on some neuron of this residual net."""
+@pytest.mark.parametrize("after_s", [0.0, 1e-9])
+def test_graph_search_restarts_from_alpha_optimised_intermediate_bounds(monkeypatch, after_s):
+    """verify hands the graph search CROWN's root bounds intersected with alpha-CROWN's (never
+    looser than CROWN's, tighter on some neuron of this residual net): from the start with
+    ``root_intermediate_after_s = 0``, else after a first search from CROWN's that did not
+    decide within that time."""
     import importlib
 
     from nncert.bounds.crown import intermediate_bounds
 
     verify_mod = importlib.import_module("nncert.complete.verify")
 
-    seen = {}
+    roots = []
 
     def spy(p, config, deadline, check, root_intermediate=None):
-        seen.update(root_intermediate)
+        roots.append(dict(root_intermediate))
         return graph_relu_bab(p, config, deadline, check, root_intermediate)
 
     monkeypatch.setattr(verify_mod, "graph_relu_bab", spy)
     p = _problem(_graph("residual", 2), 2, 0.6, 0.02)
-    verify(p, VerifyConfig(timeout_s=600, attack=None, bab=BaBConfig(input_split_max_dim=8)))
+    bab = BaBConfig(input_split_max_dim=8, root_intermediate_after_s=after_s)
+    r = verify(p, VerifyConfig(timeout_s=600, attack=None, bab=bab))
+    assert r.verdict.name == "VERIFIED"
     crown = intermediate_bounds(p.graph, p.input_set)
+    if after_s:  # the first search (no time at all) started from CROWN's bounds
+        assert len(roots) == 2 and "bab_crown_root" in r.stats
+        for k, iv in roots[0].items():
+            torch.testing.assert_close(iv.lower, crown[k].lower)
+    seen = roots[-1]
     tighter = False
     for k, iv in seen.items():
         assert bool((iv.lower >= crown[k].lower - 1e-12).all())

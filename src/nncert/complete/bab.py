@@ -64,6 +64,8 @@ class BaBConfig:
     root_alpha_iters: int = 50
     root_intermediate_alpha_iters: int = 20  # ReLU splitting: alpha-CROWN steps on every
     # layer's bounds at the root (shared by all subdomains; 0: plain CROWN)
+    root_intermediate_after_s: float = 20.0  # graph ReLU search: seconds searched from
+    # CROWN's root bounds before it restarts from the alpha-optimised ones (0: from the start)
     beta: bool = True
     attack_every: int = 5  # PGD on the worst open subdomains every this many steps ...
     attack_share: float = 0.1  # ... while it has used less than this share of the time
@@ -96,6 +98,9 @@ class BaBConfig:
                                       ("float32", "float64"))):
             if value not in allowed:
                 raise ConfigError(f"BaBConfig.{name} must be one of {allowed}, got {value!r}")
+        if not self.root_intermediate_after_s >= 0.0:
+            raise ConfigError("BaBConfig.root_intermediate_after_s must be ≥ 0, got "
+                              f"{self.root_intermediate_after_s}")
         if not 0.0 <= self.refine_share <= 1.0:
             raise ConfigError(f"BaBConfig.refine_share must lie in [0, 1], got {self.refine_share}")
 
