@@ -277,9 +277,11 @@ class TransformSet:
         offset, gens = coef[:, 0], coef[:, 1:]
         u_lo = torch.cartesian_prod(*[grid[:-1]] * K).reshape(-1, K)  # (S, K) sub-boxes
         u_hi = torch.cartesian_prod(*[grid[1:]] * K).reshape(-1, K)
-        pieces = TransformSet(x, self.transform, (lo[:, None] + u_lo * (hi - lo)[:, None])
-                              .reshape(-1, K), (lo[:, None] + u_hi * (hi - lo)[:, None])
-                              .reshape(-1, K), self.clip).box()
+        # the outer sub-boxes end exactly at lo and hi (lo + 1·(hi − lo) may round below hi)
+        p_lo = torch.where(u_lo == 0, lo[:, None], lo[:, None] + u_lo * (hi - lo)[:, None])
+        p_hi = torch.where(u_hi == 1, hi[:, None], lo[:, None] + u_hi * (hi - lo)[:, None])
+        pieces = TransformSet(x, self.transform, p_lo.reshape(-1, K), p_hi.reshape(-1, K),
+                              self.clip).box()
         a, b = gens[:, None] * u_lo[None, :, :, None], gens[:, None] * u_hi[None, :, :, None]
         p_min = offset[:, None] + torch.minimum(a, b).sum(2)  # (B, S, n) plane's range
         p_max = offset[:, None] + torch.maximum(a, b).sum(2)
