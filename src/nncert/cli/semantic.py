@@ -457,10 +457,11 @@ PIXELS_HELP = ("what the bound method gets per parameter piece: linear (pixels l
                "bounds) or both (the better of the two bounds, twice the cost per piece)")
 
 
-def _pixel_args(p, default: str | None) -> None:
+def _pixel_args(p, default: str | None, prefix: str = "") -> None:
+    """--pixels and --band-sub (``default`` None on `certify`, whose generator route refuses
+    --pixels; the transform route then uses linear)."""
     p.add_argument("--pixels", default=default, choices=["box", "linear", "both"],
-                   help=("transform: " if default is None else "") + PIXELS_HELP
-                   + (" (default linear)" if default is None else " (default %(default)s)"))
+                   help=prefix + PIXELS_HELP + " (default linear)")
     p.add_argument("--band-sub", type=positive_int, default=8, metavar="K",
                    help="linear pixels: sub-pieces per parameter that bound the error "
                         "(default 8; more: a narrower error, a slower band)")
@@ -567,7 +568,7 @@ def _register_certify(sub) -> None:
                    help="most pieces bounded per input (default: 1024 transform, 512 generator)")
     p.add_argument("--batch", type=positive_int, default=32,
                    help="transform: pieces per bound call")
-    _pixel_args(p, None)
+    _pixel_args(p, None, prefix="transform: ")
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
                    help="quantitative: stop when upper − lower ≤ this (default 1e-3)")
     p.set_defaults(func=run_certify)
