@@ -205,21 +205,17 @@ def _transform_row(args, graph: Graph, image: torch.Tensor, label: int, rep, lo,
 
 # -- segment ------------------------------------------------------------------------------------
 def _generator(args: argparse.Namespace, graph: Graph):
-    from ..models import load
-    from ..semantic.generative import load_directions
+    from ..semantic.generative import load_generator
 
     d = Path(args.generator)
-    if not d.is_dir():
-        raise ModelError(f"--generator must be a directory written by train-generator: {d}")
-    decoder, encoder = load(d / "decoder.onnx"), load(d / "encoder.onnx")
-    directions = load_directions(d / "directions.npz")
-    if args.direction not in directions:
+    gen = load_generator(d)
+    if args.direction not in gen.directions:
         raise ConfigError(f"direction {args.direction!r} is not in {d / 'directions.npz'}; "
-                          f"it has {', '.join(directions)}")
-    if decoder.num_outputs != graph.num_inputs:
-        raise ModelError(f"the generator makes images of shape {decoder.output_shape}, the model "
-                         f"reads {graph.input_shape}")
-    return decoder, encoder, directions[args.direction]
+                          f"it has {', '.join(gen.directions)}")
+    if gen.decoder.num_outputs != graph.num_inputs:
+        raise ModelError(f"the generator makes images of shape {gen.decoder.output_shape}, the "
+                         f"model reads {graph.input_shape}")
+    return gen.decoder, gen.encoder, gen.directions[args.direction]
 
 
 def run_segment(args: argparse.Namespace) -> int:

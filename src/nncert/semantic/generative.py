@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError, ShapeError
+from ..errors import ConfigError, DataError, ModelError, ShapeError
 from ..models import ops
 from ..models.graph import Graph, Node, sequential
 from ..models.to_onnx import to_onnx
@@ -372,3 +372,32 @@ def load_directions(path) -> dict[str, torch.Tensor]:
     if vecs.ndim != 2 or vecs.shape[0] != len(names) or not np.isfinite(vecs).all():
         raise DataError(f"{p}: 'vectors' must be a finite (len(names), latent) array")
     return {n: torch.from_numpy(v.copy()) for n, v in zip(names, vecs)}
+
+
+def load_generator(directory) -> Generator:
+    """The generator a :func:`save_generator` call wrote to ``directory`` (ONNX graphs and an
+    npz read without pickles; ``report.json`` if present, else an empty report). A clear
+    ModelError when the directory or its files are missing or do not fit together."""
+    from ..models import load
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelError(f"a generator must be a directory written by train-generator: {d}")
+    for name in ("decoder.onnx", "encoder.onnx", "directions.npz"):
+        if not (d / name).is_file():
+            raise ModelError(f"{d}: no {name} (a generator directory holds decoder.onnx, "
+                             "encoder.onnx and directions.npz)")
+    decoder, encoder = load(d / "decoder.onnx"), load(d / "encoder.onnx")
+    directions = load_directions(d / "directions.npz")
+    latent = int(np.prod(decoder.input_shape))
+    if encoder.num_outputs != latent:
+        raise ModelError(f"{d}: the encoder makes {encoder.num_outputs} latent values, the "
+                         f"decoder reads {latent}")
+    for name, v in directions.items():
+        if v.numel() != latent:
+            raise ModelError(f"{d}: direction {name!r} has {v.numel()} values, the latent {latent}")
+    try:
+        report = json.loads((d / "report.json").read_text())
+    except (OSError, ValueError):
+        report = {}
+    return Generator(decoder, encoder, directions, report)
