@@ -41,6 +41,12 @@ BASE = ["train", "--data", "digits", "--arch", "fc", "--method", "ibp", "--eps",
     (["--method", "sabr", "--sabr-lambda", "2"], "λ must lie in (0, 1]"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nonsense"],
      "device"),
+    (["--augment", "rotate"], "--augment-range"),
+    (["--augment", "spin"], "invalid choice"),
+    (["--augment", "generative"], "--generator"),
+    (["--augment", "rotate", "--augment-range", "30", "-30"], "low ≤ high"),
+    (["--augment-range", "1", "2"], "needs --augment"),
+    (["--augment", "generative", "--generator", "nowhere"], "directory written by"),
 ])
 def test_bad_train_arguments(tmp_path, argv, needle, capsys):
     assert needle.lower() in _error([*BASE, "--out", tmp_path / "m.onnx", *argv], capsys).lower()

@@ -126,10 +126,12 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.resume).is_file():
             raise ConfigError(f"--resume {args.resume}: no such checkpoint file")
         load_checkpoint(args.resume)  # a bad file fails now, before any data is read
-    loss = make_loss(args)
+    loss = make_augmented(args, make_loss(args))
     train = load_split(args.data, True, args.data_dir).head(args.count)
     test = load_split(args.data, False, args.data_dir).head(args.eval_count)
     shape = tuple(train.images.shape[1:])
+    if isinstance(loss, losses.Augmented):  # a generator for other images fails here, not later
+        loss.augment(train.images[:1], train.labels[:1], None)
     mean, std = NORMALIZATION[args.data]
     model = architectures.build(args.arch, shape, 10, mean, std, seed=args.seed)
     if args.init == "ibp":
@@ -153,9 +155,9 @@ def _train(args, model, loss, train, test, shape, files, device) -> int:
                       optimizer=args.optimizer, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, seed=args.seed, device=str(device),
                       checkpoint=str(files["checkpoint"]))
-    title = f"{args.arch} {args.method} eps={args.eps:g} on {args.data}"
+    title = f"{args.arch} {loss.name} eps={args.eps:g} on {args.data}"
     print(f"training {args.arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
-          f"{args.data} ({len(train.labels)} images) with {args.method}, eps {args.eps:g}, "
+          f"{args.data} ({len(train.labels)} images) with {loss.name}, eps {args.eps:g}, "
           f"{args.epochs} epochs, device {device}", flush=True)
     try:
         history = fit(model, loss, train.images, train.labels, cfg, resume=args.resume,
@@ -254,4 +256,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-reg", type=nonnegative_float, default=0.0,
                    help="Shi et al.'s warm-up regulariser weight λ during the ramp (their "
                         "value: 0.5; default 0: off, it was made for networks with BatchNorm)")
+    _augment_args(p)
     p.set_defaults(func=run)
+
+
+def _augment_choices() -> tuple[str, ...]:
+    from ..semantic.transforms import TRANSFORMS
+
+    return (*TRANSFORMS, "generative")
+
+
+def _augment_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "augmentation", "train on each batch plus a mutated copy of it (same labels): a "
+                        "geometric/photometric transform, or a generator's latent mutations "
+                        "(the segments `semantic segment` certifies)")
+    g.add_argument("--augment", choices=LazyChoices(_augment_choices), default=None,
+                   metavar="MUTATION", help="one of %(choices)s (default: none)")
+    g.add_argument("--augment-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="a transform's parameter range, drawn uniformly (e.g. rotate -30 30: "
+                        "degrees; translate: pixels; scale: a factor)")
+    g.add_argument("--generator", default=None,
+                   help="generative: a directory written by `semantic train-generator`")
+    g.add_argument("--augment-delta", type=nonnegative_float, default=1.0,
+                   help="generative: δ drawn from [0, this] along a direction (default 1)")
+    g.add_argument("--augment-directions", default=None,
+                   help="generative: comma-separated direction names (default: all)")
+
+
+def make_augmented(args: argparse.Namespace, loss: losses.Loss) -> losses.Loss:
+    """``loss`` behind the augmenter ``--augment`` names, or ``loss`` itself without one."""
+    from ..semantic.augment import generative_augmenter, transform_augmenter
+    from ..training.losses import Augmented
+
+    if args.augment is None:
+        for flag, v in (("--augment-range", args.augment_range), ("--generator", args.generator),
+                        ("--augment-directions", args.augment_directions)):
+            if v is not None:
+                raise ConfigError(f"{flag} needs --augment")
+        return loss
+    if args.augment == "generative":
+        if args.generator is None or args.augment_range is not None:
+            raise ConfigError("--augment generative needs --generator DIR (and takes "
+                              "--augment-delta, not --augment-range)")
+        from ..semantic.generative import load_generator
+
+        names = None if args.augment_directions is None else [
+            n.strip() for n in args.augment_directions.split(",") if n.strip()]
+        aug = generative_augmenter(load_generator(args.generator), args.augment_delta, names)
+        return Augmented(loss, aug, f"gen-aug({args.augment_delta:g})")
+    if args.augment_range is None or args.generator is not None:
+        raise ConfigError(f"--augment {args.augment} needs --augment-range LO HI (and no "
+                          "--generator)")
+    lo, hi = args.augment_range
+    return Augmented(loss, transform_augmenter(args.augment, lo, hi),
+                     f"{args.augment}-aug({lo:g},{hi:g})")

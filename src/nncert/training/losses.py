@@ -177,6 +177,30 @@ class GaussianNoise:
 
 
 @dataclass(frozen=True)
+class Augmented:
+    """``base`` on the batch an augmenter makes of ``(x, y)``: ``augment(x, y, generator) ->
+    (x', y')`` (e.g. :func:`nncert.semantic.augment.transform_augmenter`), drawn from
+    ``step.generator``. What ``base`` promises (an upper bound of the adversarial loss, …) then
+    holds on the augmented batch."""
+
+    base: Loss
+    augment: Any
+    label: str = "aug"
+
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}+{self.label}"
+
+    @property
+    def needs_graph(self) -> bool:
+        return self.base.needs_graph
+
+    def __call__(self, step: Step, x, y):
+        xa, ya = self.augment(x, y, step.generator)
+        return self.base(step, xa, ya)
+
+
+@dataclass(frozen=True)
 class PGD:
     """Madry et al. 2018: cross-entropy at an L∞ PGD point (``steps`` steps of
     ``step_size·ε``, random start)."""
