@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     test = load_split(args.data, False, args.data_dir).head(args.eval_count)
     shape = tuple(train.images.shape[1:])
     if isinstance(loss, losses.Augmented):  # a generator for other images fails here, not later
-        loss.augment(train.images[:1], train.labels[:1], None)
+        loss.augment(train.images[:1], train.labels[:1], torch.Generator().manual_seed(0))
     mean, std = NORMALIZATION[args.data]
     model = architectures.build(args.arch, shape, 10, mean, std, seed=args.seed)
     if args.init == "ibp":
