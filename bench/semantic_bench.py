@@ -242,7 +242,9 @@ def matched_part(args, graphs, gen, xte, yte) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["segments", "rotation", "matched", "all"], default="all")
+    p.add_argument("--part", choices=["segments", "rotation", "matched", "all"], default="all",
+                   help="segments: the segment table and then the matched one; matched: only "
+                        "the matched table; rotation: only ±30°; all: every table")
     p.add_argument("--images", type=int, default=20)
     p.add_argument("--train", type=int, default=10000, help="training images used (MNIST or CIFAR-10)")
     p.add_argument("--epochs", type=int, default=1)
