@@ -63,7 +63,9 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 OUT = ROOT / "bench" / "out"
 
 
-NETS = ("FC 2x100", "FC 3x100", "ConvSmall", "ConvSmall+rot-aug", "ConvSmall+gen-aug")
+NETS = ("FC 2x100", "FC 3x100", "ConvSmall", "ConvSmall+rot-aug", "ConvSmall+gen-aug",
+        "FC 2x100+gen-aug", "FC 3x100+gen-aug")
+DEFAULT_NETS = NETS[:5]
 
 
 def _nets(channels: int, side: int) -> dict[str, nn.Module]:
@@ -76,15 +78,16 @@ def _nets(channels: int, side: int) -> dict[str, nn.Module]:
         flat = body(torch.zeros(1, channels, side, side)).shape[1]
         return nn.Sequential(*body, nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, 10))
 
-    nets = {
-        "FC 2x100": nn.Sequential(nn.Flatten(), nn.Linear(n, 100), nn.ReLU(), nn.Linear(100, 100),
-                                  nn.ReLU(), nn.Linear(100, 10)),
-        "FC 3x100": nn.Sequential(nn.Flatten(), nn.Linear(n, 100), nn.ReLU(), nn.Linear(100, 100),
-                                  nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)),
-        "ConvSmall": conv(),
-        "ConvSmall+rot-aug": conv(),
-        "ConvSmall+gen-aug": conv(),
-    }
+    def fc(depth: int):
+        layers = [nn.Flatten(), nn.Linear(n, 100), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(100, 100), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(100, 10))
+
+    nets = {"FC 2x100": fc(2), "FC 3x100": fc(3), "ConvSmall": conv(), "ConvSmall+rot-aug": conv(),
+            "ConvSmall+gen-aug": conv(),
+            # built last, so the five above keep the initial weights of earlier runs
+            "FC 2x100+gen-aug": fc(2), "FC 3x100+gen-aug": fc(3)}
     assert tuple(nets) == NETS
     return nets
 
@@ -251,14 +254,14 @@ def main() -> None:
     p.add_argument("--delta", type=float, default=1.0)
     p.add_argument("--vae-steps", type=int, default=400)
     p.add_argument("--nets", default="all",
-                   help="comma-separated networks to train and certify (default: all five): "
-                        "'FC 2x100', 'FC 3x100', ConvSmall, ConvSmall+rot-aug, ConvSmall+gen-aug")
+                   help="comma-separated networks to train and certify, of "
+                        f"{', '.join(NETS)} (default 'all': the first five)")
     p.add_argument("--digits", action="store_true", help="the embedded 8x8 digits instead")
     p.add_argument("--cifar", action="store_true",
                    help="CIFAR-10 (../shared/data/cifar10: the first --train training images, "
                         "the test batch's first 1,000 images) instead")
     args = p.parse_args()
-    chosen = list(NETS) if args.nets == "all" else [n.strip() for n in args.nets.split(",")]
+    chosen = list(DEFAULT_NETS) if args.nets == "all" else [n.strip() for n in args.nets.split(",")]
     if [n for n in chosen if n not in NETS]:
         p.error(f"unknown network(s) in --nets {args.nets!r}; choose from {list(NETS)}")
     torch.set_num_threads(1)
@@ -268,8 +271,10 @@ def main() -> None:
     gen = build_generator(xtr, xte[:1000], VAEConfig(latent=8, hidden=256, steps=args.vae_steps,
                                                      jacobian_weight=0.05))
     t_gen = time.perf_counter() - t0
-    augmenters = {"ConvSmall+rot-aug": transform_augmenter("rotate", -30, 30, keep_original=False),
-                  "ConvSmall+gen-aug": generative_augmenter(gen, args.delta)}
+    rotate = transform_augmenter("rotate", -30, 30, keep_original=False)
+    generative = generative_augmenter(gen, args.delta)
+    augmenters = {k: rotate if k.endswith("+rot-aug") else generative
+                  for k in NETS if k.endswith("-aug")}
     t0 = time.perf_counter()
     nets = _nets(channels, side)
     graphs = {k: from_torch(train(nets[k], xtr, ytr, args.epochs, augmenters.get(k)),
