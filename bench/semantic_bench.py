@@ -10,7 +10,8 @@ CIFAR-10.
 Networks are trained here (one pass over --train MNIST training images, Adam): FC 2x100,
 FC 3x100 (deeper), ConvSmall (conv 16@4x4/2, conv 32@4x4/2, FC 100), ConvSmall trained with
 rotation augmentation (±30°), and ConvSmall trained with generative augmentation (each batch
-plus its decodings moved along a random direction by δ ~ U[0, --delta]). The generator is the
+plus its decodings moved along a random direction by δ ~ U[0, --delta]); on request (--nets)
+the two FC nets trained that way too. The generator is the
 VAE of nncert.semantic.generative with a 2x256 ReLU decoder and the continuity regulariser,
 trained first; directions: rotate, scale, thickness, brightness, local (CIFAR-10: rotate,
 scale, brightness, colour, local).
