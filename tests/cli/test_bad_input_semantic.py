@@ -284,6 +284,7 @@ def _certify(assets, *extra):
     (("--generator", "g"), "needs --direction"),
     (("--transform", "rotate", "--range", "5", "-5"), "lower end is above"),
     (("--generator", "g", "--direction", "rotate", "--pixels", "linear"), "--pixels is for"),
+    (("--transform", "rotate", "--range", "0", "1", "--residual"), "--residual is for"),
 ])
 def test_certify_bad_routes(assets, work, extra, needle):
     run = run_nncert(*_certify(assets, *extra, "--out", work / "c.json"), cwd=work)
@@ -308,6 +309,29 @@ def test_certify_is_transform_and_segment(assets, work):
         strip = ("seconds", "time_s", "time")
         assert [{k: v for k, v in r.items() if k not in strip} for r in ra] == \
                [{k: v for k, v in r.items() if k not in strip} for r in rb], key
+
+
+def test_residual_segments_answer_as_the_library(assets, work):
+    """--residual: each image's own graph f(clamp01(x + G(z) − G(E(x)))), the verdicts and
+    fractions of ``certify_latent_segment(residual=True)``; the strip is drawn."""
+    from nncert.data import load_dataset, to_unit
+    from nncert.models import load
+    from nncert.semantic.generative import load_generator
+    from nncert.semantic.latent import certify_latent_segment
+
+    run = run_nncert(*_segment(assets, "--direction", "thickness", "--delta", "3", "--residual",
+                               "--out", work / "r.json", "--strip", work / "r.png"), cwd=work)
+    assert run.code == 0, run.stderr
+    out = json.loads((work / "r.json").read_text())
+    assert out["summary"]["residual"] is True and (work / "r.png").is_file()
+    gen, net = load_generator(assets / "gen"), load(assets / "net.onnx")
+    data = load_dataset("digits:test", count=2)
+    x = to_unit(data).float()
+    for i, row in enumerate(out["results"]):
+        rep = certify_latent_segment(net, gen.decoder, gen.encoder, x[i], int(data.labels[i]),
+                                     gen.directions["thickness"], 3.0, residual=True)
+        assert row["verdict"] == rep.result.verdict.value
+        assert row["fraction_lower"] == pytest.approx(rep.fraction_lower, abs=1e-9)
 
 
 def test_segment_complete_search_writes_verdicts(assets, work):

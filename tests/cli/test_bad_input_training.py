@@ -46,6 +46,9 @@ BASE = ["train", "--data", "digits", "--arch", "fc", "--method", "ibp", "--eps",
     (["--augment", "generative"], "--generator"),
     (["--augment", "rotate", "--augment-range", "30", "-30"], "low ≤ high"),
     (["--augment-range", "1", "2"], "needs --augment"),
+    (["--augment-residual"], "--augment-residual needs --augment"),
+    (["--augment", "rotate", "--augment-range", "0", "9", "--augment-residual"],
+     "--augment-range LO HI"),
     (["--augment", "generative", "--generator", "nowhere"], "directory written by"),
 ])
 def test_bad_train_arguments(tmp_path, argv, needle, capsys):

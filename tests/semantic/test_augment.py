@@ -87,6 +87,23 @@ def test_generative_augmenter_decodes_the_moved_latents(generator, digits):
     assert float((xa - rec).abs().max()) > 1e-3
 
 
+def test_residual_generative_augmenter_adds_the_decoded_change(generator, digits):
+    x, y = digits[0][:8], digits[1][:8]
+    xa, _ = generative_augmenter(generator, 0.0, residual=True)(x, y, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(xa[8:], x)  # δ = 0: the image itself, not its reconstruction
+    aug = generative_augmenter(generator, 2.0, ["brightness"], keep_original=False, residual=True)
+    xa, _ = aug(x, y, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        z = generator.encoder(x)
+        torch.randint(1, (8,), generator=g)
+        t = torch.rand(8, 1, generator=g).to(z.dtype) * 2.0
+        d = generator.directions["brightness"].reshape(1, -1).to(z.dtype)
+        change = (generator.decoder(z + t * d) - generator.decoder(z)).reshape(x.shape)
+    torch.testing.assert_close(xa, (x + change).clamp(0, 1))
+    assert float(xa.min()) >= 0 and float(xa.max()) <= 1
+
+
 def test_augmenters_refuse_bad_settings(generator):
     with pytest.raises(ConfigError, match="unknown transform"):
         transform_augmenter("spin", 0, 1)
@@ -143,6 +160,9 @@ def test_train_cli_with_generative_and_rotation_augmentation(generator, tmp_path
     assert main([*base, "--out", str(tmp_path / "a.onnx"), "--augment", "generative",
                  "--generator", str(tmp_path / "g"), "--augment-delta", "2"]) == 0
     assert "natural+gen-aug(2)" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "r.onnx"), "--augment", "generative",
+                 "--generator", str(tmp_path / "g"), "--augment-residual"]) == 0
+    assert "natural+gen-res-aug(1)" in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "b.onnx"), "--augment", "rotate",
                  "--augment-range", "-20", "20"]) == 0
     assert (tmp_path / "b.onnx").is_file()

@@ -184,3 +184,50 @@ def test_exact_pieces_of_f_of_g_reconstruct(generator, digits_mlp, digits_test):
     t = torch.rand(10_000, dtype=torch.float64)
     y = fg(z0.double() + t[:, None] * (z1 - z0).double())
     assert float((pieces.evaluate(t) - y).abs().max()) <= 1e-5 * (1 + float(y.abs().max()))
+
+
+def test_residual_decoder_starts_at_the_image_and_adds_the_change(generator, digits):
+    from nncert.errors import ShapeError
+    from nncert.semantic.latent import residual_decoder
+
+    x = digits[1][:3].double()
+    dec = generator.decoder.to(dtype=torch.float64)
+    for xi in x:
+        z0, z1 = latent_segment(generator.encoder, xi.float(), generator.directions["rotate"], 3.0)
+        rg = residual_decoder(dec, xi, z0.double())
+        assert rg.output_shape == dec.output_shape
+        torch.testing.assert_close(rg(z0.double()[None])[0], xi, rtol=0, atol=1e-12)
+        z = z0.double() + torch.linspace(0, 1, 7, dtype=torch.float64)[:, None] * (z1 - z0).double()
+        want = (xi + dec(z) - dec(z0.double()[None])).clamp(0, 1)
+        torch.testing.assert_close(rg(z), want)
+    with pytest.raises(ShapeError, match="image vs generator decoder output"):
+        residual_decoder(dec, x[0].flatten(), z0.double())
+
+
+def test_residual_segments_exact_verdict_agrees_with_sampling(generator, digits_mlp, digits_test):
+    from nncert.semantic.latent import residual_decoder
+
+    x, y = digits_test
+    seen = set()
+    for i in range(6):
+        args = (digits_mlp, generator.decoder, generator.encoder, x[i], int(y[i]),
+                generator.directions["thickness"], 6.0)
+        exact = certify_latent_segment(*args, method="exact", residual=True)
+        quant = certify_latent_segment(*args, method="quantitative", residual=True,
+                                       config=QuantConfig(max_pieces=64))
+        assert quant.fraction_lower - 1e-9 <= exact.fraction_lower <= quant.fraction_upper + 1e-9
+        z0, z1 = latent_segment(generator.encoder, x[i], generator.directions["thickness"], 6.0)
+        rg = residual_decoder(generator.decoder.to(dtype=torch.float64), x[i].double(), z0.double())
+        t = torch.linspace(0, 1, 2001, dtype=torch.float64).reshape(-1, 1)
+        images = rg(z0.double() + t * (z1 - z0).double())
+        pred = digits_mlp.to(dtype=torch.float64)(images).argmax(1)
+        sampled = float((pred == int(y[i])).double().mean())
+        v = exact.result.verdict
+        seen.add(v)
+        if v is Verdict.VERIFIED:
+            assert sampled == 1.0
+        if v is Verdict.FALSIFIED:  # the counterexample is a latent point; its image fails
+            img = rg(exact.result.counterexample.x.double().unsqueeze(0))
+            assert int(digits_mlp.to(dtype=torch.float64)(img).argmax()) != int(y[i])
+        assert abs(sampled - exact.fraction_lower) <= 5e-3 + 1e-3 * exact.stats["violation_intervals"]
+    assert seen - {Verdict.UNKNOWN}

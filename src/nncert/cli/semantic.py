@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -222,7 +222,7 @@ def run_segment(args: argparse.Namespace) -> int:
     import torch
 
     from ..models.graph import compose
-    from ..semantic.latent import latent_segment
+    from ..semantic.latent import latent_segment, residual_decoder
     from ..semantic.segments import as_float64
 
     sink = _check_outputs(args)
@@ -230,9 +230,18 @@ def run_segment(args: argparse.Namespace) -> int:
     decoder, encoder, direction = _generator(args, graph)
     if encoder.input_shape != tuple(x.shape[1:]):
         x = x.reshape(x.shape[0], *encoder.input_shape)
-    fg = as_float64(compose(decoder, graph))  # once for all images
     ends = [latent_segment(encoder, xi, direction, args.delta) for xi in x]
     z0, z1 = torch.stack([a for a, _ in ends]), torch.stack([b for _, b in ends])
+    if args.residual:  # one graph per image: f(clamp01(x + G(z) − G(z0)))
+        dec64 = as_float64(decoder)
+
+        def images_of(i: int) -> Graph:
+            return residual_decoder(dec64, x[i].double(), z0[i])
+
+        def fg(i: int) -> Graph:
+            return as_float64(compose(images_of(i), graph))
+    else:
+        fg = as_float64(compose(decoder, graph))  # once for all images
     reports: dict = {}
     done = sink.start("semantic segment", run_settings(args), x.shape[0])
     rows, summary = sink.collect(
@@ -240,10 +249,12 @@ def run_segment(args: argparse.Namespace) -> int:
         lambda got, stop: _summary(got, model=str(args.model), data=str(args.data),
                                    method=args.method, generator=str(args.generator),
                                    direction=args.direction, delta=args.delta,
-                                   interrupted=stop))
+                                   residual=args.residual, interrupted=stop))
 
-    def point_at(i: int, t: torch.Tensor) -> torch.Tensor:  # the decoded images along segment i
+    def point_at(i: int, t: torch.Tensor) -> torch.Tensor:  # the images along segment i
         z = z0[i] + t.to(z0.dtype)[:, None] * (z1[i] - z0[i])
+        if args.residual:
+            return images_of(i).forward(z.to(torch.float64)).to(graph.dtype)
         return decoder.forward(z.to(decoder.dtype))
 
     _segment_strip(args, graph, reports, rows, point_at)
@@ -252,28 +263,32 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 # -- line (a segment in input space) -----------------------------------------------------------
-def _line_rows(args, graph: Graph, x: torch.Tensor, labels: torch.Tensor, ends: torch.Tensor,
-               reports: dict, done: set[int], desc: str = "semantic line") -> Iterator[dict]:
+def _line_rows(args, graph: Graph | Callable[[int], Graph], x: torch.Tensor, labels: torch.Tensor,
+               ends: torch.Tensor, reports: dict, done: set[int], desc: str = "semantic line"
+               ) -> Iterator[dict]:
     """One row per segment x[i] → ends[i] (i not in ``done``), certified at labels[i] with
-    args.method (exact: batched, CHUNK segments per ExactLine pass); each segment's report
-    goes to ``reports[i]``."""
+    args.method (exact: batched, CHUNK segments per ExactLine pass, when all segments share
+    one ``graph``; a callable gives segment i's own graph); each segment's report goes to
+    ``reports[i]``."""
     import torch
 
     from ..semantic.latent import certify_lines
     from ..semantic.quantitative import QuantConfig
 
     config = QuantConfig(max_pieces=args.max_pieces, tolerance=args.tolerance)
-    step = CHUNK if args.method == "exact" else 1
-    with torch.no_grad():
-        starts = graph.forward(x.to(graph.dtype)).argmax(1).tolist()
+    shared = hasattr(graph, "nodes")  # a Graph, not a callable giving one per segment
+    step = CHUNK if args.method == "exact" and shared else 1
     todo = [i for i in range(x.shape[0]) if i not in done]
     for lo in progress(range(0, len(todo), step), total=-(-len(todo) // step), desc=desc):
         part = todo[lo:lo + step]
-        reps = certify_lines(graph, x[part], ends[part], labels[part],
+        g = graph if shared else graph(part[0])
+        with torch.no_grad():
+            starts = g.forward(x[part].to(g.dtype)).argmax(1).tolist()
+        reps = certify_lines(g, x[part], ends[part], labels[part],
                              args.method, config, chunk=CHUNK, timeout_s=args.timeout)
-        for i, rep in zip(part, reps):
+        for i, start, rep in zip(part, starts, reps):
             reports[i] = rep
-            row = {"index": i, "label": int(labels[i]), "start_prediction": starts[i],
+            row = {"index": i, "label": int(labels[i]), "start_prediction": start,
                    "verdict": rep.result.verdict.value,
                    "fraction_lower": rep.fraction_lower, "fraction_upper": rep.fraction_upper,
                    "time_s": rep.result.time_s, **{k: v for k, v in rep.stats.items()
@@ -360,6 +375,8 @@ def run_certify(args: argparse.Namespace) -> int:
     if args.transform is not None:
         if args.range is None:
             raise ConfigError(f"--transform {args.transform} needs --range")
+        if args.residual:
+            raise ConfigError("--residual is for --generator segments")
         if args.method in SEGMENT_ONLY:
             raise ConfigError(f"--method {args.method} is for generator segments; a transform "
                               "is decided by parameter splitting with a bound method (default: "
@@ -463,6 +480,12 @@ def _pixel_args(p, default: str | None, prefix: str = "") -> None:
                         "(default 8; more: a narrower error, a slower band)")
 
 
+RESIDUAL_HELP = ("certify the images clamp01(x + G(z) − G(E(x))) along the segment: the "
+                 "generator's change added to x itself, so the segment starts at x, not at its "
+                 "reconstruction G(E(x)) (for generators whose decodings are blurred, e.g. "
+                 "CIFAR-10; one ExactLine pass per image)")
+
+
 def _register_segment(sub) -> None:
     p = sub.add_parser("segment", help="certify along a generator's latent mutation segment",
                        description="For each image x: the segment z → z + DELTA·d in the latent "
@@ -473,6 +496,7 @@ def _register_segment(sub) -> None:
     p.add_argument("--direction", required=True, help="direction name (see its directions.npz)")
     p.add_argument("--delta", type=nonnegative_float, default=1.0,
                    help="segment length in units of the direction (default 1)")
+    p.add_argument("--residual", action="store_true", help=RESIDUAL_HELP)
     _segment_method_args(p)
     p.set_defaults(func=run_segment)
 
@@ -550,6 +574,7 @@ def _register_certify(sub) -> None:
     p.add_argument("--direction", default=None, help="generator: the direction name")
     p.add_argument("--delta", type=nonnegative_float, default=1.0,
                    help="generator: segment length in units of the direction (default 1)")
+    p.add_argument("--residual", action="store_true", help="generator: " + RESIDUAL_HELP)
     p.add_argument("--method", default=None,
                    choices=LazyChoices(lambda: [*SEGMENT_ONLY, *_bound_methods()]),
                    metavar="METHOD",

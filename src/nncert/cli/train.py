@@ -282,6 +282,10 @@ def _augment_args(p: argparse.ArgumentParser) -> None:
                    help="generative: δ drawn from [0, this] along a direction (default 1)")
     g.add_argument("--augment-directions", default=None,
                    help="generative: comma-separated direction names (default: all)")
+    g.add_argument("--augment-residual", action="store_true",
+                   help="generative: add the decoded change to the image, clamp01(x + G(E(x) + "
+                        "δ·d) − G(E(x))), instead of replacing the image by its decoding (the "
+                        "segments of `semantic segment --residual`; for blurred generators)")
 
 
 def make_augmented(args: argparse.Namespace, loss: losses.Loss) -> losses.Loss:
@@ -291,7 +295,8 @@ def make_augmented(args: argparse.Namespace, loss: losses.Loss) -> losses.Loss:
 
     if args.augment is None:
         for flag, v in (("--augment-range", args.augment_range), ("--generator", args.generator),
-                        ("--augment-directions", args.augment_directions)):
+                        ("--augment-directions", args.augment_directions),
+                        ("--augment-residual", args.augment_residual or None)):
             if v is not None:
                 raise ConfigError(f"{flag} needs --augment")
         return loss
@@ -303,11 +308,13 @@ def make_augmented(args: argparse.Namespace, loss: losses.Loss) -> losses.Loss:
 
         names = None if args.augment_directions is None else [
             n.strip() for n in args.augment_directions.split(",") if n.strip()]
-        aug = generative_augmenter(load_generator(args.generator), args.augment_delta, names)
-        return Augmented(loss, aug, f"gen-aug({args.augment_delta:g})")
-    if args.augment_range is None or args.generator is not None:
+        aug = generative_augmenter(load_generator(args.generator), args.augment_delta, names,
+                                   residual=args.augment_residual)
+        kind = "gen-res-aug" if args.augment_residual else "gen-aug"
+        return Augmented(loss, aug, f"{kind}({args.augment_delta:g})")
+    if args.augment_range is None or args.generator is not None or args.augment_residual:
         raise ConfigError(f"--augment {args.augment} needs --augment-range LO HI (and no "
-                          "--generator)")
+                          "--generator or --augment-residual)")
     lo, hi = args.augment_range
     return Augmented(loss, transform_augmenter(args.augment, lo, hi),
                      f"{args.augment}-aug({lo:g},{hi:g})")

@@ -8,6 +8,7 @@ from .generative import build_generator as build_generator
 from .generative import save_generator as save_generator
 from .latent import certify_latent_segment as certify_latent_segment
 from .latent import certify_lines as certify_lines
+from .latent import residual_decoder as residual_decoder
 from .quantitative import QuantConfig as QuantConfig
 from .quantitative import robust_fraction as robust_fraction
 from .segments import LinePieces as LinePieces

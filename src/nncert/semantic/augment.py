@@ -9,7 +9,8 @@ one in front of any training loss. Two families, matching the two routes of
   (:data:`~nncert.semantic.transforms.TRANSFORMS`) with parameters drawn uniformly from a range;
 * :func:`generative_augmenter`: each image encoded, moved along one of a generator's latent
   directions by δ ~ U[0, δmax] and decoded, ``G(E(x) + δ·d)``: the points of the segments the
-  generator route certifies.
+  generator route certifies; with ``residual=True`` the decoded change is added to x instead,
+  ``clamp01(x + G(E(x) + δ·d) − G(E(x)))``, the points of ``semantic segment --residual``.
 
 Both keep the label (the mutations are meant to preserve the class) and, by default, keep the
 original batch too (the result has 2B images), so natural accuracy is trained on as before.
@@ -62,10 +63,10 @@ def transform_augmenter(transform: str, low: float, high: float,
 
 def generative_augmenter(generator: Generator, delta: float,
                          directions: Sequence[str] | None = None,
-                         keep_original: bool = True) -> Augmenter:
+                         keep_original: bool = True, residual: bool = False) -> Augmenter:
     """Images ``G(E(x) + δ·d)``, per image a direction d drawn uniformly from ``directions``
     (default: all of the generator's) and δ ~ U[0, ``delta``] (in units of the direction, as
-    ``semantic segment --delta``)."""
+    ``semantic segment --delta``); ``residual``: ``clamp01(x + G(E(x) + δ·d) − G(E(x)))``."""
     names = list(generator.directions) if directions is None else list(directions)
     missing = [n for n in names if n not in generator.directions]
     if missing or not names:
@@ -92,7 +93,10 @@ def generative_augmenter(generator: Generator, delta: float,
             k = torch.randint(len(names), (x.shape[0],), generator=gen, device=x.device)
             u = torch.rand(x.shape[0], 1, generator=gen, device=x.device, dtype=x.dtype)
             t = u.to(z.dtype) * float(delta)
-            moved = dec.forward(z + t * d[k]).reshape(x.shape).to(x.dtype)
+            moved = dec.forward(z + t * d[k]).reshape(x.shape)
+            if residual:
+                moved = (x.to(moved.dtype) + moved - dec.forward(z).reshape(x.shape)).clamp(0, 1)
+            moved = moved.to(x.dtype)
         return _with_original(x, y, moved, keep_original)
 
     return augment

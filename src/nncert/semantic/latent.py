@@ -2,7 +2,10 @@
 
 The segment starts at the encoding z = E(x) of an image and ends at ``z + δ·d`` for a learned
 mutation direction d; the property is that f classifies G(z + t·δ·d) as ``label`` for every
-t ∈ [0, 1]. ``method`` chooses how: "exact" (ExactLine on f∘G: verdict, exact robust fraction,
+t ∈ [0, 1]. With ``residual=True`` the images are the generator's *change* added to x itself,
+``clamp01(x + G(z + t·δ·d) − G(z))`` (:func:`residual_decoder`): the segment starts at x exactly,
+not at its reconstruction G(z), which matters where the generator's decodings are blurred
+(CIFAR-10). ``method`` chooses how: "exact" (ExactLine on f∘G: verdict, exact robust fraction,
 t*; ReLU networks), "bab" (nncert's complete search on the segment graph, whose one input is t:
 attack, bounds, then input splitting on the bound engine; any activation the engine bounds, a
 verdict within ``timeout_s`` per segment, no fraction), "quantitative" (sound lower/upper
@@ -16,7 +19,8 @@ import torch
 
 from ..clock import NEVER, Deadline
 from ..errors import ConfigError, ShapeError
-from ..models.graph import Graph, compose
+from ..models import ops
+from ..models.graph import Graph, Node, compose
 from ..result import Result, Verdict
 from ..specs.output import OutputSpec
 from .quantitative import QuantConfig, robust_fraction
@@ -43,14 +47,46 @@ def latent_segment(encoder: Graph, image: torch.Tensor, direction: torch.Tensor,
     return z, z + float(delta) * d
 
 
+def residual_decoder(decoder: Graph, image: torch.Tensor, z0: torch.Tensor) -> Graph:
+    """The graph z ↦ clamp01(image + G(z) − G(z0)) (G = ``decoder``, image of its output
+    shape): the generator's change from ``z0`` applied to ``image``. At z = z0 it returns the
+    image exactly (when the image lies in [0, 1]). The offset image − G(z0) is a constant of
+    the graph, so the graph belongs to this one image; the clamp is two ReLU nodes and a Sub,
+    as in the decoder."""
+    if tuple(image.shape) != decoder.output_shape:
+        raise ShapeError("image vs generator decoder output", decoder.output_shape,
+                         tuple(image.shape))
+    with torch.no_grad():
+        g0 = decoder.forward(z0.to(decoder.device, decoder.dtype).reshape(1, -1))[0]
+    offset = image.to(decoder.device, decoder.dtype) - g0
+    taken = {decoder.input_name, *(n.name for n in decoder.nodes)}
+
+    def fresh(name: str) -> str:
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    moved, shift, hi, lo, out = (fresh(n) for n in ("R_moved", "R_shift", "R_hi", "R_lo", "R_image"))
+    tail = [Node(moved, ops.ElementwiseAffine(None, offset), (decoder.output_name,)),
+            Node(hi, ops.ReLU(), (moved,)),
+            Node(shift, ops.ElementwiseAffine(None, -torch.ones_like(offset)), (moved,)),
+            Node(lo, ops.ReLU(), (shift,)),
+            Node(out, ops.Sub(), (hi, lo))]
+    return Graph([*decoder.nodes, *tail], decoder.input_shape, decoder.input_name, out)
+
+
 def certify_latent_segment(classifier: Graph, decoder: Graph, encoder: Graph, image: torch.Tensor,
                            label: int, direction: torch.Tensor, delta: float = 1.0,
                            method: str = "exact", config: QuantConfig | None = None,
-                           deadline: Deadline = NEVER) -> SegmentReport:
+                           deadline: Deadline = NEVER, residual: bool = False) -> SegmentReport:
     """Robustness of ``classifier`` at ``label`` on ``decoder``'s images along the segment
-    (see the module docstring)."""
-    fg = compose(decoder.to(dtype=torch.float64), classifier.to(dtype=torch.float64))
+    (see the module docstring; ``residual``: the decoded change added to ``image``)."""
     z0, z1 = latent_segment(encoder, image, direction, delta)
+    g = decoder.to(dtype=torch.float64)
+    if residual:
+        g = residual_decoder(g, image.reshape(g.output_shape), z0)
+    fg = compose(g, classifier.to(dtype=torch.float64))
     return certify_line(fg, z0, z1, label, method, config, deadline)
 
 
