@@ -11,7 +11,11 @@ Networks are trained here (one pass over --train MNIST training images, Adam): F
 FC 3x100 (deeper), ConvSmall (conv 16@4x4/2, conv 32@4x4/2, FC 100), ConvSmall trained with
 rotation augmentation (±30°), and ConvSmall trained with generative augmentation (each batch
 plus its decodings moved along a random direction by δ ~ U[0, --delta]); on request (--nets)
-the two FC nets trained that way too. The generator is the
+FC 2x100, FC 3x100, FC 6x100 and ConvDeep (ConvSmall with a third convolution, 64@3x3, and a
+second FC 100) trained that way too. --residual: the generative mutations are the decoded
+change added to x, clamp01(x + G(z + t·δ·d) − G(z)), for the segments and the augmentation
+(the segments then start at x, so images need only be classified correctly as x; no matched
+table). The generator is the
 VAE of nncert.semantic.generative with a 2x256 ReLU decoder and the continuity regulariser,
 trained first; directions: rotate, scale, thickness, brightness, local (CIFAR-10: rotate,
 scale, brightness, colour, local).
@@ -52,7 +56,7 @@ from nncert.models.from_torch import from_torch
 from nncert.models.graph import compose
 from nncert.semantic.augment import generative_augmenter, transform_augmenter
 from nncert.semantic.generative import VAEConfig, build_generator
-from nncert.semantic.latent import certify_line, certify_lines, latent_segment
+from nncert.semantic.latent import certify_line, certify_lines, latent_segment, residual_decoder
 from nncert.semantic.quantitative import QuantConfig
 from nncert.semantic.segments import as_float64
 from nncert.semantic.transforms import TransformConfig, apply_transform, certify_transform
@@ -65,7 +69,7 @@ OUT = ROOT / "bench" / "out"
 
 
 NETS = ("FC 2x100", "FC 3x100", "ConvSmall", "ConvSmall+rot-aug", "ConvSmall+gen-aug",
-        "FC 2x100+gen-aug", "FC 3x100+gen-aug")
+        "FC 2x100+gen-aug", "FC 3x100+gen-aug", "FC 6x100+gen-aug", "ConvDeep+gen-aug")
 DEFAULT_NETS = NETS[:5]
 
 
@@ -79,6 +83,13 @@ def _nets(channels: int, side: int) -> dict[str, nn.Module]:
         flat = body(torch.zeros(1, channels, side, side)).shape[1]
         return nn.Sequential(*body, nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, 10))
 
+    def conv_deep():  # ConvSmall with a third convolution (64@3x3, padding 1) and a second FC 100
+        body = nn.Sequential(nn.Conv2d(channels, 16, k, s1), nn.ReLU(), nn.Conv2d(16, 32, k, 2),
+                             nn.ReLU(), nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(), nn.Flatten())
+        flat = body(torch.zeros(1, channels, side, side)).shape[1]
+        return nn.Sequential(*body, nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
+                             nn.Linear(100, 10))
+
     def fc(depth: int):
         layers = [nn.Flatten(), nn.Linear(n, 100), nn.ReLU()]
         for _ in range(depth - 1):
@@ -88,7 +99,8 @@ def _nets(channels: int, side: int) -> dict[str, nn.Module]:
     nets = {"FC 2x100": fc(2), "FC 3x100": fc(3), "ConvSmall": conv(), "ConvSmall+rot-aug": conv(),
             "ConvSmall+gen-aug": conv(),
             # built last, so the five above keep the initial weights of earlier runs
-            "FC 2x100+gen-aug": fc(2), "FC 3x100+gen-aug": fc(3)}
+            "FC 2x100+gen-aug": fc(2), "FC 3x100+gen-aug": fc(3),
+            "FC 6x100+gen-aug": fc(6), "ConvDeep+gen-aug": conv_deep()}
     assert tuple(nets) == NETS
     return nets
 
@@ -132,31 +144,40 @@ def segments_part(args, graphs, gen, xte, yte) -> list[str]:
     rows = ["| network | direction | ReLUs f∘G | exact certified | exact fraction | quant. lower | "
             "quant. upper | pieces/segment | segments/s (exact) |", "|---" * 9 + "|"]
     quant = QuantConfig(method="crown", max_pieces=64, tolerance=1e-3)
+    dec = as_float64(gen.decoder)
     for name, g in graphs.items():
         pred = g(xte).argmax(1)
         fg = as_float64(compose(gen.decoder, g))
         with torch.no_grad():  # images whose decoded encoding f(G(E(x))) is also correct
             rec = g(gen.decoder(gen.encoder(xte))).argmax(1)
-        idx = [i for i in range(xte.shape[0])
-               if int(pred[i]) == int(yte[i]) == int(rec[i])][:args.images]
+        idx = [i for i in range(xte.shape[0])  # (--residual: the segments start at x itself)
+               if int(pred[i]) == int(yte[i]) and (args.residual or int(rec[i]) == int(yte[i]))]
+        idx = idx[:args.images]
         for direction in gen.directions if idx else ():
             d = gen.directions[direction]
             cert, frac, lows, ups, pieces = 0, 0.0, 0.0, 0.0, 0
             t0 = time.perf_counter()
             ends = [latent_segment(gen.encoder, xte[i], d, args.delta) for i in idx]
-            exact = certify_lines(fg, torch.stack([z0 for z0, _ in ends]),
-                                  torch.stack([z1 for _, z1 in ends]), yte[idx], "exact")
-            t_exact = time.perf_counter() - t0  # batched ExactLine, all segments of the row
-            for i, (z0, z1), ex in zip(idx, ends, exact):
-                q = certify_line(fg, z0, z1, int(yte[i]), "quantitative", quant)
+            if args.residual:  # one graph per image: f(clamp01(x + G(z) − G(z0)))
+                fgs = [as_float64(compose(residual_decoder(dec, xte[i].double(), z0), g))
+                       for i, (z0, _) in zip(idx, ends)]
+                exact = [certify_line(f, z0, z1, int(yte[i]), "exact")
+                         for f, i, (z0, z1) in zip(fgs, idx, ends)]
+            else:
+                fgs = [fg] * len(idx)
+                exact = certify_lines(fg, torch.stack([z0 for z0, _ in ends]),
+                                      torch.stack([z1 for _, z1 in ends]), yte[idx], "exact")
+            t_exact = time.perf_counter() - t0  # ExactLine on all segments of the row
+            for f, i, (z0, z1), ex in zip(fgs, idx, ends, exact):
+                q = certify_line(f, z0, z1, int(yte[i]), "quantitative", quant)
                 cert += ex.result.verdict.value == "verified"
                 frac += ex.fraction_lower
                 lows += q.fraction_lower
                 ups += q.fraction_upper
                 pieces += ex.stats["pieces"]
             n = max(len(idx), 1)
-            rows.append(f"| {name} | {direction} | {_relus(fg)} | {cert}/{len(idx)} | {frac / n:.3f} "
-                        f"| {lows / n:.3f} | {ups / n:.3f} | {pieces / n:.1f} | "
+            rows.append(f"| {name} | {direction} | {_relus(fgs[0])} | {cert}/{len(idx)} | "
+                        f"{frac / n:.3f} | {lows / n:.3f} | {ups / n:.3f} | {pieces / n:.1f} | "
                         f"{len(idx) / max(t_exact, 1e-9):.1f} |")
             print(rows[-1], flush=True)
     return rows
@@ -257,6 +278,10 @@ def main() -> None:
     p.add_argument("--nets", default="all",
                    help="comma-separated networks to train and certify, of "
                         f"{', '.join(NETS)} (default 'all': the first five)")
+    p.add_argument("--residual", action="store_true",
+                   help="generative mutations as the decoded change added to x, clamp01(x + "
+                        "G(z + t·δ·d) − G(z)) (segments and generative augmentation; the matched "
+                        "table is skipped)")
     p.add_argument("--digits", action="store_true", help="the embedded 8x8 digits instead")
     p.add_argument("--cifar", action="store_true",
                    help="CIFAR-10 (../shared/data/cifar10: the first --train training images, "
@@ -273,7 +298,7 @@ def main() -> None:
                                                      jacobian_weight=0.05))
     t_gen = time.perf_counter() - t0
     rotate = transform_augmenter("rotate", -30, 30, keep_original=False)
-    generative = generative_augmenter(gen, args.delta)
+    generative = generative_augmenter(gen, args.delta, residual=args.residual)
     augmenters = {k: rotate if k.endswith("+rot-aug") else generative
                   for k in NETS if k.endswith("-aug")}
     t0 = time.perf_counter()
@@ -290,7 +315,9 @@ def main() -> None:
         c = gen.report["continuity"]
         lines += [f"Generator: VAE, 2x256 ReLU decoder, trained in {t_gen:.1f} s; "
                   f"measured bi-Lipschitz C = {c['C']:.3g} (ratios {c['lower']:.3g} .. "
-                  f"{c['upper']:.3g}); delta = {args.delta}", "",
+                  f"{c['upper']:.3g}); delta = {args.delta}"
+                  + ("; residual mutations clamp01(x + G(z + t·δ·d) − G(z))" if args.residual else ""),
+                  "",
                   "Independence (rows: direction moved; columns: |cos| with each mutation's pixel "
                   "change):", ""]
         ind = gen.report["independence"]
@@ -299,8 +326,9 @@ def main() -> None:
                   for k, row in ind.items()]
         if args.part != "matched":
             lines += [""] + segments_part(args, graphs, gen, xte, yte) + [""]
-        lines += ["", "The same mutation, geometric against generative:", ""]
-        lines += matched_part(args, graphs, gen, xte, yte) + [""]
+        if not args.residual:
+            lines += ["", "The same mutation, geometric against generative:", ""]
+            lines += matched_part(args, graphs, gen, xte, yte) + [""]
     if args.part in ("rotation", "all"):
         lines += ["Rotation ±30°:", ""] + rotation_part(args, graphs, xte, yte)
     OUT.mkdir(parents=True, exist_ok=True)
