@@ -105,10 +105,11 @@ def _nets(channels: int, side: int) -> dict[str, nn.Module]:
     return nets
 
 
-def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, augment=None) -> nn.Module:
+def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, augment=None,
+          seed: int = 0) -> nn.Module:
     """Adam, batches of 128; ``augment(xb, yb, rng)`` returns the batch to train on."""
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
@@ -278,6 +279,10 @@ def main() -> None:
     p.add_argument("--nets", default="all",
                    help="comma-separated networks to train and certify, of "
                         f"{', '.join(NETS)} (default 'all': the first five)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the classifiers' initial weights and batch order (default: "
+                        "the state the generator's training leaves, and order seed 0, as in "
+                        "the recorded runs); the generator is the same for every seed")
     p.add_argument("--residual", action="store_true",
                    help="generative mutations as the decoded change added to x, clamp01(x + "
                         "G(z + t·δ·d) − G(z)) (segments and generative augmentation; the matched "
@@ -302,9 +307,11 @@ def main() -> None:
     augmenters = {k: rotate if k.endswith("+rot-aug") else generative
                   for k in NETS if k.endswith("-aug")}
     t0 = time.perf_counter()
+    if args.seed is not None:  # (without it: the random state the generator's training left)
+        torch.manual_seed(args.seed)
     nets = _nets(channels, side)
-    graphs = {k: from_torch(train(nets[k], xtr, ytr, args.epochs, augmenters.get(k)),
-                            (channels, side, side)) for k in chosen}
+    graphs = {k: from_torch(train(nets[k], xtr, ytr, args.epochs, augmenters.get(k),
+                                  args.seed or 0), (channels, side, side)) for k in chosen}
     acc = {k: float((g(xte).argmax(1) == yte).float().mean()) for k, g in graphs.items()}
     print(f"trained {len(graphs)} classifiers in {time.perf_counter() - t0:.1f} s; test accuracy "
           + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
