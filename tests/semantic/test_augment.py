@@ -66,6 +66,18 @@ def test_transform_augmenter_draws_parameters_in_the_range():
     assert float(shift.std()) > 0.05  # drawn, not one value
 
 
+def _one_direction_draws(generator, x, direction: str, delta: float, seed: int):
+    """(z, t, G(z + t·d)) as the augmenter draws them from a generator seeded ``seed`` when
+    ``direction`` is its only direction (the index draw, then δ)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z = generator.encoder(x)
+        torch.randint(1, (x.shape[0],), generator=g)
+        t = torch.rand(x.shape[0], 1, generator=g).to(z.dtype) * delta
+        d = generator.directions[direction].reshape(1, -1).to(z.dtype)
+        return z, t, generator.decoder(z + t * d).reshape(x.shape)
+
+
 def test_generative_augmenter_decodes_the_moved_latents(generator, digits):
     x, y = digits[0][:8], digits[1][:8]
     xa, ya = generative_augmenter(generator, 0.0)(x, y, torch.Generator().manual_seed(0))
@@ -76,13 +88,8 @@ def test_generative_augmenter_decodes_the_moved_latents(generator, digits):
     # δ ~ U[0, 2] along the one chosen direction: G(E(x) + t·d) with the generator's draws
     aug = generative_augmenter(generator, 2.0, ["rotate"], keep_original=False)
     xa, _ = aug(x, y, torch.Generator().manual_seed(3))
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        z = generator.encoder(x)
-        torch.randint(1, (8,), generator=g)
-        t = torch.rand(8, 1, generator=g).to(z.dtype) * 2.0
-        want = generator.decoder(z + t * generator.directions["rotate"].to(z.dtype)).reshape(x.shape)
-    torch.testing.assert_close(xa, want)
+    z, t, moved = _one_direction_draws(generator, x, "rotate", 2.0, 3)
+    torch.testing.assert_close(xa, moved)
     assert float(t.min()) >= 0 and float(t.max()) <= 2.0
     assert float((xa - rec).abs().max()) > 1e-3
 
@@ -93,13 +100,9 @@ def test_residual_generative_augmenter_adds_the_decoded_change(generator, digits
     torch.testing.assert_close(xa[8:], x)  # δ = 0: the image itself, not its reconstruction
     aug = generative_augmenter(generator, 2.0, ["brightness"], keep_original=False, residual=True)
     xa, _ = aug(x, y, torch.Generator().manual_seed(5))
-    g = torch.Generator().manual_seed(5)
+    z, _, moved = _one_direction_draws(generator, x, "brightness", 2.0, 5)
     with torch.no_grad():
-        z = generator.encoder(x)
-        torch.randint(1, (8,), generator=g)
-        t = torch.rand(8, 1, generator=g).to(z.dtype) * 2.0
-        d = generator.directions["brightness"].reshape(1, -1).to(z.dtype)
-        change = (generator.decoder(z + t * d) - generator.decoder(z)).reshape(x.shape)
+        change = moved - generator.decoder(z).reshape(x.shape)
     torch.testing.assert_close(xa, (x + change).clamp(0, 1))
     assert float(xa.min()) >= 0 and float(xa.max()) <= 1
 
