@@ -199,7 +199,8 @@ def prepend(graph: Graph, op: Op, name: str = "prep") -> Graph:
     return Graph(nodes, graph.input_shape, graph.input_name, graph.output_name)
 
 
-def _fresh(name: str, taken: set[str]) -> str:
+def fresh_name(name: str, taken: set[str]) -> str:
+    """``name``, with ``_`` appended until it is not in ``taken`` (which is left unchanged)."""
     while name in taken:
         name += "_"
     return name
@@ -222,12 +223,12 @@ def compose(inner: Graph, outer: Graph, prefix: str = "f.") -> Graph:
     nodes = list(inner.nodes)
     link = inner.output_name
     if inner.output_shape != outer.input_shape:
-        link = _fresh(prefix + "reshape_in", taken)
+        link = fresh_name(prefix + "reshape_in", taken)
         taken.add(link)
         nodes.append(Node(link, Reshape(outer.input_shape), (inner.output_name,)))
     rename = {outer.input_name: link}
     for n in outer.nodes:
-        rename[n.name] = _fresh(prefix + n.name, taken)
+        rename[n.name] = fresh_name(prefix + n.name, taken)
         taken.add(rename[n.name])
         nodes.append(Node(rename[n.name], n.op, tuple(rename[s] for s in n.inputs)))
     return Graph(nodes, inner.input_shape, inner.input_name, rename[outer.output_name])

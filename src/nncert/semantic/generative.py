@@ -132,13 +132,21 @@ def decoder_graph(vae: VAE) -> Graph:
     n = layers[-1].out_features
     body = sequential([_linear(layers[0]), ops.ReLU(), _linear(layers[1]), ops.ReLU(),
                        _linear(layers[2])], (layers[0].in_features,), prefix="G")
-    u = body.output_name
-    tail = [Node("G_hi", ops.ReLU(), (u,)),
-            Node("G_shift", ops.ElementwiseAffine(None, -torch.ones(n)), (u,)),
-            Node("G_lo", ops.ReLU(), ("G_shift",)),
-            Node("G_clamp", ops.Sub(), ("G_hi", "G_lo")),
-            Node("G_image", ops.Reshape(vae.image_shape), ("G_clamp",))]
+    tail = clamp01_nodes(body.output_name, torch.ones(n), ("G_shift", "G_hi", "G_lo", "G_clamp"))
+    tail.append(Node("G_image", ops.Reshape(vae.image_shape), ("G_clamp",)))
     return Graph([*body.nodes, *tail], body.input_shape, body.input_name)
+
+
+def clamp01_nodes(src: str, ones: torch.Tensor, names: tuple[str, str, str, str]) -> list[Node]:
+    """Nodes computing ``clamp(src, 0, 1)`` as :func:`clamp01` does, ``relu(u) − relu(u − 1)``
+    (``ones``: a tensor of ones of src's shape; ``names``: the shift, two ReLU and Sub nodes,
+    the last one the clamped output): piecewise linear, so ExactLine and every bound method
+    take it as it is."""
+    shift, hi, lo, out = names
+    return [Node(hi, ops.ReLU(), (src,)),
+            Node(shift, ops.ElementwiseAffine(None, -ones), (src,)),
+            Node(lo, ops.ReLU(), (shift,)),
+            Node(out, ops.Sub(), (hi, lo))]
 
 
 def encoder_graph(vae: VAE) -> Graph:

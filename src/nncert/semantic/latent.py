@@ -20,9 +20,10 @@ import torch
 from ..clock import NEVER, Deadline
 from ..errors import ConfigError, ShapeError
 from ..models import ops
-from ..models.graph import Graph, Node, compose
+from ..models.graph import Graph, Node, compose, fresh_name
 from ..result import Result, Verdict
 from ..specs.output import OutputSpec
+from .generative import clamp01_nodes
 from .quantitative import QuantConfig, robust_fraction
 from .segments import (
     SegmentReport,
@@ -60,19 +61,14 @@ def residual_decoder(decoder: Graph, image: torch.Tensor, z0: torch.Tensor) -> G
         g0 = decoder.forward(z0.to(decoder.device, decoder.dtype).reshape(1, -1))[0]
     offset = image.to(decoder.device, decoder.dtype) - g0
     taken = {decoder.input_name, *(n.name for n in decoder.nodes)}
-
-    def fresh(name: str) -> str:
-        while name in taken:
-            name += "_"
-        taken.add(name)
-        return name
-
-    moved, shift, hi, lo, out = (fresh(n) for n in ("R_moved", "R_shift", "R_hi", "R_lo", "R_image"))
+    names = []
+    for base in ("R_moved", "R_shift", "R_hi", "R_lo", "R_image"):
+        names.append(fresh_name(base, taken))
+        taken.add(names[-1])
+    moved, *clamp = names
+    out = clamp[-1]
     tail = [Node(moved, ops.ElementwiseAffine(None, offset), (decoder.output_name,)),
-            Node(hi, ops.ReLU(), (moved,)),
-            Node(shift, ops.ElementwiseAffine(None, -torch.ones_like(offset)), (moved,)),
-            Node(lo, ops.ReLU(), (shift,)),
-            Node(out, ops.Sub(), (hi, lo))]
+            *clamp01_nodes(moved, torch.ones_like(offset), tuple(clamp))]
     return Graph([*decoder.nodes, *tail], decoder.input_shape, decoder.input_name, out)
 
 
