@@ -26,6 +26,13 @@ certified rate, mean exact robust fraction, mean pieces per segment (against the
 ReLU count), segments per second (batched ExactLine on the row's segments); quantitative CROWN
 lower/upper (max 64 pieces per segment).
 
+With --common every network is certified on the same images (the first --images that all
+of them classify correctly), and a paired table compares the networks the talk's findings
+order (deeper, convolutional, augmented against the network without): per direction the
+images certified by both, by one only and by neither, McNemar's exact p-value on the
+discordant images, and the mean change of the exact fraction. --no-quant skips the
+quantitative columns; --part segments-only skips the matched table.
+
 Part ``rotation``: rotation by ±30° (parameter range [−30, 30]): certified rate and time per
 image of CROWN with parameter splitting (8 initial pieces, up to 512) side by side with interval
 bounds on one pixel box for the whole range (the naive pixel-interval approach).
@@ -39,7 +46,7 @@ stretches each image's segment to the δ whose decoded change has the geometric 
 (searched on a grid up to 40 segment lengths; shown: the median δ in units of the direction,
 and how many images never reach that L2 and stay at the cap).
 
-Writes bench/out/semantic.md (semantic-cifar.md with --cifar) and prints it.
+Writes bench/out/semantic.md (semantic-cifar.md with --cifar; --out elsewhere) and prints it.
 """
 
 from __future__ import annotations
@@ -141,19 +148,31 @@ def _relus(graph) -> int:
                if n.op.kind == "ReLU")
 
 
-def segments_part(args, graphs, gen, xte, yte) -> list[str]:
+def _correct(args, g, gen, xte, yte) -> torch.Tensor:
+    """Test images that ``g`` classifies correctly as x and (unless --residual, where the
+    segments start at x itself) as its decoded encoding G(E(x))."""
+    with torch.no_grad():
+        ok = g(xte).argmax(1) == yte
+        if not args.residual:
+            ok &= g(gen.decoder(gen.encoder(xte)).reshape(xte.shape)).argmax(1) == yte
+    return ok
+
+
+def segments_part(args, graphs, gen, xte, yte, per_image: dict | None = None) -> list[str]:
+    """The segment table; ``per_image[(network, direction)]`` receives (test indices, exact
+    verdicts, exact fractions) for the paired comparison."""
     rows = ["| network | direction | ReLUs f∘G | exact certified | exact fraction | quant. lower | "
             "quant. upper | pieces/segment | segments/s (exact) |", "|---" * 9 + "|"]
     quant = QuantConfig(method="crown", max_pieces=64, tolerance=1e-3)
     dec = as_float64(gen.decoder)
+    common = None
+    if args.common:  # one image set for every network: the paired comparison
+        ok = torch.stack([_correct(args, g, gen, xte, yte) for g in graphs.values()]).all(0)
+        common = ok.nonzero().flatten()[:args.images].tolist()
     for name, g in graphs.items():
-        pred = g(xte).argmax(1)
         fg = as_float64(compose(gen.decoder, g))
-        with torch.no_grad():  # images whose decoded encoding f(G(E(x))) is also correct
-            rec = g(gen.decoder(gen.encoder(xte))).argmax(1)
-        idx = [i for i in range(xte.shape[0])  # (--residual: the segments start at x itself)
-               if int(pred[i]) == int(yte[i]) and (args.residual or int(rec[i]) == int(yte[i]))]
-        idx = idx[:args.images]
+        idx = common if common is not None else (
+            _correct(args, g, gen, xte, yte).nonzero().flatten()[:args.images].tolist())
         for direction in gen.directions if idx else ():
             d = gen.directions[direction]
             cert, frac, lows, ups, pieces = 0, 0.0, 0.0, 0.0, 0
@@ -170,17 +189,68 @@ def segments_part(args, graphs, gen, xte, yte) -> list[str]:
                                       torch.stack([z1 for _, z1 in ends]), yte[idx], "exact")
             t_exact = time.perf_counter() - t0  # ExactLine on all segments of the row
             for f, i, (z0, z1), ex in zip(fgs, idx, ends, exact):
-                q = certify_line(f, z0, z1, int(yte[i]), "quantitative", quant)
+                if not args.no_quant:
+                    q = certify_line(f, z0, z1, int(yte[i]), "quantitative", quant)
+                    lows += q.fraction_lower
+                    ups += q.fraction_upper
                 cert += ex.result.verdict.value == "verified"
                 frac += ex.fraction_lower
-                lows += q.fraction_lower
-                ups += q.fraction_upper
                 pieces += ex.stats["pieces"]
+            if per_image is not None:
+                per_image[name, direction] = (
+                    list(idx), [ex.result.verdict.value == "verified" for ex in exact],
+                    [float(ex.fraction_lower) for ex in exact])
             n = max(len(idx), 1)
+            quants = "– | –" if args.no_quant else f"{lows / n:.3f} | {ups / n:.3f}"
             rows.append(f"| {name} | {direction} | {_relus(fgs[0])} | {cert}/{len(idx)} | "
-                        f"{frac / n:.3f} | {lows / n:.3f} | {ups / n:.3f} | {pieces / n:.1f} | "
+                        f"{frac / n:.3f} | {quants} | {pieces / n:.1f} | "
                         f"{len(idx) / max(t_exact, 1e-9):.1f} |")
             print(rows[-1], flush=True)
+    return rows
+
+
+#: the talk's orderings as pairs (A, B) where B is expected to certify more: deeper,
+#: convolutional, trained with augmentation
+PAIRS = (("FC 2x100", "FC 3x100"), ("FC 2x100+gen-aug", "FC 3x100+gen-aug"),
+         ("FC 2x100+gen-aug", "FC 6x100+gen-aug"), ("ConvSmall+gen-aug", "ConvDeep+gen-aug"),
+         ("FC 2x100", "ConvSmall"), ("FC 2x100+gen-aug", "ConvSmall+gen-aug"),
+         ("ConvSmall", "ConvSmall+gen-aug"), ("FC 2x100", "FC 2x100+gen-aug"))
+
+
+def _pair_row(label: str, a: list) -> str:
+    """One comparison row from [(verdict A, verdict B, fraction A, fraction B)] per image."""
+    from scipy.stats import binomtest
+
+    only_a = sum(va and not vb for va, vb, _, _ in a)
+    only_b = sum(vb and not va for va, vb, _, _ in a)
+    both = sum(va and vb for va, vb, _, _ in a)
+    n = len(a)
+    p = binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    diff = [fb - fa for _, _, fa, fb in a]
+    up, down = sum(d > 1e-9 for d in diff), sum(d < -1e-9 for d in diff)
+    return (f"| {label} | {n} | {both} | {only_a} | {only_b} | {n - both - only_a - only_b} | "
+            f"{p:.3f} | {sum(diff) / max(n, 1):+.3f} | {up} / {down} |")
+
+
+def paired_part(per_image: dict, directions) -> list[str]:
+    """Each pair of PAIRS present, per direction and pooled over directions, on the common
+    image set: images certified by both / only A / only B / neither, McNemar's exact p (two-sided
+    binomial test on the discordant images), the mean exact-fraction change B − A, and on how
+    many images B's fraction is above / below A's."""
+    rows = ["| A → B, direction | images | both | A only | B only | neither | McNemar p | "
+            "fraction B − A | fraction higher: B / A |", "|---" * 9 + "|"]
+    for a, b in PAIRS:
+        pooled = []
+        for d in directions:
+            if (a, d) not in per_image or (b, d) not in per_image:
+                continue
+            (ia, va, fa), (ib, vb, fb) = per_image[a, d], per_image[b, d]
+            assert ia == ib, "the paired comparison needs --common"
+            joined = list(zip(va, vb, fa, fb))
+            pooled += joined
+            rows.append(_pair_row(f"{a} → {b}, {d}", joined))
+        if pooled:
+            rows.append(_pair_row(f"**{a} → {b}, all directions**", pooled))
     return rows
 
 
@@ -268,9 +338,11 @@ def matched_part(args, graphs, gen, xte, yte) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["segments", "rotation", "matched", "all"], default="all",
-                   help="segments: the segment table and then the matched one; matched: only "
-                        "the matched table; rotation: only ±30°; all: every table")
+    p.add_argument("--part", choices=["segments", "segments-only", "rotation", "matched", "all"],
+                   default="all",
+                   help="segments: the segment table and then the matched one; segments-only: "
+                        "without the matched one; matched: only the matched table; rotation: "
+                        "only ±30°; all: every table")
     p.add_argument("--images", type=int, default=20)
     p.add_argument("--train", type=int, default=10000, help="training images used (MNIST or CIFAR-10)")
     p.add_argument("--epochs", type=int, default=1)
@@ -287,6 +359,14 @@ def main() -> None:
                    help="generative mutations as the decoded change added to x, clamp01(x + "
                         "G(z + t·δ·d) − G(z)) (segments and generative augmentation; the matched "
                         "table is skipped)")
+    p.add_argument("--common", action="store_true",
+                   help="certify every network on the same images (the first --images that all "
+                        "of them classify correctly) and add the paired comparison table")
+    p.add_argument("--no-quant", action="store_true",
+                   help="skip the quantitative CROWN bounds in the segment table (ExactLine only)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the Markdown file to write (default bench/out/semantic.md, or "
+                        "semantic-cifar.md with --cifar)")
     p.add_argument("--digits", action="store_true", help="the embedded 8x8 digits instead")
     p.add_argument("--cifar", action="store_true",
                    help="CIFAR-10 (../shared/data/cifar10: the first --train training images, "
@@ -318,7 +398,7 @@ def main() -> None:
     data = "digits 8x8" if args.digits else "CIFAR-10" if args.cifar else "MNIST"
     lines = [f"# Semantic certification ({data})", "",
              "Test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), ""]
-    if args.part in ("segments", "matched", "all"):
+    if args.part in ("segments", "segments-only", "matched", "all"):
         c = gen.report["continuity"]
         lines += [f"Generator: VAE, 2x256 ReLU decoder, trained in {t_gen:.1f} s; "
                   f"measured bi-Lipschitz C = {c['C']:.3g} (ratios {c['lower']:.3g} .. "
@@ -332,14 +412,19 @@ def main() -> None:
         lines += [f"| {k} | " + " | ".join(f"{v:.2f}" for v in row.values()) + " |"
                   for k, row in ind.items()]
         if args.part != "matched":
-            lines += [""] + segments_part(args, graphs, gen, xte, yte) + [""]
-        if not args.residual:
+            per_image: dict = {}
+            lines += [""] + segments_part(args, graphs, gen, xte, yte, per_image) + [""]
+            if args.common:
+                lines += ["Paired comparison (the same images for every network):", ""]
+                lines += paired_part(per_image, gen.directions) + [""]
+        if not args.residual and args.part != "segments-only":
             lines += ["", "The same mutation, geometric against generative:", ""]
             lines += matched_part(args, graphs, gen, xte, yte) + [""]
     if args.part in ("rotation", "all"):
         lines += ["Rotation ±30°:", ""] + rotation_part(args, graphs, xte, yte)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"semantic{'-cifar' if args.cifar else ''}.md").write_text("\n".join(lines) + "\n")
+    out = args.out or OUT / f"semantic{'-cifar' if args.cifar else ''}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
