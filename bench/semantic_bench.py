@@ -30,7 +30,8 @@ With --common every network is certified on the same images (the first --images 
 of them classify correctly), and a paired table compares the networks the talk's findings
 order (deeper, convolutional, augmented against the network without): per direction the
 images certified by both, by one only and by neither, McNemar's exact p-value on the
-discordant images, and the mean change of the exact fraction. --no-quant skips the
+discordant images, and the mean change of the exact fraction (bench/semantic_pool.py pools
+these tables over several --seed runs). --no-quant skips the
 quantitative columns; --part segments-only skips the matched table.
 
 Part ``rotation``: rotation by ±30° (parameter range [−30, 30]): certified rate and time per
