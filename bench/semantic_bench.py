@@ -68,6 +68,7 @@ from nncert.semantic.latent import certify_line, certify_lines, latent_segment, 
 from nncert.semantic.quantitative import QuantConfig
 from nncert.semantic.segments import as_float64
 from nncert.semantic.transforms import TransformConfig, apply_transform, certify_transform
+from nncert.smoothing.stats import binomial_pvalue
 from nncert.training.data import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,13 +221,11 @@ PAIRS = (("FC 2x100", "FC 3x100"), ("FC 2x100+gen-aug", "FC 3x100+gen-aug"),
 
 def _pair_row(label: str, a: list) -> str:
     """One comparison row from [(verdict A, verdict B, fraction A, fraction B)] per image."""
-    from scipy.stats import binomtest
-
     only_a = sum(va and not vb for va, vb, _, _ in a)
     only_b = sum(vb and not va for va, vb, _, _ in a)
     both = sum(va and vb for va, vb, _, _ in a)
     n = len(a)
-    p = binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    p = binomial_pvalue(only_b, only_a + only_b)
     diff = [fb - fa for _, _, fa, fb in a]
     up, down = sum(d > 1e-9 for d in diff), sum(d < -1e-9 for d in diff)
     return (f"| {label} | {n} | {both} | {only_a} | {only_b} | {n - both - only_a - only_b} | "

@@ -3,12 +3,11 @@
     python bench/semantic_pool.py /tmp/runs/paired_s*.md [--per-direction]
 
 For each pair A → B it reads the "all directions" row of every file (with --per-direction
-also each direction's row) and prints one row: the
-seeds, the images certified by only A / only B summed over the seeds, McNemar's exact p on
-those sums, and a sign test over the seeds (in how many seeds B certified more images than A,
-in how many fewer). The sign test is the one to trust: seeds are independent trainings, while
-the five directions of one image (and one image across seeds) are not independent pairs, which
-the summed McNemar p ignores.
+also each direction's row) and prints one row: the seeds, the segments certified by only A /
+only B summed over the seeds, McNemar's exact p on those sums, and a sign test over the seeds
+(in how many seeds B certified more segments than A, in how many fewer). The sign test is
+the one to trust: seeds are independent trainings, while the five directions of one image
+(and one image across seeds) are not independent pairs, which the summed McNemar p ignores.
 """
 from __future__ import annotations
 
@@ -16,6 +15,8 @@ import argparse
 import re
 from collections import defaultdict
 from pathlib import Path
+
+from nncert.smoothing.stats import binomial_pvalue
 
 ROW = re.compile(r"^\| (?:\*\*)?(?P<pair>[^|*]+?, [\w ]+?)(?:\*\*)? \| (?P<n>\d+) \| (?P<both>\d+) \| "
                  r"(?P<a>\d+) \| (?P<b>\d+) \| (?P<neither>\d+) \| [\d.]+ \| (?P<frac>[+-][\d.]+) \|")
@@ -33,8 +34,7 @@ def read_rows(path: Path) -> dict[str, tuple[int, int, int, float]]:
 
 
 def pooled_table(files: list[Path], per_direction: bool = False) -> list[str]:
-    from scipy.stats import binomtest
-
+    """The pooled Markdown table (header, rule, one row per pair, or per pair and direction)."""
     per_pair: dict[str, list] = defaultdict(list)
     for f in files:
         for pair, row in read_rows(f).items():
@@ -44,10 +44,10 @@ def pooled_table(files: list[Path], per_direction: bool = False) -> list[str]:
            "| sign-test p | mean fraction B − A |", "|---" * 9 + "|"]
     for pair, rows in per_pair.items():
         a, b = sum(r[1] for r in rows), sum(r[2] for r in rows)
-        p = binomtest(b, a + b, 0.5).pvalue if a + b else 1.0
+        p = binomial_pvalue(b, a + b)
         up = sum(r[2] > r[1] for r in rows)
         down = sum(r[2] < r[1] for r in rows)
-        sign = binomtest(up, up + down, 0.5).pvalue if up + down else 1.0
+        sign = binomial_pvalue(up, up + down)
         frac = sum(r[3] for r in rows) / len(rows)
         out.append(f"| {pair} | {len(rows)} | {sum(r[0] for r in rows)} | {a} | {b} | {p:.2g} | "
                    f"{up} / {down} / {len(rows) - up - down} | {sign:.3f} | {frac:+.3f} |")

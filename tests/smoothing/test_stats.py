@@ -69,6 +69,7 @@ def test_binomial_pvalue():
     assert stats.binomial_pvalue(7, 10) == pytest.approx(0.34375)
     assert stats.binomial_pvalue(5, 10) == pytest.approx(1.0)
     assert stats.binomial_pvalue(100, 100) == pytest.approx(2 * 0.5 ** 100)
+    assert stats.binomial_pvalue(0, 0) == 1.0
 
 
 def test_smoothing_radius():

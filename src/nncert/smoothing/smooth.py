@@ -299,7 +299,7 @@ class Smooth:
         counts = tuple(int(c) for c in counts_t.cpu().tolist())
         top2 = sorted(range(len(counts)), key=lambda c: (-counts[c], c))[:2]
         n_a, n_b = counts[top2[0]], counts[top2[1]]
-        pvalue = stats.binomial_pvalue(n_a, n_a + n_b, 0.5) if n_a + n_b > 0 else 1.0
+        pvalue = stats.binomial_pvalue(n_a, n_a + n_b, 0.5)
         prediction = top2[0] if pvalue <= alpha else None
         return SmoothPrediction(prediction, counts, pvalue, alpha, n, self.sigma,
                                 time.perf_counter() - t0)

@@ -77,7 +77,11 @@ def clopper_pearson_interval(k: int, n: int, alpha: float) -> tuple[float, float
 
 
 def binomial_pvalue(k: int, n: int, p: float = 0.5) -> float:
-    """Two-sided exact binomial test p-value of ``k`` successes in ``n`` trials against ``p``."""
+    """Two-sided exact binomial test p-value of ``k`` successes in ``n`` trials against ``p``;
+    1 when ``n`` is 0 (no trial is no evidence). With p = 0.5 on discordant pairs this is
+    McNemar's exact test and the sign test."""
+    if int(n) == 0:
+        return 1.0
     return float(binomtest(int(k), int(n), p, alternative="two-sided").pvalue)
 
 
