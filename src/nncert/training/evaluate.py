@@ -21,6 +21,7 @@ from ..models.graph import Graph
 from ..specs.input_sets import LpBall
 from ..specs.output import OutputSpec
 from ..specs.problem import VerificationProblem
+from ..utils import progress
 from .losses import pgd_ce
 
 BOUND_METHODS = ("interval", "crown-ibp", "zonotope", "deeppoly", "crown", "alpha-crown")
@@ -111,7 +112,8 @@ def _complete(graph: Graph, x, y, eps: float, todo: torch.Tensor, timeout_s: flo
 
     ok = torch.zeros(len(x), dtype=torch.bool)
     cfg = VerifyConfig(timeout_s=timeout_s)
-    for i in torch.nonzero(todo).flatten().tolist():
+    idx = torch.nonzero(todo).flatten().tolist()
+    for i in progress(idx, total=len(idx), desc=f"complete verification at eps {eps:g}"):
         p = robustness_problem(graph, x[i:i + 1], y[i:i + 1], eps)
         ok[i] = verify(p, cfg).verdict == Verdict.VERIFIED
     return ok
