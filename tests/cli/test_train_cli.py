@@ -50,6 +50,21 @@ def test_every_method_runs_one_epoch(tmp_path):
         assert out.is_file()
 
 
+def test_crop_and_flip_reach_the_loop(tmp_path, monkeypatch):
+    from nncert.training import loop
+
+    seen = []
+    real = loop.crop_flip
+    monkeypatch.setattr(loop, "crop_flip", lambda x, p, f, g: seen.append((p, f)) or real(x, p, f, g))
+    out = tmp_path / "c.onnx"
+    assert main(["train", *ARGS, "--method", "ibp", "--epochs", "1", "--out", str(out),
+                 "--crop-pad", "2", "--flip"]) == 0
+    assert seen and set(seen) == {(2, True)}
+    seen.clear()
+    assert main(["train", *ARGS, "--method", "ibp", "--epochs", "1", "--out", str(out)]) == 0
+    assert not seen
+
+
 def test_per_epoch_certified_counts_each_method_and_the_zonotope_for_diffai(tmp_path):
     from nncert.cli.train import _evaluator
     from nncert.training import build

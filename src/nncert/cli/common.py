@@ -105,12 +105,20 @@ def nonnegative_float(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {text}")
     return v
 
 

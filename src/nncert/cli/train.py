@@ -15,6 +15,7 @@ from .common import (
     add_device_arg,
     check_writable,
     nonnegative_float,
+    nonnegative_int,
     positive_float,
     positive_int,
     resolve_device,
@@ -153,7 +154,8 @@ def _train(args, model, loss, train, test, shape, files, device) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, lr_schedule=args.lr_schedule,
-                      grad_clip=args.grad_clip, seed=args.seed, device=str(device),
+                      grad_clip=args.grad_clip, crop_pad=args.crop_pad, flip=args.flip,
+                      seed=args.seed, device=str(device),
                       checkpoint=str(files["checkpoint"]))
     title = f"{args.arch} {loss.name} eps={args.eps:g} on {args.data}"
     print(f"training {args.arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
@@ -231,6 +233,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     p.add_argument("--grad-clip", type=nonnegative_float, default=10.0)
+    p.add_argument("--crop-pad", type=nonnegative_int, default=0, metavar="P",
+                   help="train on random crops of each image zero-padded by P pixels (CIFAR-10's "
+                        "standard augmentation uses 4; default 0: off)")
+    p.add_argument("--flip", action="store_true",
+                   help="train on random left-right mirror images too (CIFAR-10; not digits)")
     p.add_argument("--count", type=positive_int, default=None, help="only the first K training images")
     p.add_argument("--eval-count", type=positive_int, default=200,
                    help="test images evaluated after each epoch (default 200)")

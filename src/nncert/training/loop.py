@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from ..utils import open_output
 from .architectures import live_graph
+from .crop_flip import crop_flip
 from .losses import Loss, Step
 
 OPTIMIZERS = ("adam", "sgd")
@@ -33,8 +34,10 @@ LR_SCHEDULES = ("cosine", "constant", "step")
 class TrainConfig:
     """How to train. ``lr_schedule``: "cosine" (per step to 0), "constant", or "step" (×
     ``lr_gamma`` at each epoch in ``lr_milestones``). ``grad_clip`` bounds the gradient norm
-    (0: off; certified training commonly uses 10). ``checkpoint``: written after every epoch
-    and on Ctrl-C."""
+    (0: off; certified training commonly uses 10). ``crop_pad`` > 0 / ``flip``: each batch
+    is replaced by random crops of its copy zero-padded by ``crop_pad`` pixels / by random
+    left–right mirror images (:func:`nncert.training.crop_flip.crop_flip`; the standard
+    CIFAR-10 augmentation). ``checkpoint``: written after every epoch and on Ctrl-C."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -45,6 +48,8 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     grad_clip: float = 0.0
+    crop_pad: int = 0
+    flip: bool = False
     seed: int = 0
     device: str = "cpu"
     checkpoint: str | None = None
@@ -60,8 +65,8 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose from "
                               f"{', '.join(LR_SCHEDULES)}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise ConfigError("grad_clip and weight_decay must be ≥ 0")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.crop_pad < 0:
+            raise ConfigError("grad_clip, weight_decay and crop_pad must be ≥ 0")
 
 
 @dataclass
@@ -209,7 +214,10 @@ def _epoch(model, graph, loss: Loss, images, labels, cfg: TrainConfig, opt, sche
     for i in range(steps_per_epoch):
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         step = Step(model, graph, epoch + i / steps_per_epoch, gens[1])
-        value, logs = loss(step, images[idx], labels[idx])
+        x = images[idx]
+        if cfg.crop_pad > 0 or cfg.flip:
+            x = crop_flip(x, cfg.crop_pad, cfg.flip, gens[0])
+        value, logs = loss(step, x, labels[idx])
         opt.zero_grad(set_to_none=True)
         value.backward()
         if cfg.grad_clip > 0:
