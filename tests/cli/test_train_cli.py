@@ -98,3 +98,17 @@ def test_evaluate_table(tmp_path, capsys):
         assert got[e, "pgd"] <= got[e, "clean"]
     assert got["0", "interval"] == got["0", "clean"]  # ε = 0: every correct image is proved
     assert "| eps | clean | pgd | interval | crown | complete |" in md.read_text()
+
+
+def test_batchnorm_flag_trains_and_exports_the_eval_network(tmp_path):
+    out = tmp_path / "bn.onnx"
+    assert main(["train", *ARGS, "--method", "ibp", "--epochs", "1", "--out", str(out),
+                 "--batchnorm", "--init", "ibp", "--warmup-reg", "0.5"]) == 0
+    from nncert.training import build
+
+    m = build("fc", (1, 8, 8), batchnorm=True)
+    m.load_state_dict(load_checkpoint(tmp_path / "bn.ckpt.pt")["model"])
+    m.eval()
+    x = load_dataset("digits:test", count=20).images / 16
+    with torch.no_grad():
+        assert torch.allclose(load(str(out))(x), m(x), atol=1e-5)

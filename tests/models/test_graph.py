@@ -116,3 +116,15 @@ def test_zoo_graphs_build(kind):
 def test_zoo_covers_every_op():
     kinds = {type(n.op) for k in zoo.KINDS for n in zoo.random_graph(k)}
     assert kinds == set(ops.ALL_OPS)
+
+
+def test_with_ops_replaces_named_nodes_only():
+    g = sequential([_lin(4, 3), ops.ReLU(), _lin(2, 4, 1)], (3,))
+    h = g.with_ops({"n0": ops.Linear(torch.zeros(4, 3), torch.ones(4))})
+    x = torch.randn(5, 3)
+    n2 = g.node("n2").op
+    torch.testing.assert_close(h(x), (torch.ones(5, 4) @ n2.weight.T + n2.bias_))
+    assert h.shapes == g.shapes and h.node("n2") is g.node("n2")
+    assert not torch.equal(g(x), h(x))  # the original is unchanged
+    with pytest.raises(ModelError, match="no node named nX"):
+        g.with_ops({"nX": ops.ReLU()})

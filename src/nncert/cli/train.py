@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loss, losses.Augmented):  # a generator for other images fails here, not later
         loss.augment(train.images[:1], train.labels[:1], torch.Generator().manual_seed(0))
     mean, std = NORMALIZATION[args.data]
-    model = architectures.build(args.arch, shape, 10, mean, std, seed=args.seed)
+    model = architectures.build(args.arch, shape, 10, mean, std, seed=args.seed,
+                                batchnorm=args.batchnorm)
     if args.init == "ibp":
         losses.ibp_init_(model, torch.Generator().manual_seed(args.seed))
     return _train(args, model, loss, train, test, shape, files, device)
@@ -257,6 +258,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sabr: the box radius as a share of eps")
     p.add_argument("--pgd-steps", type=positive_int, default=10)
     p.add_argument("--sigma", type=nonnegative_float, default=None, help="noise: the std")
+    p.add_argument("--batchnorm", action="store_true",
+                   help="a BatchNorm after every convolution and hidden dense layer (Shi et al. "
+                        "2021: with --init ibp and --warmup-reg, faster certified training); the "
+                        "bounds use each batch's statistics while training, the exported model "
+                        "the running ones")
     p.add_argument("--init", choices=("default", "ibp"), default="default",
                    help="initial weights: PyTorch's default or Shi et al.'s IBP init (made for "
                         "networks with BatchNorm; slower to start without it)")

@@ -155,6 +155,20 @@ class Graph:
         nodes = [Node(n.name, n.op.to(device, dtype), n.inputs) for n in self.nodes]
         return Graph(nodes, self.input_shape, self.input_name, self.output_name)
 
+    def with_ops(self, replace: dict[str, Op]) -> Graph:
+        """A copy whose named nodes compute ``replace[name]`` instead; each new op must keep its
+        node's arity and output shape (not re-inferred: this is cheap enough to call per
+        training step, e.g. to set BatchNorm nodes to a batch's statistics)."""
+        unknown = set(replace) - set(self._by_name)
+        if unknown:
+            raise ModelError(f"with_ops: no node named {', '.join(sorted(unknown))}")
+        g = object.__new__(Graph)
+        g.__dict__.update(self.__dict__)
+        g.nodes = tuple(Node(n.name, replace[n.name], n.inputs) if n.name in replace else n
+                        for n in self.nodes)
+        g._by_name = {n.name: n for n in g.nodes}
+        return g
+
     def summary(self) -> str:
         """One line per node: name, op, inputs, output shape."""
         rows = [f"{'input':<24} {'Input':<18} {'':<20} {self.input_shape}"]

@@ -3,7 +3,9 @@ CROWN-IBP, DiffAI, SABR, Gaussian noise) built on the one bound engine, schedule
 literature's architectures."""
 
 from .architectures import ARCHITECTURES as ARCHITECTURES
+from .architectures import LiveBatchNorm as LiveBatchNorm
 from .architectures import build as build
+from .architectures import live_batchnorm as live_batchnorm
 from .architectures import live_graph as live_graph
 from .loop import History as History
 from .loop import TrainConfig as TrainConfig
@@ -22,5 +24,5 @@ from .schedules import Constant as Constant
 from .schedules import Ramp as Ramp
 
 __all__ = ["ARCHITECTURES", "PGD", "SABR", "Constant", "CrownIBP", "DiffAI", "GaussianNoise",
-           "History", "IBP", "Natural", "Ramp", "Step", "TrainConfig", "build", "fit",
-           "ibp_init_", "live_graph", "load_checkpoint"]
+           "History", "IBP", "LiveBatchNorm", "Natural", "Ramp", "Step", "TrainConfig", "build", "fit",
+           "ibp_init_", "live_batchnorm", "live_graph", "load_checkpoint"]

@@ -137,12 +137,35 @@ ARCHITECTURES: dict[str, Builder] = {
 }
 
 
+def _with_batchnorm(layers: Sequence[nn.Module], last_is_output: bool) -> list[nn.Module]:
+    """``layers`` with a BatchNorm after every Conv2d and Linear (inside residual blocks too),
+    except the output layer (the last Linear when ``last_is_output``)."""
+    out: list[nn.Module] = []
+    for i, m in enumerate(layers):
+        if isinstance(m, Residual):
+            short = m.shortcut
+            if short is not None:
+                short = nn.Sequential(*_with_batchnorm(list(_leaves(short)), False))
+            out.append(Residual(nn.Sequential(*_with_batchnorm(list(_leaves(m.body)), False)),
+                                short))
+            continue
+        out.append(m)
+        if isinstance(m, nn.Conv2d):
+            out.append(nn.BatchNorm2d(m.out_channels))
+        elif isinstance(m, nn.Linear) and not (last_is_output and i == len(layers) - 1):
+            out.append(nn.BatchNorm1d(m.out_features))
+    return out
+
+
 def build(arch: str, input_shape: Sequence[int], num_classes: int = 10,
           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-          seed: int | None = None) -> nn.Sequential:
+          seed: int | None = None, batchnorm: bool = False) -> nn.Sequential:
     """Architecture ``arch`` for inputs ``input_shape`` (C, H, W) in [0, 1], with a
     :class:`Normalize` first layer when ``mean``/``std`` are given. ``seed`` fixes the
-    initialisation (PyTorch's default one)."""
+    initialisation (PyTorch's default one). ``batchnorm`` puts a BatchNorm after every
+    convolution and hidden dense layer (before its ReLU), as Shi et al. 2021 train: in
+    training mode the bounds use the batch's statistics (:func:`live_graph`), in eval mode and
+    in the exported model the running ones, a fixed affine map."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
     shape = tuple(int(s) for s in input_shape)
@@ -153,6 +176,8 @@ def build(arch: str, input_shape: Sequence[int], num_classes: int = 10,
     except RuntimeError as e:
         raise ConfigError(f"architecture {arch!r} does not fit inputs of shape {shape} "
                           f"(too small for its convolutions)") from e
+    if batchnorm:
+        layers = _with_batchnorm(layers, True)
     if mean is not None or std is not None:
         c = shape[0]
         mean = list(mean if mean is not None else [0.0] * c)
@@ -168,8 +193,7 @@ def _live_ops(m: nn.Module, shape: Shape) -> list[ops.Op]:
     if isinstance(m, Normalize):
         return [ops.ElementwiseAffine(1.0 / m.std, -m.mean / m.std)]
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        raise ConfigError("BatchNorm is not supported in a trained network's bound graph "
-                          "(its batch statistics are not a fixed affine map while training)")
+        return [batchnorm_affine(m, len(shape))]
     conv = MODULES.get(type(m))
     if conv is None:
         raise ConfigError(f"layer {type(m).__name__} is not supported for certified training; "
@@ -184,24 +208,86 @@ def live_graph(module: nn.Sequential, input_shape: Sequence[int]) -> Graph:
     """A Graph computing ``module`` whose Linear/Conv2d weights are the module's Parameter
     objects themselves (not copies): build it once, after moving the module to its device;
     every optimiser step is then seen by the graph, and bounds computed on it with
-    ``compute_bounds(..., grad=True)`` are differentiable in the parameters."""
+    ``compute_bounds(..., grad=True)`` are differentiable in the parameters. BatchNorm nodes
+    hold the affine map of the statistics at build time: see :func:`live_batchnorm`."""
+    return _live(module, input_shape)[0]
+
+
+def _live(module: nn.Module, input_shape: Sequence[int]) -> tuple[Graph, dict[str, nn.Module]]:
     shape: Shape = tuple(int(s) for s in input_shape)
     nodes: list[Node] = []
-    _live_chain(nodes, module, "input", shape, "", _device(module))
-    return Graph(nodes, shape)
+    bn: dict[str, nn.Module] = {}
+    _live_chain(nodes, module, "input", shape, "", _device(module), bn)
+    return Graph(nodes, shape), bn
+
+
+def batchnorm_affine(m: nn.Module, rank: int) -> ops.ElementwiseAffine:
+    """BatchNorm ``m`` as the map ``x·scale + shift`` it applies to inputs of ``rank`` dims
+    (batch excluded): while ``m.training``, with the statistics of the batch its last forward
+    pass saw (recorded by :class:`LiveBatchNorm`'s hook; differentiable in them and in γ, β,
+    as BatchNorm's own output is), else (or before any forward pass) with its running ones."""
+    batch = m.__dict__.get("_nncert_batch") if m.training else None
+    if batch is None and m.running_mean is None:
+        raise ConfigError("BatchNorm without running statistics (track_running_stats=False) "
+                          "has no fixed map to certify")
+    mean, var = batch if batch is not None else (m.running_mean, m.running_var)
+    scale = torch.rsqrt(var + m.eps)
+    shift = -mean * scale
+    if m.weight is not None:
+        scale, shift = scale * m.weight, shift * m.weight
+    if m.bias is not None:
+        shift = shift + m.bias
+    view = (-1,) + (1,) * (rank - 1)
+    return ops.ElementwiseAffine(scale.reshape(view), shift.reshape(view))
+
+
+def _record_batch(m: nn.Module, inputs: tuple, output) -> None:
+    if m.training:
+        x = inputs[0]
+        dims = (0, *range(2, x.dim()))
+        m.__dict__["_nncert_batch"] = (x.mean(dims), x.var(dims, unbiased=False))
+
+
+class LiveBatchNorm:
+    """Keeps a live graph's BatchNorm nodes in step with their modules. Training with
+    BatchNorm (Shi et al. 2021): the module's forward pass on the clean batch, in training
+    mode, normalises with that batch's statistics and records them; :meth:`graph` is then
+    the live graph with each BatchNorm node the affine map of those statistics, so the bounds
+    of that step are sound bounds of the very function the clean pass computed. In eval mode
+    :meth:`graph` uses the running statistics: the exported network's map."""
+
+    def __init__(self, graph: Graph, modules: dict[str, nn.Module]):
+        self.base, self.modules = graph, modules
+        for m in modules.values():
+            if not m.__dict__.get("_nncert_hooked"):
+                m.register_forward_hook(_record_batch)
+                m.__dict__["_nncert_hooked"] = True
+
+    def graph(self) -> Graph:
+        g = self.base
+        return g.with_ops({name: batchnorm_affine(m, len(g.shapes[name]))
+                           for name, m in self.modules.items()})
+
+
+def live_batchnorm(module: nn.Module, input_shape: Sequence[int]) -> tuple[Graph, LiveBatchNorm | None]:
+    """:func:`live_graph`, and a :class:`LiveBatchNorm` for it when ``module`` has BatchNorm
+    layers (None otherwise: the graph is then always current)."""
+    graph, bn = _live(module, input_shape)
+    return graph, (LiveBatchNorm(graph, bn) if bn else None)
 
 
 def _live_chain(nodes: list[Node], module: nn.Module, src: str, shape: Shape, prefix: str,
-                device: torch.device) -> tuple[str, Shape]:
-    """Append the nodes of ``module``'s leaves after node ``src``; the last node and its shape."""
+                device: torch.device, bn: dict[str, nn.Module]) -> tuple[str, Shape]:
+    """Append the nodes of ``module``'s leaves after node ``src``; the last node and its shape.
+    BatchNorm nodes are entered in ``bn`` (node name → module)."""
     for i, m in enumerate(_leaves(module)):
         name = f"{prefix}{type(m).__name__.lower()}{i}"
         if isinstance(m, Residual):
-            body, body_shape = _live_chain(nodes, m.body, src, shape, f"{name}_body_", device)
+            body, body_shape = _live_chain(nodes, m.body, src, shape, f"{name}_body_", device, bn)
             short, short_shape = src, shape
             if m.shortcut is not None:
                 short, short_shape = _live_chain(nodes, m.shortcut, src, shape,
-                                                 f"{name}_shortcut_", device)
+                                                 f"{name}_shortcut_", device, bn)
             if body_shape != short_shape:
                 raise ConfigError(f"residual block {name}: its body gives shape {body_shape}, "
                                   f"its shortcut {short_shape}")
@@ -211,6 +297,8 @@ def _live_chain(nodes: list[Node], module: nn.Module, src: str, shape: Shape, pr
         for j, op in enumerate(_live_ops(m, shape)):
             nodes.append(Node(name + (f"_{j}" if j else ""), op, (src,)))
             src = nodes[-1].name
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                bn[src] = m
             with torch.no_grad():
                 shape = tuple(op.forward(torch.zeros((1, *shape), device=device)).shape[1:])
     return src, shape

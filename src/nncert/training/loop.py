@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..utils import open_output
-from .architectures import live_graph
+from .architectures import live_batchnorm
 from .crop_flip import crop_flip
 from .losses import Loss, Step
 
@@ -152,10 +152,13 @@ def fit(model: nn.Module, loss: Loss, images: torch.Tensor, labels: torch.Tensor
     Leaves the model in eval mode."""
     if len(images) != len(labels) or len(images) == 0:
         raise ConfigError(f"need as many labels as images (≥ 1), got {len(images)} and {len(labels)}")
+    if len(images) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                               for m in model.modules()):
+        raise ConfigError("a network with BatchNorm needs at least 2 training images")
     device = torch.device(config.device)
     model.to(device).train()
     images, labels = images.to(device), labels.to(device)
-    graph = live_graph(model, images.shape[1:]) if loss.needs_graph else None
+    graph, bn = live_batchnorm(model, images.shape[1:]) if loss.needs_graph else (None, None)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     opt = _optimizer(model, config)
     sched = _scheduler(opt, config, steps_per_epoch)
@@ -168,8 +171,8 @@ def fit(model: nn.Module, loss: Loss, images: torch.Tensor, labels: torch.Tensor
     try:
         for epoch in range(start, config.epochs):
             mid_epoch = True
-            row = _epoch(model, graph, loss, images, labels, config, opt, sched, gens, epoch,
-                         steps_per_epoch, after_step)
+            row = _epoch(model, (graph, bn), loss, images, labels, config, opt, sched, gens,
+                         epoch, steps_per_epoch, after_step)
             done, mid_epoch = epoch + 1, False
             history.rows.append(row)
             if on_epoch is not None:
@@ -203,9 +206,12 @@ def _bar(total: int, desc: str, enabled: bool):
                 leave=False)
 
 
-def _epoch(model, graph, loss: Loss, images, labels, cfg: TrainConfig, opt, sched, gens,
+def _epoch(model, graphs, loss: Loss, images, labels, cfg: TrainConfig, opt, sched, gens,
            epoch: int, steps_per_epoch: int, after_step) -> dict[str, Any]:
-    """One pass over the data; returns the epoch's row (mean loss and mean logs)."""
+    """One pass over the data; returns the epoch's row (mean loss and mean logs). ``graphs``:
+    the live graph and its LiveBatchNorm (or Nones). With BatchNorm a last batch of one image
+    is skipped (its statistics are undefined)."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     t0 = time.perf_counter()
     perm = torch.randperm(len(images), generator=gens[0]).to(images.device)
     sums: dict[str, float] = {}
@@ -213,7 +219,10 @@ def _epoch(model, graph, loss: Loss, images, labels, cfg: TrainConfig, opt, sche
     bar = _bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
     for i in range(steps_per_epoch):
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        step = Step(model, graph, epoch + i / steps_per_epoch, gens[1])
+        if has_bn and len(idx) < 2:
+            bar.update(1)
+            continue
+        step = Step(model, graphs[0], epoch + i / steps_per_epoch, gens[1], batchnorm=graphs[1])
         x = images[idx]
         if cfg.crop_pad > 0 or cfg.flip:
             x = crop_flip(x, cfg.crop_pad, cfg.flip, gens[0])

@@ -17,7 +17,9 @@ Inputs ``x`` are in [0, 1] (``step.clip``); ε is in the same units.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -50,6 +52,16 @@ class Step:
     t: float = 0.0
     generator: torch.Generator | None = None
     clip: tuple[float, float] = (0.0, 1.0)
+    #: a model with BatchNorm: its :class:`~nncert.training.architectures.LiveBatchNorm`,
+    #: which sets ``graph``'s BatchNorm nodes to the statistics of the last clean pass
+    batchnorm: Any = None
+
+    def with_batch_statistics(self) -> Step:
+        """This step with ``graph`` fixed at the BatchNorm statistics the model's last forward
+        pass recorded (call it right after the clean pass); itself when there is no BatchNorm."""
+        if self.batchnorm is None:
+            return self
+        return dataclasses.replace(self, graph=self.batchnorm.graph(), batchnorm=None)
 
 
 class Loss(Protocol):
@@ -104,12 +116,35 @@ def pgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps
         return x.detach()
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     xa = lo + u * (hi - lo)
-    for _ in range(steps):
-        xa = xa.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
-        xa = torch.minimum(torch.maximum(xa.detach() + step_size * g.sign(), lo), hi)
+    with batchnorm_kept(model):
+        for _ in range(steps):
+            xa = xa.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+            xa = torch.minimum(torch.maximum(xa.detach() + step_size * g.sign(), lo), hi)
     return xa.detach()
+
+
+@contextmanager
+def batchnorm_kept(model):
+    """Forward passes inside leave every BatchNorm's running statistics (and the batch
+    statistics recorded for the bounds) as they were: an attack's points are not data. The
+    passes inside update copies of the buffers; the originals, which an earlier pass may have
+    saved for its backward, are never written."""
+    mods = model.modules() if isinstance(model, nn.Module) else ()
+    bns = [m for m in mods if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(dict(m._buffers), m.__dict__.get("_nncert_batch")) for m in bns]
+    for m in bns:
+        for k, b in list(m._buffers.items()):
+            if b is not None:
+                m._buffers[k] = b.clone()
+    try:
+        yield
+    finally:
+        for m, (buffers, batch) in zip(bns, saved):
+            m._buffers.update(buffers)
+            if batch is not None:
+                m.__dict__["_nncert_batch"] = batch
 
 
 def _mix(kappa: float, nat: torch.Tensor, rob: torch.Tensor) -> torch.Tensor:
@@ -234,10 +269,13 @@ class _Certified:
 
     def __call__(self, step: Step, x, y):
         eps, kappa = self.eps(step.t), self.kappa(step.t)
+        # the clean pass first: with BatchNorm it sets the batch statistics the bounds use
+        # (and their gradient flows through it)
+        with torch.enable_grad() if kappa > 0 or step.batchnorm is not None else torch.no_grad():
+            nat = F.cross_entropy(step.model(x), y)
+        step = step.with_batch_statistics()
         b = self.bounds(step, x, y, eps)
         rob = robust_ce(b.lower, y, step.graph.num_outputs)
-        with torch.enable_grad() if kappa > 0 else torch.no_grad():
-            nat = F.cross_entropy(step.model(x), y)
         loss = _mix(kappa, nat, rob)
         logs = {"nat": float(nat.detach()), "rob": float(rob.detach()), "eps": eps,
                 "kappa": kappa}
