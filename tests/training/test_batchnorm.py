@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nncert.errors import ConfigError
+from nncert.errors import ConfigError, ModelError
 from nncert.models import load
 from nncert.training import IBP, Constant, CrownIBP, Step, build
 from nncert.training.architectures import live_batchnorm
 from nncert.training.loop import TrainConfig, fit
-from nncert.training.losses import SABR, pgd_ce
+from nncert.training.losses import SABR, ball, margin_bounds, pgd_ce
 
 CASES = [("fc", (1, 6, 6)), ("cnn", (1, 8, 8)), ("resnet2b", (3, 8, 8))]
 
@@ -58,6 +58,13 @@ def test_robust_loss_bounds_the_attack_on_the_function_of_its_step(arch, shape, 
         fixed = bn.graph()  # the map that step's bounds used
         xa = pgd_ce(fixed, x, y, eps, 20, eps / 4, (0.0, 1.0), torch.Generator().manual_seed(0))
         assert float(rob.detach()) >= float(F.cross_entropy(fixed(xa), y).detach()) - 1e-5, mode
+
+
+def test_bounds_refuse_a_step_whose_batch_statistics_are_not_fixed():
+    m, x, y = _setup("fc", (1, 6, 6))
+    graph, bn = live_batchnorm(m, (1, 6, 6))
+    with pytest.raises(ModelError, match="with_batch_statistics"):
+        margin_bounds(Step(m, graph, 0.0, batchnorm=bn), ball(x, 0.01, (0.0, 1.0)), y, "interval")
 
 
 def test_gradients_reach_batchnorm_and_attacks_leave_statistics_alone():

@@ -30,7 +30,7 @@ from torch import nn
 from ..bounds import compute_bounds
 from ..bounds.crown import CrownConfig
 from ..bounds.zonotope import RELU_RULES, ZonotopeConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..models import ops
 from ..models.graph import Graph
 from ..specs.input_sets import LpBall
@@ -101,6 +101,9 @@ def ball(x: torch.Tensor, eps: float, clip: tuple[float, float]) -> LpBall:
 
 def margin_bounds(step: Step, input_set, y: torch.Tensor, method: str, config: Any = None):
     """Sound, differentiable bounds (a ``Bounds``) of the margins ``y_label − y_j`` over the set."""
+    if step.batchnorm is not None:
+        raise ModelError("bounds of a network with BatchNorm need the batch statistics: call "
+                         "step.with_batch_statistics() after the clean forward pass")
     g = step.graph
     spec = OutputSpec.robustness(y, g.num_outputs, dtype=g.dtype, device=y.device)
     return compute_bounds(VerificationProblem(g, input_set, spec), method, config, grad=True)
