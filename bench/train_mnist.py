@@ -99,6 +99,11 @@ EXPERIMENTS = {
     "cifar-8-dmmedium-k0-bn": _exp("cifar10", "dm-medium", "ibp", round(8 / 255, 6), 40, 18,
                                    "--crop-pad", "4", "--flip", "--kappa", "0", *SHI,
                                    train_eps=round(8.8 / 255, 6), lr="1e-3"),
+    # the same DM-medium recipe at 2/255, with the natural loss kept (κ → 0.5, the default),
+    # against DM-small's 45.3% certified / 58.5% clean there
+    "cifar-2-dmmedium-bn": _exp("cifar10", "dm-medium", "ibp", round(2 / 255, 6), 40, 18,
+                                "--crop-pad", "4", "--flip", *SHI,
+                                train_eps=round(2.2 / 255, 6), lr="1e-3"),
     "cifar-8": _exp("cifar10", "cnn", "ibp", round(8 / 255, 6), 130, 50,
                     train_eps=round(8.8 / 255, 6), lr="1e-3"),
     # the six robust methods on one MNIST architecture at ε = 0.1 (an MLP: DiffAI's zonotope
