@@ -90,14 +90,16 @@ def test_evaluate_table(tmp_path, capsys):
                  "--csv", str(table)]) == 0
     rows = list(csv.DictReader(table.open()))
     got = {(r["eps"], r["method"]): float(r["accuracy"]) for r in rows}
-    assert set(m for _, m in got) == {"clean", "pgd", "interval", "crown", "complete"}
-    # ordering that must hold: certified ≤ PGD ≤ clean; complete ≥ every bound method
+    assert set(m for _, m in got) == {"clean", "pgd", "interval", "crown", "complete",
+                                      "unfalsified"}
+    # ordering that must hold: certified ≤ complete ≤ unfalsified ≤ PGD ≤ clean
     for e in ("0", "0.03"):
         assert got[e, "interval"] <= got[e, "crown"]  # CROWN intersects with IBP
-        assert max(got[e, "interval"], got[e, "crown"]) <= got[e, "complete"] <= got[e, "pgd"]
-        assert got[e, "pgd"] <= got[e, "clean"]
+        assert max(got[e, "interval"], got[e, "crown"]) <= got[e, "complete"]
+        assert got[e, "complete"] <= got[e, "unfalsified"] <= got[e, "pgd"] <= got[e, "clean"]
     assert got["0", "interval"] == got["0", "clean"]  # ε = 0: every correct image is proved
-    assert "| eps | clean | pgd | interval | crown | complete |" in md.read_text()
+    assert got["0", "unfalsified"] == got["0", "clean"]
+    assert "| eps | clean | pgd | interval | crown | complete | unfalsified |" in md.read_text()
 
 
 def test_batchnorm_flag_trains_and_exports_the_eval_network(tmp_path):

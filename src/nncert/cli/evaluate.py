@@ -88,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Evaluates an ONNX classifier on test images (inputs in "
                                    "[0,1]): clean accuracy, PGD accuracy and certified accuracy "
                                    "of every bound method at each --eps, and with --timeout "
-                                   "complete verification of what the bounds leave open.")
+                                   "complete verification of what the bounds leave open "
+                                   "(column 'complete') and the share it leaves unfalsified "
+                                   "(the true robust accuracy lies between the two).")
     p.add_argument("model", help="an ONNX model (e.g. written by nncert train)")
     p.add_argument("--data", required=True, choices=LazyChoices(_datasets), metavar="DATA",
                    help="one of %(choices)s")

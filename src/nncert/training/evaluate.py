@@ -4,7 +4,9 @@ complete verification with a per-image timeout.
 
 Certified accuracy counts an image only when the model classifies it correctly *and* a sound
 method proves the whole ε-ball (L∞, clipped to [0, 1]); PGD accuracy counts the images whose
-PGD point is still classified correctly (an upper bound of the true robust accuracy).
+PGD point is still classified correctly (an upper bound of the true robust accuracy), and
+"unfalsified" (with complete verification) tightens that upper bound by the images complete
+verification falsified with a counterexample it re-checked on the network.
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def evaluate(graph: Graph, x, y, eps: float, methods=BOUND_METHODS, *, pgd_steps
              timeout_s: float | None = None) -> list[Row]:
     """Rows for clean and PGD accuracy and every method at radius ``eps``; with ``timeout_s``
     also "complete": the bound methods' union, then complete verification of each remaining
-    correctly classified image that PGD did not break, ``timeout_s`` seconds each."""
+    correctly classified image that PGD did not break, ``timeout_s`` seconds each, and
+    "unfalsified": the images PGD did not break and complete verification did not falsify.
+    The true robust accuracy lies between "complete" and "unfalsified" (equal when every image
+    was decided)."""
     n = len(x)
     rows = []
     t = time.perf_counter()
@@ -99,24 +104,32 @@ def evaluate(graph: Graph, x, y, eps: float, methods=BOUND_METHODS, *, pgd_steps
         rows.append(Row(eps, m, float(ok.float().mean()), n, time.perf_counter() - t))
     if timeout_s is not None:
         t = time.perf_counter()
-        ok = union | _complete(graph, x, y, eps, ~union & pgd_ok.cpu(), timeout_s)
+        proved, refuted = _complete(graph, x, y, eps, ~union & pgd_ok.cpu(), timeout_s)
+        ok = union | proved
         rows.append(Row(eps, "complete", float(ok.float().mean()), n, time.perf_counter() - t))
+        open_ = pgd_ok.cpu() & ~refuted
+        rows.append(Row(eps, "unfalsified", float(open_.float().mean()), n, 0.0))
     return rows
 
 
 def _complete(graph: Graph, x, y, eps: float, todo: torch.Tensor, timeout_s: float):
-    """Complete verification (``nncert.complete.verify``) of the images in ``todo``."""
+    """Complete verification (``nncert.complete.verify``) of the images in ``todo``: (proved,
+    falsified), each (N,) bool; a falsified image has a counterexample that ``verify`` re-checked
+    on the network."""
     from ..complete.verify import VerifyConfig, verify
     from ..result import Verdict
     from ..specs.problem import robustness_problem
 
-    ok = torch.zeros(len(x), dtype=torch.bool)
+    proved = torch.zeros(len(x), dtype=torch.bool)
+    refuted = torch.zeros(len(x), dtype=torch.bool)
     cfg = VerifyConfig(timeout_s=timeout_s)
     idx = torch.nonzero(todo).flatten().tolist()
     for i in progress(idx, total=len(idx), desc=f"complete verification at eps {eps:g}"):
         p = robustness_problem(graph, x[i:i + 1], y[i:i + 1], eps)
-        ok[i] = verify(p, cfg).verdict == Verdict.VERIFIED
-    return ok
+        verdict = verify(p, cfg).verdict
+        proved[i] = verdict == Verdict.VERIFIED
+        refuted[i] = verdict == Verdict.FALSIFIED
+    return proved, refuted
 
 
 def to_markdown(rows: list[Row]) -> str:
