@@ -118,6 +118,12 @@ EXPERIMENTS = {
         "cifar10", "dm-medium", "sabr", round(2 / 255, 6), 20, 9, "--crop-pad", "4", "--flip",
         "--sabr-lambda", "0.2", "--pgd-steps", "4", "--kappa", "0.3", *SHI,
         train_eps=round(2.2 / 255, 6), lr="1e-3"),
+    # the same recipe with the batches' passes in bfloat16 (1.36x faster at 4 PGD steps on this
+    # AVX512-BF16 CPU) and 2 PGD steps (another 1.25x): ~140 s an epoch, so 30 epochs fit
+    "cifar-2-dmmedium-sabr-bf16": _exp(
+        "cifar10", "dm-medium", "sabr", round(2 / 255, 6), 30, 13, "--crop-pad", "4", "--flip",
+        "--sabr-lambda", "0.2", "--pgd-steps", "2", "--kappa", "0.3", "--precision", "bfloat16",
+        *SHI, train_eps=round(2.2 / 255, 6), lr="1e-3"),
     "cifar-8": _exp("cifar10", "cnn", "ibp", round(8 / 255, 6), 130, 50,
                     train_eps=round(8.8 / 255, 6), lr="1e-3"),
     # the six robust methods on one MNIST architecture at ε = 0.1 (an MLP: DiffAI's zonotope

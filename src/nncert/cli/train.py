@@ -156,6 +156,7 @@ def _train(args, model, loss, train, test, shape, files, device) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, crop_pad=args.crop_pad, flip=args.flip,
+                      precision=args.precision,
                       seed=args.seed, device=str(device),
                       checkpoint=str(files["checkpoint"]))
     title = f"{args.arch} {loss.name} eps={args.eps:g} on {args.data}"
@@ -239,6 +240,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "standard augmentation uses 4; default 0: off)")
     p.add_argument("--flip", action="store_true",
                    help="train on random left-right mirror images too (CIFAR-10; not digits)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="arithmetic of the training passes: bfloat16 runs each batch's attack, "
+                        "bounds and forward passes under autocast (~1.8x faster on CPUs with "
+                        "AVX512-BF16 and on recent GPUs); weights, optimiser, checkpoints, the "
+                        "per-epoch evaluation and the exported model stay float32, and "
+                        "certificates are computed later in full precision (default float32)")
     p.add_argument("--count", type=positive_int, default=None, help="only the first K training images")
     p.add_argument("--eval-count", type=positive_int, default=200,
                    help="test images evaluated after each epoch (default 200)")

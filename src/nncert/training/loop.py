@@ -27,6 +27,7 @@ from .crop_flip import crop_flip
 from .losses import Loss, Step
 
 OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("float32", "bfloat16")
 LR_SCHEDULES = ("cosine", "constant", "step")
 
 
@@ -37,7 +38,12 @@ class TrainConfig:
     (0: off; certified training commonly uses 10). ``crop_pad`` > 0 / ``flip``: each batch
     is replaced by random crops of its copy zero-padded by ``crop_pad`` pixels / by random
     left–right mirror images (:func:`nncert.training.crop_flip.crop_flip`; the standard
-    CIFAR-10 augmentation). ``checkpoint``: written after every epoch and on Ctrl-C."""
+    CIFAR-10 augmentation). ``precision`` "bfloat16" computes each batch's loss (attack,
+    bounds, forward passes) under bfloat16 autocast (a DM-medium SABR batch ran 1.36× faster
+    on a CPU with AVX512-BF16); weights, gradients, the optimiser, checkpoints and the
+    per-epoch evaluation stay float32. It changes only how the weights are found:
+    certificates of the trained model are computed afterwards in the model's own precision.
+    ``checkpoint``: written after every epoch and on Ctrl-C."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -50,6 +56,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     crop_pad: int = 0
     flip: bool = False
+    precision: str = "float32"
     seed: int = 0
     device: str = "cpu"
     checkpoint: str | None = None
@@ -65,6 +72,9 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose from "
                               f"{', '.join(LR_SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown training precision {self.precision!r}; choose from "
+                              f"{', '.join(PRECISIONS)}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.crop_pad < 0:
             raise ConfigError("grad_clip, weight_decay and crop_pad must be ≥ 0")
 
@@ -226,7 +236,9 @@ def _epoch(model, graphs, loss: Loss, images, labels, cfg: TrainConfig, opt, sch
         x = images[idx]
         if cfg.crop_pad > 0 or cfg.flip:
             x = crop_flip(x, cfg.crop_pad, cfg.flip, gens[0])
-        value, logs = loss(step, x, labels[idx])
+        with torch.autocast(images.device.type, dtype=torch.bfloat16,
+                            enabled=cfg.precision == "bfloat16"):
+            value, logs = loss(step, x, labels[idx])
         opt.zero_grad(set_to_none=True)
         value.backward()
         if cfg.grad_clip > 0:
