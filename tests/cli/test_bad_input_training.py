@@ -119,3 +119,16 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
     line = _error(["evaluate", tmp_path / "none.onnx", "--data", "digits", "--eps", "0.1",
                    "--methods", "interval,foo"], capsys)
     assert "foo" in line
+
+
+def test_evaluate_bad_indices(tmp_path, capsys):
+    from nncert.cli.main import main
+
+    assert main([str(a) for a in (*BASE, "--out", tmp_path / "a.onnx")]) == 0
+    capsys.readouterr()
+    base = ["evaluate", tmp_path / "a.onnx", "--data", "digits", "--eps", "0.1"]
+    assert "comma-separated integers" in _error([*base, "--indices", "1,x"], capsys)
+    assert "≥ 0" in _error([*base, "--indices", "-1"], capsys)
+    line = _error([*base, "--indices", "3,99999", "--per-image", tmp_path / "p.csv"], capsys)
+    assert "no image 99999" in line
+    assert not (tmp_path / "p.csv").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 
 from nncert.cli.main import main
@@ -100,6 +101,21 @@ def test_evaluate_table(tmp_path, capsys):
     assert got["0", "interval"] == got["0", "clean"]  # ε = 0: every correct image is proved
     assert got["0", "unfalsified"] == got["0", "clean"]
     assert "| eps | clean | pgd | interval | crown | complete | unfalsified |" in md.read_text()
+    # per image: the table's accuracies are the columns' means, and --indices reruns a subset
+    per, per2 = tmp_path / "p.csv", tmp_path / "p2.csv"
+    assert main(["evaluate", str(out), "--data", "digits", "--eps", "0.03", "--count", "30",
+                 "--methods", "interval,crown", "--timeout", "5", "--per-image", str(per)]) == 0
+    lines = list(csv.DictReader(per.open()))
+    assert [int(r["index"]) for r in lines] == list(range(30))
+    for m in ("clean", "pgd", "interval", "crown", "complete", "unfalsified"):
+        assert sum(int(r[m]) for r in lines) / 30 == pytest.approx(got["0.03", m])
+    pick = [r["index"] for r in lines if r["pgd"] == "1"][:3] + ["29"]
+    assert main(["evaluate", str(out), "--data", "digits", "--eps", "0.03", "--indices",
+                 ",".join(pick), "--methods", "interval", "--per-image", str(per2)]) == 0
+    again = {r["index"]: r for r in csv.DictReader(per2.open())}
+    assert list(again) == pick
+    assert all(again[i]["clean"] == lines[int(i)]["clean"] for i in pick)
+    assert all(again[i]["interval"] == lines[int(i)]["interval"] for i in pick)
 
 
 def test_batchnorm_flag_trains_and_exports_the_eval_network(tmp_path):

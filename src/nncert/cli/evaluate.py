@@ -54,13 +54,25 @@ def sample(n: int, count: int, how: str, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)[:count].sort().values
 
 
+def _indices(text: str) -> list[int]:
+    try:
+        idx = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--indices takes comma-separated integers, got {text!r}") from None
+    if not idx or min(idx) < 0:
+        raise argparse.ArgumentTypeError(f"--indices takes test-set indices ≥ 0, got {text!r}")
+    return idx
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..models import load
     from ..training.data import load_split
-    from ..training.evaluate import evaluate, to_csv, to_markdown
+    from ..training.evaluate import evaluate, per_image_csv, to_csv, to_markdown
 
     device = resolve_device(args.device)
-    for path, what in ((args.out, "--out"), (args.csv, "--csv")):
+    for path, what in ((args.out, "--out"), (args.csv, "--csv"), (args.per_image, "--per-image")):
         if path:
             check_writable(path, what)
     graph = load(args.model).to(device)
@@ -68,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
     if tuple(test.images.shape[1:]) != graph.input_shape:
         raise ConfigError(f"{args.model} takes inputs of shape {graph.input_shape}, but "
                           f"{args.data} images have shape {tuple(test.images.shape[1:])}")
-    idx = sample(len(test.labels), args.count, args.sample, args.seed)
+    if args.indices is None:
+        idx = sample(len(test.labels), args.count, args.sample, args.seed)
+    elif max(args.indices) >= len(test.labels):
+        raise ConfigError(f"--indices: {args.data} has {len(test.labels)} test images, so no "
+                          f"image {max(args.indices)}")
+    else:
+        idx = torch.tensor(args.indices)
     x, y = test.images[idx].to(device, graph.dtype), test.labels[idx].to(device)
     rows = []
     for eps in args.eps:
@@ -80,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(args.out, md)
     if args.csv:
         write_atomic(args.csv, to_csv(rows))
+    if args.per_image:
+        write_atomic(args.per_image, per_image_csv(rows, idx.tolist(), y.tolist()))
     return 0
 
 
@@ -101,11 +121,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", choices=("first", "uniform"), default="first",
                    help="the first COUNT test images, or COUNT drawn uniformly with --seed")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--indices", type=_indices, default=None, metavar="I,J,...",
+                   help="evaluate exactly these test images (indices into the test set, as "
+                        "--per-image writes them; overrides --count and --sample), e.g. to "
+                        "rerun the images complete verification left open with a longer --timeout")
     p.add_argument("--methods", type=_methods, default=LazyChoices(_bound_methods),
                    help="comma-separated bound methods (default: %(default)s)")
     p.add_argument("--timeout", type=positive_float, default=None,
                    help="seconds of complete verification per open image (default: none)")
     p.add_argument("--out", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None, help="write the rows as CSV here")
+    p.add_argument("--per-image", default=None, metavar="FILE",
+                   help="write one CSV line per (eps, image): its test-set index, label and 1/0 "
+                        "per column of the table (an image open after complete verification has "
+                        "complete 0 and unfalsified 1)")
     add_device_arg(p)
     p.set_defaults(func=run)

@@ -12,7 +12,7 @@ verification falsified with a counterexample it re-checked on the network.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -71,13 +71,15 @@ def certified(graph: Graph, x, y, eps: float, method: str, batch: int = 200) -> 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the evaluation table: the share of images a method certifies."""
+    """One line of the evaluation table: the share of images a method certifies, and which
+    (``images``: (N,) bool on the CPU, in the order of the evaluated images)."""
 
     eps: float
     method: str
     accuracy: float
     count: int
     seconds: float
+    images: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 def evaluate(graph: Graph, x, y, eps: float, methods=BOUND_METHODS, *, pgd_steps: int = 20,
@@ -88,27 +90,28 @@ def evaluate(graph: Graph, x, y, eps: float, methods=BOUND_METHODS, *, pgd_steps
     "unfalsified": the images PGD did not break and complete verification did not falsify.
     The true robust accuracy lies between "complete" and "unfalsified" (equal when every image
     was decided)."""
-    n = len(x)
     rows = []
+
+    def add(method: str, ok: torch.Tensor, t0: float | None) -> torch.Tensor:
+        """Appends the row of ``ok``, timed from ``t0`` (None: no time of its own)."""
+        ok = ok.cpu()
+        seconds = 0.0 if t0 is None else time.perf_counter() - t0
+        rows.append(Row(eps, method, float(ok.float().mean()), len(ok), seconds, ok))
+        return ok
+
     t = time.perf_counter()
-    clean = correct(graph, x, y)
-    rows.append(Row(eps, "clean", float(clean.float().mean()), n, time.perf_counter() - t))
+    add("clean", correct(graph, x, y), t)
     t = time.perf_counter()
-    pgd_ok = pgd_correct(graph, x, y, eps, pgd_steps)
-    rows.append(Row(eps, "pgd", float(pgd_ok.float().mean()), n, time.perf_counter() - t))
-    union = torch.zeros(n, dtype=torch.bool)
+    pgd_ok = add("pgd", pgd_correct(graph, x, y, eps, pgd_steps), t)
+    union = torch.zeros(len(x), dtype=torch.bool)
     for m in methods:
         t = time.perf_counter()
-        ok = certified(graph, x, y, eps, m)
-        union |= ok.cpu()
-        rows.append(Row(eps, m, float(ok.float().mean()), n, time.perf_counter() - t))
+        union |= add(m, certified(graph, x, y, eps, m), t)
     if timeout_s is not None:
         t = time.perf_counter()
-        proved, refuted = _complete(graph, x, y, eps, ~union & pgd_ok.cpu(), timeout_s)
-        ok = union | proved
-        rows.append(Row(eps, "complete", float(ok.float().mean()), n, time.perf_counter() - t))
-        open_ = pgd_ok.cpu() & ~refuted
-        rows.append(Row(eps, "unfalsified", float(open_.float().mean()), n, 0.0))
+        proved, refuted = _complete(graph, x, y, eps, ~union & pgd_ok, timeout_s)
+        add("complete", union | proved, t)
+        add("unfalsified", pgd_ok & ~refuted, None)
     return rows
 
 
@@ -141,6 +144,20 @@ def to_markdown(rows: list[Row]) -> str:
     for e in eps:
         cells = [f"{get[e, m].accuracy:.1%}" if (e, m) in get else "" for m in methods]
         lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_image_csv(rows: list[Row], indices, labels) -> str:
+    """One line per (ε, image): the image's index in the test set, its label, and 1/0 per
+    method (clean, pgd, each bound method, complete, unfalsified, as evaluated)."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    get = {(r.eps, r.method): r.images for r in rows}
+    lines = ["eps,index,label," + ",".join(methods)]
+    for e in dict.fromkeys(r.eps for r in rows):
+        cols = [get.get((e, m)) for m in methods]
+        for k, (i, label) in enumerate(zip(indices, labels)):
+            cells = ["" if c is None else str(int(c[k])) for c in cols]
+            lines.append(f"{e:g},{int(i)},{int(label)}," + ",".join(cells))
     return "\n".join(lines) + "\n"
 
 
