@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     for eps in args.eps:
         rows += evaluate(graph, x, y, eps, list(args.methods), timeout_s=args.timeout)
     md = to_markdown(rows)
-    print(f"{args.model} on {len(y)} {args.data} test images ({args.sample}); accuracy in %:\n")
+    how = args.sample if args.indices is None else "--indices"
+    print(f"{args.model} on {len(y)} {args.data} test images ({how}); accuracy in %:\n")
     print(md, end="")
     if args.out:
         write_atomic(args.out, md)
