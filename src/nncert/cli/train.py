@@ -203,6 +203,12 @@ def _architectures() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
+def _precisions() -> tuple[str, ...]:
+    from ..training.loop import PRECISIONS
+
+    return PRECISIONS
+
+
 def _relu_rules() -> tuple[str, ...]:
     from ..bounds.zonotope import RELU_RULES
 
@@ -240,7 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "standard augmentation uses 4; default 0: off)")
     p.add_argument("--flip", action="store_true",
                    help="train on random left-right mirror images too (CIFAR-10; not digits)")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    p.add_argument("--precision", choices=LazyChoices(_precisions), default="float32",
                    help="arithmetic of the training passes: bfloat16 runs each batch's attack, "
                         "bounds and forward passes under autocast (1.36x faster for DM-medium "
                         "SABR on a CPU with AVX512-BF16); weights, optimiser, checkpoints, the "
