@@ -130,3 +130,24 @@ def test_batchnorm_flag_trains_and_exports_the_eval_network(tmp_path):
     x = load_dataset("digits:test", count=20).images / 16
     with torch.no_grad():
         assert torch.allclose(load(str(out))(x), m(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_notes_a_device_that_would_emulate_it(tmp_path, capsys, monkeypatch, native):
+    """Emulated bfloat16 is several times slower than float32: the run says so on stderr, and
+    stays silent where the device computes bfloat16 natively."""
+    import nncert.training.loop as loop
+
+    monkeypatch.setattr(loop, "native_bfloat16", lambda device: native)
+    out = tmp_path / "m.onnx"
+    assert main(["train", *ARGS, "--method", "natural", "--epochs", "1", "--out", str(out),
+                 "--precision", "bfloat16"]) == 0
+    assert ("no native bfloat16" in capsys.readouterr().err) is not native
+
+
+def test_native_bfloat16_probes_the_cpu():
+    from nncert.training.loop import native_bfloat16
+
+    cpu = torch.cpu
+    assert native_bfloat16("cpu") == (cpu._is_avx512_bf16_supported()
+                                      or cpu._is_amx_tile_supported())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args, model, loss, train, test, shape, files, device) -> int:
-    from ..training.loop import TrainConfig, fit
+    from ..training.loop import TrainConfig, fit, native_bfloat16
 
     # DiffAI trains the zonotope's bounds, which IBP and CROWN-IBP do not see
     methods = ("interval", "crown-ibp", *(("zonotope",) if args.method == "diffai" else ()))
@@ -163,6 +164,10 @@ def _train(args, model, loss, train, test, shape, files, device) -> int:
     print(f"training {args.arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
           f"{args.data} ({len(train.labels)} images) with {loss.name}, eps {args.eps:g}, "
           f"{args.epochs} epochs, device {device}", flush=True)
+    if args.precision == "bfloat16" and not native_bfloat16(device):
+        print(f"nncert: note: device {device} has no native bfloat16 (on a CPU: AVX512-BF16 or "
+              "AMX), so --precision bfloat16 is emulated and slower than float32 (a DM-medium "
+              "SABR probe on an AVX2-only CPU: 4.7x slower)", file=sys.stderr, flush=True)
     try:
         history = fit(model, loss, train.images, train.labels, cfg, resume=args.resume,
                       on_epoch=on_epoch, after_epoch=_writer(files, title))
@@ -249,7 +254,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=LazyChoices(_precisions), default="float32",
                    help="arithmetic of the training passes: bfloat16 runs each batch's attack, "
                         "bounds and forward passes under autocast (1.36x faster for DM-medium "
-                        "SABR on a CPU with AVX512-BF16); weights, optimiser, checkpoints, the "
+                        "SABR on a CPU with AVX512-BF16, 4.7x slower on an AVX2-only CPU, "
+                        "which emulates it: a note says so); weights, optimiser, checkpoints, the "
                         "per-epoch evaluation and the exported model stay float32, and "
                         "certificates are computed later in full precision (default float32)")
     p.add_argument("--count", type=positive_int, default=None, help="only the first K training images")

@@ -40,9 +40,10 @@ class TrainConfig:
     left–right mirror images (:func:`nncert.training.crop_flip.crop_flip`; the standard
     CIFAR-10 augmentation). ``precision`` "bfloat16" computes each batch's loss (attack,
     bounds, forward passes) under bfloat16 autocast (a DM-medium SABR batch ran 1.36× faster
-    on a CPU with AVX512-BF16); weights, gradients, the optimiser, checkpoints and the
-    per-epoch evaluation stay float32. It changes only how the weights are found:
-    certificates of the trained model are computed afterwards in the model's own precision.
+    on a CPU with AVX512-BF16, 4.7× slower on one without: :func:`native_bfloat16`);
+    weights, gradients, the optimiser, checkpoints and the per-epoch evaluation stay float32.
+    It changes only how the weights are found: certificates of the trained model are computed
+    afterwards in the model's own precision.
     ``checkpoint``: written after every epoch and on Ctrl-C."""
 
     epochs: int = 10
@@ -88,6 +89,21 @@ class History:
 
     def losses(self) -> list[float]:
         return [r["loss"] for r in self.rows]
+
+
+def native_bfloat16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA device that supports it, or a
+    CPU with AVX512-BF16 or AMX. Elsewhere autocast emulates bfloat16, and
+    ``precision="bfloat16"`` is slower than float32, not faster (a DM-medium SABR probe on an
+    AVX2-only CPU: 4.7× slower)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return True  # other backends: no probe; assume the user chose it knowingly
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig):
