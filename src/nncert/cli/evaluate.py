@@ -117,7 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one of %(choices)s")
     p.add_argument("--data-dir", default=None,
                    help="folder holding mnist/ and cifar10/ (default: $NNCERT_DATA or ../shared/data)")
-    p.add_argument("--eps", type=nonnegative_float, nargs="+", required=True)
+    p.add_argument("--eps", type=nonnegative_float, nargs="+", required=True,
+                   help="one or more L-inf radii in [0,1] pixel units (e.g. 0.007843 for "
+                        "2/255); one table row each")
     p.add_argument("--count", type=positive_int, default=100, help="test images (default 100)")
     p.add_argument("--sample", choices=("first", "uniform"), default="first",
                    help="the first COUNT test images, or COUNT drawn uniformly with --seed")
