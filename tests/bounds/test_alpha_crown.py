@@ -64,6 +64,29 @@ def test_early_stop_when_crown_already_proves():
 def test_config_validation():
     with pytest.raises(ConfigError):
         AlphaCrownConfig(lr_decay=0.0)
+    with pytest.raises(ConfigError):
+        AlphaCrownConfig(search_dtype="float16")
+
+
+@pytest.mark.parametrize("kind", ["relu", "leaky", "sigmoid", "tanh", "residual", "conv-avg"])
+def test_float32_search_is_sound_never_looser_and_decided_in_float64(kind):
+    """The Adam steps on a float32 copy: the bounds are float64 evaluations (at the returned
+    parameters, row by row), never looser than the start point, and hold on samples."""
+    prob = _problem(kind, eps=0.15)
+    g, xs, spec = prob.graph, prob.input_set, prob.output_spec
+    values = intermediate_bounds(g, xs)
+    cfg = AlphaCrownConfig(iterations=8, early_stop=False, search_dtype="float32")
+    lower, slopes = optimize_bounds(g, xs, spec.C, spec.d, values, cfg)
+    start, _ = optimize_bounds(g, xs, spec.C, spec.d, values, AlphaCrownConfig(iterations=0))
+    again, _ = optimize_bounds(g, xs, spec.C, spec.d, values, AlphaCrownConfig(iterations=0),
+                               init_slopes=slopes)
+    assert lower.dtype == D and all(v.dtype == D for v in slopes.values())
+    assert bool((lower >= start).all()) and float(lower.sum()) > float(start.sum())
+    assert torch.allclose(again, lower, rtol=0, atol=1e-12)
+    pts = xs.sample(2000).reshape(-1, *g.input_shape)
+    y = g(pts).reshape(2000, lower.shape[0], -1)
+    rows = torch.einsum("brn,kbn->kbr", spec.C, y) + spec.d
+    assert bool((rows >= lower - 1e-9).all())
 
 
 def _random_splits(values, names, seed, B):
@@ -78,10 +101,12 @@ def _random_splits(values, names, seed, B):
     return out
 
 
+@pytest.mark.parametrize("search", [None, "float32"])
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10**5))
-def test_split_bounds_sound_on_subdomain(seed):
-    """Rejection sampling of the split subdomain: every sampled output row ≥ the bound."""
+def test_split_bounds_sound_on_subdomain(search, seed):
+    """Rejection sampling of the split subdomain: every sampled output row ≥ the bound (also
+    with the β/slope search on a float32 copy)."""
     g = zoo.mlp(seed, "relu", widths=(3, 8, 8, 2)).to(dtype=D)
     B = 2
     x = zoo.sample_inputs(g, B, seed)
@@ -89,8 +114,8 @@ def test_split_bounds_sound_on_subdomain(seed):
     values = intermediate_bounds(g, xs)
     splits = _random_splits(values, ["n0", "n2"], seed, B)
     C = torch.tensor([[[1.0, -1.0], [0.0, 1.0]]], dtype=D).expand(B, -1, -1)
-    lower, slopes = optimize_bounds(g, xs, C, None, values, AlphaCrownConfig(iterations=15),
-                                    splits)
+    lower, slopes = optimize_bounds(g, xs, C, None, values,
+                                    AlphaCrownConfig(iterations=15, search_dtype=search), splits)
     pts = xs.sample(20000).reshape(-1, 3)
     acts = g.forward_all(pts)
     ok = torch.ones(20000, B, dtype=torch.bool)

@@ -14,8 +14,9 @@ input set ∩ the split constraints for every β ≥ 0 and is optimised jointly 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -48,7 +49,11 @@ class AlphaCrownConfig:
     lr_decay per step); optimize_intermediate: also optimise every intermediate node's bounds
     (its own parameters, layer by layer: slower, tighter); optimize_upper: also minimise the
     upper bounds (else CROWN's are returned); early_stop: once the property is proved for
-    every batch element. ``crown`` configures the start point (relaxation "adaptive")."""
+    every batch element. ``search_dtype``: run the Adam steps on a copy of the network in
+    this dtype (e.g. "float32" for a float64 network: convolutions on the CPU are several times
+    faster); the bounds returned are still computed in the network's own dtype, from the start
+    point and from the parameters found, row by row the better (None: search in the network's
+    dtype). ``crown`` configures the start point (relaxation "adaptive")."""
 
     iterations: int = 20
     lr: float = 0.1
@@ -57,11 +62,15 @@ class AlphaCrownConfig:
     optimize_intermediate: bool = False
     optimize_upper: bool = False
     early_stop: bool = True
+    search_dtype: str | None = None
     crown: CrownConfig = field(default_factory=CrownConfig)
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.lr <= 0 or self.lr_beta <= 0:
             raise ConfigError("iterations must be ≥ 0 and learning rates > 0")
+        if self.search_dtype not in (None, "float32", "float64"):
+            raise ConfigError("search_dtype must be None, 'float32' or 'float64', got "
+                              f"{self.search_dtype!r}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
 
@@ -139,10 +148,77 @@ def _adam_step(leaves, grads, moments, t: int, scale: float) -> None:
             p.addcdiv_(m, denom, value=-lr * scale / (1 - b1**t))
 
 
-def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
-                   signs=None, init_slopes=None, proved: Proved | None = None, start=None,
-                   deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None,
-                   best_rows: dict | None = None):
+def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, **kw):
+    """:func:`_search_rows` (same arguments and results), its Adam steps in
+    ``cfg.search_dtype`` when that differs from the rows' dtype (see :func:`_mixed_rows`)."""
+    sdt = None if cfg.search_dtype is None else getattr(torch, cfg.search_dtype)
+    if sdt is None or sdt == C.dtype or cfg.iterations == 0:
+        return _search_rows(graph, input_set, C, d, intermediate, cfg, **kw)
+    return _mixed_rows(graph, input_set, C, d, intermediate, cfg, sdt, **kw)
+
+
+_SEARCH_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _search_copy(graph: Graph, dtype: torch.dtype) -> Graph:
+    """``graph`` in ``dtype``, made once per graph and dtype (kept while the graph lives)."""
+    copies = _SEARCH_COPIES.setdefault(graph, {})
+    if dtype not in copies:
+        copies[dtype] = graph.to(dtype=dtype)
+    return copies[dtype]
+
+
+def _cast(m, dtype: torch.dtype):
+    """A dict's floating tensors in ``dtype`` (None stays None)."""
+    if m is None:
+        return None
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in m.items()}
+
+
+def _mixed_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, sdt, *,
+                signs=None, init_slopes=None, proved: Proved | None = None, start=None,
+                deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None,
+                best_rows: dict | None = None):
+    """:func:`_search_rows` whose Adam steps run on copies in ``sdt``: one pass in the rows'
+    dtype at the start point (the warm start, else CROWN's; it ends the call when it proves
+    every row), the search in ``sdt`` from there, one pass in the rows' dtype with the
+    parameters found. Each row's bound, slopes and β are those of the better of the two
+    passes, so the result is never looser than the start point, and every bound returned was
+    computed in the rows' dtype (the search's rounding only steers which sound parameters are
+    evaluated: every slope in its range and β ≥ 0 gives a sound bound). ``capture`` and
+    ``best_rows`` see only those two passes."""
+    once = replace(cfg, iterations=0)
+    common = {"signs": signs, "start": start, "deadline": deadline, "limits": limits}
+    first, s0, _, b0 = _search_rows(graph, input_set, C, d, intermediate, once,
+                                    init_slopes=init_slopes, init_betas=init_betas,
+                                    capture=capture, best_rows=best_rows, **common)
+    if cfg.early_stop and proved is not None and bool(proved(first).all()):
+        return first, s0, 0, b0
+    _, s1, steps, b1 = _search_rows(
+        _search_copy(graph, sdt), input_set.to(dtype=sdt), C.to(sdt),
+        None if d is None else d.to(sdt),
+        {k: Interval(v.lower.to(sdt), v.upper.to(sdt)) for k, v in intermediate.items()},
+        cfg, signs=_cast(signs, sdt), init_slopes=s0, init_betas=b0, proved=proved,
+        start=start, deadline=deadline, limits=_cast(limits, sdt))
+    last, s1, _, b1 = _search_rows(graph, input_set, C, d, intermediate, once,
+                                   init_slopes=s1, init_betas=b1, capture=capture,
+                                   best_rows=best_rows, **common)
+    better = last > first  # (B, R)
+
+    def pick(new, old):
+        out = {}
+        for k, v in new.items():
+            if k in old and v.shape[:2] == better.shape and old[k].shape == v.shape:
+                v = torch.where(better.reshape(*better.shape, *[1] * (v.dim() - 2)), v, old[k])
+            out[k] = v
+        return out
+    return torch.maximum(first, last), pick(s1, s0), steps, pick(b1, b0)
+
+
+def _search_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, *,
+                 signs=None, init_slopes=None, proved: Proved | None = None, start=None,
+                 deadline: Deadline = NEVER, init_betas=None, capture=None, limits=None,
+                 best_rows: dict | None = None):
     """Best lower bound (B, R) of the rows seen over the Adam run, the final parameters, the
     number of Adam steps taken and the final split multipliers β (keyed like ``signs``;
     warm-started from ``init_betas`` where given, clamped ≥ 0, so any start is sound).

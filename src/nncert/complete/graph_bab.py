@@ -71,6 +71,8 @@ class GraphBaBConfig:
     fsb_topk: int = 4
     act_min_width: float = 1e-5
     stuck_alpha_iters: int = 100  # alpha/beta steps for a subdomain with nothing left to split
+    search_dtype: str | None = "float32"  # dtype of the alpha/beta steps (the bounds that
+    # decide are computed in the network's dtype; None: search in it too)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_domains < 1:
@@ -79,9 +81,13 @@ class GraphBaBConfig:
             raise ConfigError("GraphBaBConfig: heuristic must be 'babsr' or 'fsb', fsb_topk ≥ 1")
         if self.alpha_iters < 0 or self.root_alpha_iters < 0 or self.stuck_alpha_iters < 0:
             raise ConfigError("GraphBaBConfig: alpha iterations must be ≥ 0")
+        if self.search_dtype not in (None, "float32", "float64"):
+            raise ConfigError("GraphBaBConfig: search_dtype must be None, 'float32' or "
+                              f"'float64', got {self.search_dtype!r}")
 
     def engine(self, iterations: int, refine_activation_splits: bool = True) -> EngineConfig:
-        alpha = AlphaCrownConfig(iterations=iterations, lr=self.lr, lr_beta=self.lr_beta)
+        alpha = AlphaCrownConfig(iterations=iterations, lr=self.lr, lr_beta=self.lr_beta,
+                                 search_dtype=self.search_dtype)
         return EngineConfig(alpha, self.refine_intermediate, refine_activation_splits)
 
 
