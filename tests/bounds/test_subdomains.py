@@ -102,13 +102,14 @@ def test_no_splits_equals_crown(kind):
 
 @pytest.mark.parametrize("kind,ball", [("conv", "box"), ("residual", "box"),
                                        ("maxpool", "box"), ("dense", "box"), ("residual", "l2")])
-@pytest.mark.parametrize("refine", [False, True])
-def test_sound_on_sampled_subdomains(kind, ball, refine):
+@pytest.mark.parametrize("refine,search", [(False, None), (True, None), (True, "float32")])
+def test_sound_on_sampled_subdomains(kind, ball, refine, search):
     p = _problem(kind, 1, ball=ball)
     g, spec = p.graph, p.output_spec
     root = root_subdomain(g, p.input_set)
     doms = _random_splits(g, root, 6, 2, seed=2)
-    cfg = EngineConfig(AlphaCrownConfig(iterations=5, early_stop=False), refine)
+    cfg = EngineConfig(AlphaCrownConfig(iterations=5, early_stop=False, search_dtype=search),
+                       refine)
     b = bound_subdomains(g, p.input_set, spec.C, spec.d, doms, cfg)
     x = p.input_set.sample(4000, torch.Generator().manual_seed(3))[:, 0]
     match = _phases_match(g, x, doms.splits)  # (N, B)
@@ -144,3 +145,4 @@ def test_child_never_looser_than_parent(kind):
     for z in relu_inputs(g).values():  # intermediate bounds only shrink
         assert bool((cb.intermediate[z].lower >= pb.intermediate[z].lower).all())
         assert bool((cb.intermediate[z].upper <= pb.intermediate[z].upper).all())
+
