@@ -145,4 +145,3 @@ def test_child_never_looser_than_parent(kind):
     for z in relu_inputs(g).values():  # intermediate bounds only shrink
         assert bool((cb.intermediate[z].lower >= pb.intermediate[z].lower).all())
         assert bool((cb.intermediate[z].upper <= pb.intermediate[z].upper).all())
-
