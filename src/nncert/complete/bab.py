@@ -59,7 +59,7 @@ class BaBConfig:
     input_split_max_dim: int = 16
     max_domains: int = 500_000
     batch_size: int = 1024  # input splitting: boxes per bounding call
-    relu_batch_size: int = 64  # ReLU splitting: domains per step
+    relu_batch_size: int = 256  # ReLU splitting: most domains per step
     alpha_iters: int = 20  # alpha/beta steps per ReLU-split step (from the parent's warm start)
     root_alpha_iters: int = 50
     root_intermediate_alpha_iters: int = 20  # ReLU splitting: alpha-CROWN steps on every

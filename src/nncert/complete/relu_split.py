@@ -41,6 +41,12 @@ from . import branching as br
 from .bab import BaBConfig, BaBOutcome, Checker, _Queue, _timeout_on_expiry, first_confirmed
 from .graph_bab import _children
 
+# A step's batch halves above STEP_SLOW_S seconds and doubles (up to ``relu_batch_size``)
+# below STEP_FAST_S: steps of about a second let the batched products amortise the per-op
+# overhead (on mnistfc 256x4, 256 domains per step bound 1.4x as many per second as 64), and
+# the deadline is checked inside every step (before each alpha/beta iteration).
+STEP_SLOW_S, STEP_FAST_S = 2.4, 0.8
+
 
 @dataclass(frozen=True, eq=False)
 class _Ctx:
@@ -369,9 +375,9 @@ def _search(ctx: _Ctx, q: _Queue, deadline: Deadline, check: Checker, stats: dic
         cex = _step(ctx, q, batch, deadline, check, stats)
         if cex is not None:
             return BaBOutcome("falsified", cex, stats=stats)
-        dt = clock.now() - t  # keep one step well under a second (the deadline)
-        batch = batch // 2 if dt > 0.6 and batch > 4 else (
-            batch * 2 if dt < 0.2 and batch < ctx.config.relu_batch_size else batch)
+        dt = clock.now() - t
+        batch = batch // 2 if dt > STEP_SLOW_S and batch > 4 else (
+            batch * 2 if dt < STEP_FAST_S and batch < ctx.config.relu_batch_size else batch)
         stats["steps"] += 1
         stats["max_queue"] = max(stats["max_queue"], q.n)
     if stats.get("stuck"):
