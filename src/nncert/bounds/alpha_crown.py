@@ -160,7 +160,7 @@ def _optimize_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, 
 _SEARCH_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _search_copy(graph: Graph, dtype: torch.dtype) -> Graph:
+def search_copy(graph: Graph, dtype: torch.dtype) -> Graph:
     """``graph`` in ``dtype``, made once per graph and dtype (kept while the graph lives)."""
     copies = _SEARCH_COPIES.setdefault(graph, {})
     if dtype not in copies:
@@ -195,7 +195,7 @@ def _mixed_rows(graph, input_set, C, d, intermediate, cfg: AlphaCrownConfig, sdt
     if cfg.early_stop and proved is not None and bool(proved(first).all()):
         return first, s0, 0, b0
     _, s1, steps, b1 = _search_rows(
-        _search_copy(graph, sdt), input_set.to(dtype=sdt), C.to(sdt),
+        search_copy(graph, sdt), input_set.to(dtype=sdt), C.to(sdt),
         None if d is None else d.to(sdt),
         {k: Interval(v.lower.to(sdt), v.upper.to(sdt)) for k, v in intermediate.items()},
         cfg, signs=_cast(signs, sdt), init_slopes=s0, init_betas=b0, proved=proved,

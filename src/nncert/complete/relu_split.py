@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import clock
-from ..bounds.alpha_crown import AlphaCrownConfig
+from ..bounds.alpha_crown import AlphaCrownConfig, search_copy
 from ..bounds.core import Interval
 from ..bounds.open_rows import OpenRowBounds, Pairs, bound_open_rows, evaluate, relu_coefficients
 from ..bounds.subdomains import EngineConfig, Subdomains, kept_bounds, relu_inputs
@@ -328,7 +328,7 @@ def _open_clauses(spec: OutputSpec, lb: torch.Tensor):
 def _context(problem: VerificationProblem, spec: OutputSpec, config: BaBConfig) -> _Ctx:
     g = problem.graph
     sdt = getattr(torch, config.search_dtype)
-    search = None if sdt == g.dtype else g.to(dtype=sdt)
+    search = None if sdt == g.dtype else search_copy(g, sdt)  # the root's copy, if made
     z_of = relu_inputs(g)
     keep = sorted(kept_bounds(g) - {g.input_name})
     return _Ctx(g, search, problem.input_set, spec, list(z_of), z_of, keep, config)
