@@ -52,7 +52,7 @@ def test_agrees_with_milp_and_a_grid(seed, q):
     def check(x):
         return confirm(p, x.reshape(1, 2), None, p.graph)
 
-    answers = set()
+    answers, worst = set(), []
     for refine, trees, share, heur, dt in ((True, True, 1.0, "fsb", "float32"),
                                            (False, False, 1.0, "babsr", "float64"),
                                            (True, True, 0.3, "fsb", "float64")):
@@ -64,6 +64,7 @@ def test_agrees_with_milp_and_a_grid(seed, q):
         if out.status == "falsified":
             assert check(out.counterexample.x.reshape(1, -1)) is not None
         answers.add(out.status)
+        worst.append(out.stats["open_lower"])
     answers.add(_milp(p, check))
     answers -= {"timeout", "unknown"}
     assert len(answers) <= 1, answers
@@ -72,6 +73,8 @@ def test_agrees_with_milp_and_a_grid(seed, q):
         assert gmin > -1e-9
     if gmin < -1e-6:
         assert "verified" not in answers
+    # the lowest open bound the search reports is a lower bound of the margin
+    assert all(w <= gmin + 1e-9 for w in worst), (worst, gmin)
 
 
 def test_milp_leaves_decide_small_subdomains():

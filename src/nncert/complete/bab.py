@@ -115,14 +115,16 @@ class BaBOutcome:
 
 def _timeout_on_expiry(search):
     """``search(..., deadline, check, *, stats)`` as a function of ``(..., deadline, check)``
-    that answers TIMEOUT (with the stats so far) when the deadline passes anywhere inside."""
+    that answers TIMEOUT (with the stats so far) when the deadline passes anywhere inside;
+    its ``lower`` is the search's ``stats["open_lower"]`` when it records one (the lowest
+    bound of an open subdomain after the last whole step: a sound lower bound of the margin)."""
     @functools.wraps(search)
     def run(*args, **kwargs) -> BaBOutcome:
         stats: dict[str, Any] = {}
         try:
             return search(*args, **kwargs, stats=stats)
         except DeadlineExceededError:
-            return BaBOutcome("timeout", stats=stats)
+            return BaBOutcome("timeout", lower=stats.get("open_lower", -math.inf), stats=stats)
     return run
 
 

@@ -293,6 +293,8 @@ def _step(ctx: _Ctx, q: _Queue, batch: int, deadline: Deadline, check: Checker, 
     go = layer >= 0
     if not bool(go.all()):  # no unstable neuron left: exact on its region, cannot split
         stats["stuck"] = stats.get("stuck", 0) + int((~go).sum())
+        left = float(ctx.spec.clause_max(lb[~go]).amin())  # open for good: kept in open_lower
+        stats["stuck_lower"] = min(stats.get("stuck_lower", math.inf), left)
         j = go.nonzero().flatten()
         doms, open_, layer, idx = doms.select(j), open_[j], layer[j], idx[j]
         scores = [s[j] for s in scores]
@@ -366,11 +368,12 @@ def relu_bab(problem: VerificationProblem, root: OpenRowBounds, config: BaBConfi
 
 def _search(ctx: _Ctx, q: _Queue, deadline: Deadline, check: Checker, stats: dict):
     cap, batch = _max_domains(q, ctx.config), ctx.config.relu_batch_size
+    stats["open_lower"] = q.min_score()
     while q.n:
         deadline.check()
         if q.n > cap:
-            return BaBOutcome("unknown", lower=q.min_score(), stats={**stats,
-                                                                      "reason": "max_domains"})
+            return BaBOutcome("unknown", lower=stats["open_lower"],
+                              stats={**stats, "reason": "max_domains"})
         t = clock.now()
         cex = _step(ctx, q, batch, deadline, check, stats)
         if cex is not None:
@@ -380,8 +383,11 @@ def _search(ctx: _Ctx, q: _Queue, deadline: Deadline, check: Checker, stats: dic
             batch * 2 if dt < STEP_FAST_S and batch < ctx.config.relu_batch_size else batch)
         stats["steps"] += 1
         stats["max_queue"] = max(stats["max_queue"], q.n)
+        stats["open_lower"] = min(q.min_score(), stats.get("stuck_lower", math.inf))
+        stats["open"] = q.n
     if stats.get("stuck"):
-        return BaBOutcome("unknown", stats={**stats, "reason": "unsplittable domain left open"})
+        return BaBOutcome("unknown", lower=stats["open_lower"],
+                          stats={**stats, "reason": "unsplittable domain left open"})
     return BaBOutcome("verified", lower=0.0, stats=stats)
 
 
