@@ -167,7 +167,7 @@ def _train(args, model, loss, train, test, shape, files, device) -> int:
     if args.precision == "bfloat16" and not native_bfloat16(device):
         print(f"nncert: note: device {device} has no native bfloat16 (on a CPU: AVX512-BF16 or "
               "AMX), so --precision bfloat16 is emulated and slower than float32 (a DM-medium "
-              "SABR probe on an AVX2-only CPU: 4.7x slower)", file=sys.stderr, flush=True)
+              "SABR probe on two AVX2-only CPUs: 4.7x and 13x slower)", file=sys.stderr, flush=True)
     try:
         history = fit(model, loss, train.images, train.labels, cfg, resume=args.resume,
                       on_epoch=on_epoch, after_epoch=_writer(files, title))
@@ -254,8 +254,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=LazyChoices(_precisions), default="float32",
                    help="arithmetic of the training passes: bfloat16 runs each batch's attack, "
                         "bounds and forward passes under autocast (1.36x faster for DM-medium "
-                        "SABR on a CPU with AVX512-BF16, 4.7x slower on an AVX2-only CPU, "
-                        "which emulates it: a note says so); weights, optimiser, checkpoints, the "
+                        "SABR on a CPU with AVX512-BF16, 4.7-13x slower on AVX2-only CPUs, "
+                        "which emulate it: a note says so); weights, optimiser, checkpoints, the "
                         "per-epoch evaluation and the exported model stay float32, and "
                         "certificates are computed later in full precision (default float32)")
     p.add_argument("--count", type=positive_int, default=None, help="only the first K training images")

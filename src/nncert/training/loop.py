@@ -40,7 +40,7 @@ class TrainConfig:
     left–right mirror images (:func:`nncert.training.crop_flip.crop_flip`; the standard
     CIFAR-10 augmentation). ``precision`` "bfloat16" computes each batch's loss (attack,
     bounds, forward passes) under bfloat16 autocast (a DM-medium SABR batch ran 1.36× faster
-    on a CPU with AVX512-BF16, 4.7× slower on one without: :func:`native_bfloat16`);
+    on a CPU with AVX512-BF16, 4.7–13× slower on ones without: :func:`native_bfloat16`);
     weights, gradients, the optimiser, checkpoints and the per-epoch evaluation stay float32.
     It changes only how the weights are found: certificates of the trained model are computed
     afterwards in the model's own precision.
@@ -95,7 +95,7 @@ def native_bfloat16(device: str | torch.device) -> bool:
     """Whether ``device`` computes bfloat16 in hardware: a CUDA device that supports it, or a
     CPU with AVX512-BF16 or AMX. Elsewhere autocast emulates bfloat16, and
     ``precision="bfloat16"`` is slower than float32, not faster (a DM-medium SABR probe on an
-    AVX2-only CPU: 4.7× slower)."""
+    AVX2-only CPU: 4.7× slower; on another, 13×)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
