@@ -89,3 +89,31 @@ def test_milp_leaves_decide_small_subdomains():
             assert gmin > -1e-9
         if gmin < -1e-6:
             assert r.verdict != Verdict.VERIFIED
+
+
+def test_restart_with_babsr_after_fsb_agrees_with_the_grid():
+    """An FSB search cut off at once (``fsb_restart_s``) is searched again from the root with
+    BaBSR: the stats record the FSB phase and the verdicts still agree with the grid."""
+    decided = set()
+    for seed, q, slack in ((1, 0.0, 0.05), (2, 0.3, 0.0), (3, 0.0, 0.05), (4, 0.5, 0.0)):
+        p = _problem(seed, q)
+        spec = p.output_spec
+        p = VerificationProblem(p.graph, p.input_set,
+                                OutputSpec(spec.C, spec.d + slack, spec.clauses))
+
+        def check(x, p=p):
+            return confirm(p, x.reshape(1, 2), None, p.graph)
+
+        cfg = BaBConfig(timeout_s=20.0, attack_every=0, fsb_restart_s=1e-9, root_alpha_iters=5)
+        root = root_bounds(p, intermediate_bounds(p.graph, p.input_set), cfg, Deadline.after(20))
+        out = relu_bab(p, root, cfg, Deadline.after(20.0), check)
+        if out.stats.get("open_clauses") is None:  # proved at the root: no search
+            continue
+        assert out.stats["fsb_phase"]["domains"] == 1  # nothing bounded before the restart
+        gmin = grid_min(p.graph, [-1.0, -1.0], [1.0, 1.0], p.output_spec)
+        if out.status == "verified":
+            assert gmin > -1e-9
+        if out.status == "falsified":
+            assert check(out.counterexample.x.reshape(1, -1)) is not None
+        decided.add(out.status)
+    assert decided == {"verified", "falsified"}

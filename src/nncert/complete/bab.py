@@ -56,6 +56,8 @@ class BaBConfig:
     heuristic: str = "fsb"
     input_heuristic: str = "width"  # input splitting: "width" (first-layer reach) or "sb"
     fsb_topk: int = 8  # FSB: candidates scored per domain (ReLU splitting)
+    fsb_restart_s: float = 120.0  # ReLU splitting with FSB: a property still open after
+    # this many seconds of FSB search is searched again from the root with BaBSR (inf: never)
     input_split_max_dim: int = 16
     max_domains: int = 500_000
     batch_size: int = 1024  # input splitting: boxes per bounding call
@@ -101,6 +103,8 @@ class BaBConfig:
         if not self.root_intermediate_after_s >= 0.0:
             raise ConfigError("BaBConfig.root_intermediate_after_s must be ≥ 0, got "
                               f"{self.root_intermediate_after_s}")
+        if not self.fsb_restart_s > 0.0:
+            raise ConfigError(f"BaBConfig.fsb_restart_s must be > 0, got {self.fsb_restart_s}")
         if not 0.0 <= self.refine_share <= 1.0:
             raise ConfigError(f"BaBConfig.refine_share must lie in [0, 1], got {self.refine_share}")
 

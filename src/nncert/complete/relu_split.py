@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,7 +32,7 @@ from ..bounds.alpha_crown import AlphaCrownConfig, search_copy
 from ..bounds.core import Interval
 from ..bounds.open_rows import OpenRowBounds, Pairs, bound_open_rows, evaluate, relu_coefficients
 from ..bounds.subdomains import EngineConfig, Subdomains, kept_bounds, relu_inputs
-from ..clock import Deadline
+from ..clock import Deadline, DeadlineExceededError
 from ..models.graph import Graph
 from ..specs.input_sets import InputSet
 from ..specs.output import OutputSpec
@@ -356,6 +356,36 @@ def relu_bab(problem: VerificationProblem, root: OpenRowBounds, config: BaBConfi
     sub, rows = _open_clauses(spec, root.lower)
     stats["open_clauses"] = len(sub.clauses)
     ctx = _context(problem, sub, config)
+    if config.heuristic == "fsb" and deadline.remaining() > config.fsb_restart_s:
+        out = _fsb_phase(ctx, root, rows, deadline, check, stats)
+        if out is not None:
+            return out
+        ctx = replace(ctx, config=replace(config, heuristic="babsr"))
+    return _search(ctx, _root_queue(ctx, root, rows), deadline, check, stats)
+
+
+def _fsb_phase(ctx: _Ctx, root: OpenRowBounds, rows: list[int], deadline: Deadline,
+               check: Checker, stats: dict) -> BaBOutcome | None:
+    """The FSB search for ``fsb_restart_s`` seconds: its verdict when it decides, else None
+    (the caller searches again from the root with BaBSR; the stats count both searches)."""
+    t0 = clock.now()
+    first = deadline.within(ctx.config.fsb_restart_s)
+    try:
+        out = _search(ctx, _root_queue(ctx, root, rows), first, check, stats)
+        if out.status in ("verified", "falsified"):
+            return out
+    except DeadlineExceededError:
+        pass
+    deadline.check()
+    stats["fsb_phase"] = {"seconds": round(clock.now() - t0, 2), "domains": stats["domains"],
+                          "open_lower": stats.get("open_lower"),
+                          "stuck": stats.pop("stuck", 0)}  # (phase 2 starts with none stuck)
+    stats.pop("stuck_lower", None)
+    return None
+
+
+def _root_queue(ctx: _Ctx, root: OpenRowBounds, rows: list[int]) -> _Queue:
+    """A queue holding the root subdomain (its open ``rows``, no split)."""
     slopes = {k: v[:, rows] for k, v in root.slopes.items()}
     zero = {r: torch.zeros(1, *ctx.graph.shapes[z], dtype=torch.int8) for r, z in ctx.z_of.items()}
     betas = {r: torch.zeros(1, len(rows), *ctx.graph.shapes[z], dtype=ctx.graph.dtype)
@@ -363,7 +393,7 @@ def relu_bab(problem: VerificationProblem, root: OpenRowBounds, config: BaBConfi
     doms = Subdomains(zero, root.intermediate, slopes or None, betas, root.lower[:, rows])
     q = _Queue()
     q.push(**_columns(ctx, doms, root.lower[:, rows], torch.ones(1, len(rows), dtype=torch.bool)))
-    return _search(ctx, q, deadline, check, stats)
+    return q
 
 
 def _search(ctx: _Ctx, q: _Queue, deadline: Deadline, check: Checker, stats: dict):
