@@ -3,6 +3,7 @@ graph MILP and a dense grid on random small ReLU chains, under every search opti
 
 from __future__ import annotations
 
+import pytest
 import torch
 from complete_fixtures import grid_min, random_mlp
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from nncert.attacks import confirm
 from nncert.bounds.crown import intermediate_bounds
 from nncert.clock import Deadline
+from nncert.complete import relu_split
 from nncert.complete.bab import BaBConfig
 from nncert.complete.milp_graph import milp_decide
 from nncert.complete.relu_split import relu_bab, root_bounds
@@ -91,9 +93,13 @@ def test_milp_leaves_decide_small_subdomains():
             assert r.verdict != Verdict.VERIFIED
 
 
-def test_restart_with_babsr_after_fsb_agrees_with_the_grid():
-    """An FSB search cut off at once (``fsb_restart_s``) is searched again from the root with
-    BaBSR: the stats record the FSB phase and the verdicts still agree with the grid."""
+@pytest.mark.parametrize("share, pause_s", [(-1.0, 1e-9), (1.0, 1e-9), (1.0, 0.02)])
+def test_fsb_pause_restart_or_go_on_agrees_with_the_grid(monkeypatch, share, pause_s):
+    """FSB paused after ``fsb_restart_s``: restarted from the root with BaBSR (the last-layer
+    share exceeded: ``share`` -1) or searching on from its paused queue (``share`` 1: never
+    exceeded; paused before the first step or, at 0.02 s, possibly between steps). Either way
+    the verdicts agree with the grid and counterexamples are re-checked."""
+    monkeypatch.setattr(relu_split, "LAST_LAYER_SHARE", share)
     decided = set()
     for seed, q, slack in ((1, 0.0, 0.05), (2, 0.3, 0.0), (3, 0.0, 0.05), (4, 0.5, 0.0)):
         p = _problem(seed, q)
@@ -104,12 +110,15 @@ def test_restart_with_babsr_after_fsb_agrees_with_the_grid():
         def check(x, p=p):
             return confirm(p, x.reshape(1, 2), None, p.graph)
 
-        cfg = BaBConfig(timeout_s=20.0, attack_every=0, fsb_restart_s=1e-9, root_alpha_iters=5)
+        cfg = BaBConfig(timeout_s=20.0, attack_every=0, fsb_restart_s=pause_s, root_alpha_iters=5)
         root = root_bounds(p, intermediate_bounds(p.graph, p.input_set), cfg, Deadline.after(20))
         out = relu_bab(p, root, cfg, Deadline.after(20.0), check)
         if out.stats.get("open_clauses") is None:  # proved at the root: no search
             continue
-        assert out.stats["fsb_phase"]["domains"] == 1  # nothing bounded before the restart
+        if share < 0:
+            assert out.stats["fsb_phase"]["domains"] == 1  # nothing bounded before the restart
+        else:  # (a search left with stuck subdomains before the pause restarts too)
+            assert "fsb_phase" not in out.stats or out.stats["fsb_phase"]["stuck"] > 0
         gmin = grid_min(p.graph, [-1.0, -1.0], [1.0, 1.0], p.output_spec)
         if out.status == "verified":
             assert gmin > -1e-9
@@ -117,3 +126,9 @@ def test_restart_with_babsr_after_fsb_agrees_with_the_grid():
             assert check(out.counterexample.x.reshape(1, -1)) is not None
         decided.add(out.status)
     assert decided == {"verified", "falsified"}
+
+
+def test_last_layer_bias_reads_the_split_counts():
+    assert relu_split._last_layer_bias({"split_layers": [10, 20, 31]})  # 31 of 61
+    assert not relu_split._last_layer_bias({"split_layers": [10, 20, 30]})
+    assert not relu_split._last_layer_bias({})  # no split yet

@@ -57,7 +57,8 @@ class BaBConfig:
     input_heuristic: str = "width"  # input splitting: "width" (first-layer reach) or "sb"
     fsb_topk: int = 8  # FSB: candidates scored per domain (ReLU splitting)
     fsb_restart_s: float = 120.0  # ReLU splitting with FSB: a property still open after
-    # this many seconds of FSB search is searched again from the root with BaBSR (inf: never)
+    # this many seconds of FSB search, whose splits went mostly (> half) into the last ReLU
+    # layer, is searched again from the root with BaBSR (inf: never)
     input_split_max_dim: int = 16
     max_domains: int = 500_000
     batch_size: int = 1024  # input splitting: boxes per bounding call
