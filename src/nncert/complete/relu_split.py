@@ -49,8 +49,8 @@ STEP_SLOW_S, STEP_FAST_S = 2.4, 0.8
 # FSB scores a split by one CROWN pass with the parent's intermediate bounds, blind to the
 # re-bounding of the layers after it; when that leads it to put more than this share of its
 # splits into the last ReLU layer during its first ``fsb_restart_s``, the search restarts
-# from the root with BaBSR (mnistfc 256x4: 66% there, open at 720 s with FSB, verified in
-# 101 s with BaBSR; oval21's conv nets: 2-5%, and FSB stays the better search).
+# from the root with BaBSR (mnistfc 256x4 prop_10_0.05: 61% there, open at 720 s with FSB,
+# verified in 101 s with BaBSR; oval21's conv nets: 2-5%, and FSB stays the better search).
 LAST_LAYER_SHARE = 0.5
 
 
